@@ -11,6 +11,7 @@ from .adapters import ADAPTERS, Adapter, GroupLayout, describe
 from .cost import CostTable, counting_mode, full_macs, mac_speedup, measure_cost_table, schedule_macs
 from .errors import ScheduleConflictError, ScheduleError, ScheduleMismatchError, ScheduleStepError
 from .io import json_schema, load_schedule, save_schedule
+from .result import DONE, FAILED, EvaluationResult
 from .runtime import ScheduleHandle, apply_schedule
 from .schedule import (
     COMPUTE, FORMAT, FORMAT_VERSION, MODES, REUSE, SKIP, BlockGroup, ModelSpec, SamplingSpec, Schedule,
@@ -21,7 +22,7 @@ __all__ = [
     "ADAPTERS", "Adapter", "GroupLayout", "describe",
     "CostTable", "counting_mode", "full_macs", "mac_speedup", "measure_cost_table", "schedule_macs",
     "ScheduleConflictError", "ScheduleError", "ScheduleMismatchError", "ScheduleStepError",
-    "json_schema", "load_schedule", "save_schedule", "ScheduleHandle", "apply_schedule",
+    "DONE", "FAILED", "EvaluationResult", "json_schema", "load_schedule", "save_schedule", "ScheduleHandle", "apply_schedule",
     "COMPUTE", "FORMAT", "FORMAT_VERSION", "MODES", "REUSE", "SKIP", "BlockGroup", "ModelSpec",
     "SamplingSpec", "Schedule", "genome_length",
 ]

@@ -1,0 +1,59 @@
+"""The scored result of evaluating one schedule: what evaluators produce, the store keeps, searchers
+are told, and the dashboard shows. A plain record (JSON-able apart from the schedule and thumbnails)
+so it crosses process boundaries (Ray) and lands in any SQL store without a parallel representation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .schedule import Schedule
+
+DONE = "done"
+FAILED = "failed"
+
+
+@dataclass
+class EvaluationResult:
+    schedule: Schedule
+    status: str                                   # DONE or FAILED
+    metrics: dict[str, float] = field(default_factory=dict)          # aggregate per metric name
+    per_prompt: dict[str, list[float]] = field(default_factory=dict)  # metric -> value per (prompt, seed)
+    macs: int | None = None                       # one full sampling run under the schedule
+    mac_speedup: float | None = None              # all-compute MACs / schedule MACs
+    latency_s: float | None = None                # seconds per image, median of repeats
+    latency_speedup: float | None = None          # all-compute latency / schedule latency, same worker
+    error: str | None = None                      # why it failed (status FAILED)
+    worker: str | None = None                     # which evaluator produced it
+    started_at: float | None = None               # unix seconds
+    finished_at: float | None = None
+    thumbnails: list[bytes] = field(default_factory=list)   # PNG bytes, first prompts, request order
+    prompt_set_hash: str | None = None            # which calibration set/seeds/settings it was scored on
+
+    @property
+    def ok(self) -> bool:
+        return self.status == DONE
+
+    @classmethod
+    def failed(cls, schedule: Schedule, error: str, **kwargs: Any) -> "EvaluationResult":
+        return cls(schedule=schedule, status=FAILED, error=error, **kwargs)
+
+    def objective(self, name: str) -> float | None:
+        """A metric or cost figure by name (`mac_speedup`, `latency_speedup`, or any metric)."""
+        if name in ("mac_speedup", "latency_speedup", "macs", "latency_s"):
+            value = getattr(self, name)
+        else:
+            value = self.metrics.get(name)
+        if value is None or not math.isfinite(float(value)):
+            return None
+        return float(value)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able view without the schedule body or image bytes."""
+        doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("schedule", "thumbnails")}
+        doc["metrics"] = dict(self.metrics)
+        doc["per_prompt"] = {k: list(v) for k, v in self.per_prompt.items()}
+        doc["schedule_hash"] = self.schedule.hash
+        return doc
