@@ -1,0 +1,89 @@
+"""The one evaluator-pool interface the search loop codes against.
+
+    with make_pool(config) as pool:                      # LocalPool or RayPool from config.pool.kind
+        base = pool.all_compute_schedule()               # the study's model + sampling, all compute
+        for result in pool.evaluate(schedules):          # streamed as each finishes
+            store.add(result)
+        drift = pool.profile(None)                       # per-step drift for the DP searcher
+
+`evaluate` yields exactly one `EvaluationResult` per *distinct* schedule hash in the request (a
+duplicate is evaluated once; map results back by `result.schedule.hash`), in completion order, and
+never raises for a bad schedule: a mismatch, a NaN, a dead worker after all retries or a timeout is a
+result with status 'failed' and the reason in `error`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
+
+from schedules import EvaluationResult, ModelSpec, SamplingSpec, Schedule
+
+from .config import EvaluationConfig
+
+if TYPE_CHECKING:
+    from .profiling import DriftProfile
+
+
+class EvaluatorPool(ABC):
+    """Scores schedules on a study's prompts x seeds; identical metrics whatever the backend."""
+
+    config: EvaluationConfig
+
+    @abstractmethod
+    def evaluate(self, schedules: Iterable[Schedule]) -> Iterator[EvaluationResult]:
+        """One result per distinct schedule hash, streamed in completion order."""
+
+    @abstractmethod
+    def model_spec(self) -> ModelSpec:
+        """The loaded model's block groups (what schedules for this study must target)."""
+
+    @abstractmethod
+    def sampling_spec(self) -> SamplingSpec:
+        """The study's sampling settings as the schedule contract records them."""
+
+    def all_compute_schedule(self) -> Schedule:
+        """The reference schedule: every component computed at every step."""
+        return Schedule.all_compute(self.model_spec(), self.sampling_spec())
+
+    @abstractmethod
+    def reference_thumbnails(self) -> list[bytes]:
+        """PNG bytes of the all-compute reference images of the first prompts (thumbnail order)."""
+
+    @abstractmethod
+    def profile(self, schedule: Schedule | None = None) -> "DriftProfile":
+        """Per-component step-to-step drift along `schedule` (all compute when None); see profiling."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release workers; idempotent."""
+
+    def worker_info(self) -> list[dict[str, Any]]:
+        """One dict per worker (name, pid, device, reference latency): for logs and tests."""
+        return []
+
+    def __enter__(self) -> "EvaluatorPool":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def unique(schedules: Iterable[Schedule]) -> list[Schedule]:
+    """Distinct schedules by content hash, first occurrence kept, request order preserved."""
+    seen: set[str] = set()
+    out: list[Schedule] = []
+    for s in schedules:
+        if s.hash not in seen:
+            seen.add(s.hash)
+            out.append(s)
+    return out
+
+
+def make_pool(config: EvaluationConfig) -> EvaluatorPool:
+    """The pool `config.pool.kind` names; it loads the model (once per worker) before returning."""
+    if config.pool.kind == "ray":
+        from .ray_pool import RayPool
+        return RayPool(config)
+    from .local import LocalPool
+    return LocalPool(config)
