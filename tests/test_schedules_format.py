@@ -1,0 +1,143 @@
+"""The schedule file format: round trips, canonical hash, schema, and one clear error per bad input."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import jsonschema
+import pytest
+
+from schedules import (
+    BlockGroup, ModelSpec, SamplingSpec, Schedule, ScheduleError, json_schema, load_schedule, save_schedule,
+)
+
+SPEC = ModelSpec("pixart", "PixArtTransformer2DModel",
+                 (BlockGroup("transformer_blocks", 3, ("attn1", "attn2", "ff")),), model_id="tiny")
+SAMPLING = SamplingSpec(num_inference_steps=4, scheduler="DPMSolverMultistepScheduler", guidance_scale=4.5,
+                        height=16, width=16)
+
+
+def example() -> Schedule:
+    return Schedule.from_masks(SPEC, SAMPLING, {
+        ("transformer_blocks", "attn1"): ["111", "010", "111", "0-0"],
+        ("transformer_blocks", "ff"): ["111", "000", "101", "111"],
+    }, metrics={"psnr": 31.5}, provenance={"searcher": "ecad"})
+
+
+def test_round_trip_file(tmp_path):
+    s = example()
+    path = save_schedule(s, tmp_path / "s.json")
+    back = load_schedule(path)
+    assert back == s and back.hash == s.hash
+    assert back.metrics == {"psnr": 31.5} and back.provenance == {"searcher": "ecad"}
+    assert back.rows("transformer_blocks", "attn1") == ("111", "010", "111", "0-0")
+    assert not list(tmp_path.glob(".*.tmp")), "atomic save leaves no temp file"
+
+
+def test_hash_ignores_metrics_and_provenance_but_not_plan():
+    s = example()
+    assert s.with_info(metrics={"psnr": 1.0}, provenance={"x": 1}).hash == s.hash
+    other = Schedule.from_masks(SPEC, SAMPLING, {("transformer_blocks", "attn1"): ["111", "011", "111", "000"]})
+    assert other.hash != s.hash
+    assert Schedule.from_json(s.to_json()).canonical_json() == s.canonical_json()
+
+
+def test_canonical_form_is_key_order_independent():
+    doc = example().to_dict()
+    shuffled = json.loads(json.dumps(doc))
+    shuffled["plan"]["transformer_blocks"] = dict(reversed(list(shuffled["plan"]["transformer_blocks"].items())))
+    shuffled = dict(reversed(list(shuffled.items())))
+    assert Schedule.from_dict(shuffled).hash == example().hash
+
+
+def test_published_json_schema_accepts_files_we_write():
+    jsonschema.validate(example().to_dict(), json_schema())
+    jsonschema.Draft202012Validator.check_schema(json_schema())
+
+
+def test_fractions_and_bits_round_trip():
+    s = Schedule.from_masks(SPEC, SAMPLING, {("transformer_blocks", "attn1"): ["111", "010", "111", "000"]})
+    assert s.compute_fraction("transformer_blocks", "attn1") == pytest.approx(7 / 12)
+    assert s.fractions()["transformer_blocks.ff"] == 1.0
+    bits = s.to_bits()
+    assert len(bits) == 3 * 3 * 3
+    assert Schedule.from_bits(SPEC, SAMPLING, bits) == s
+
+
+def _mutate(path: str, value):
+    doc = example().to_dict()
+    keys = path.split(".")
+    node = doc
+    for k in keys[:-1]:
+        node = node[int(k)] if isinstance(node, list) else node[k]
+    last = keys[-1]
+    if value is _DELETE:
+        del node[last]
+    elif isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return doc
+
+
+_DELETE = object()
+
+BAD_DOCUMENTS = [
+    ("version", 2, "version: unsupported version 2"),
+    ("version", True, "version: unsupported version True"),
+    ("format", "other", "format: must be 'cachesearch.schedule'"),
+    ("model", _DELETE, "model: is required"),
+    ("model.block_groups", [], "model.block_groups: must list at least one"),
+    ("model.block_groups.0.num_blocks", 0, "model.block_groups[0].num_blocks: must be >= 1"),
+    ("model.block_groups.0.num_blocks", "3", "model.block_groups[0].num_blocks: must be an integer"),
+    ("model.block_groups.0.components", ["attn1", "attn1"], "components: must be a non-empty list of distinct"),
+    ("sampling.num_inference_steps", 5, "plan.transformer_blocks.attn1: has 4 steps but sampling.num_inference_steps is 5"),
+    ("sampling.cfg", "sideways", "sampling.cfg: must be one of"),
+    ("sampling.timesteps", [999, 500], "sampling.timesteps: lists 2 timesteps but num_inference_steps is 4"),
+    ("plan.transformer_blocks.attn1.1", "0101", "plan.transformer_blocks.attn1[1]: has 4 characters but block group 'transformer_blocks' has 3 blocks"),
+    ("plan.transformer_blocks.attn1.1", "0x1", "plan.transformer_blocks.attn1[1]: character(s) ['x'] outside the alphabet"),
+    ("plan.transformer_blocks.attn1.0", "101", "plan.transformer_blocks.attn1[0]: step 0 must compute"),
+    ("plan.transformer_blocks.attn1", ["111", "111"], "plan.transformer_blocks.attn1: has 2 steps"),
+    ("plan.transformer_blocks.attn1", "111", "plan.transformer_blocks.attn1: must be a list of strings"),
+    ("plan.transformer_blocks.attn1.2", 111, "plan.transformer_blocks.attn1[2]: must be a string"),
+    ("plan.transformer_blocks.ff", _DELETE, "plan.transformer_blocks.ff: missing component"),
+    ("plan.transformer_blocks.attn3", ["111"] * 4, "unknown component 'attn3'"),
+    ("plan.single_blocks", {}, "plan: unknown block group 'single_blocks'"),
+    ("metrics", [1], "metrics: must be an object"),
+    ("extra", 1, "unknown field(s) ['extra']"),
+]
+
+
+@pytest.mark.parametrize("path,value,message", BAD_DOCUMENTS, ids=[f"{p}={v!r}"[:60] for p, v, _ in BAD_DOCUMENTS])
+def test_malformed_documents_raise_one_clear_error(tmp_path, path, value, message):
+    doc = _mutate(path, copy.deepcopy(value) if value is not _DELETE else value)
+    file = tmp_path / "bad.json"
+    file.write_text(json.dumps(doc))
+    with pytest.raises(ScheduleError) as err:
+        load_schedule(file)
+    assert message in str(err.value)
+    assert str(file) in str(err.value), "the error names the file"
+
+
+@pytest.mark.parametrize("content,message", [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "must be a JSON object"),
+    ("", "not valid JSON"),
+])
+def test_not_a_schedule_file(tmp_path, content, message):
+    file = tmp_path / "s.json"
+    file.write_text(content)
+    with pytest.raises(ScheduleError, match=message):
+        load_schedule(file)
+
+
+def test_binary_and_missing_files(tmp_path):
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(b"\x80\x04\x95pickle\xff\xfe")
+    with pytest.raises(ScheduleError, match="not UTF-8"):
+        load_schedule(binary)
+    with pytest.raises(ScheduleError, match="file not found"):
+        load_schedule(tmp_path / "missing.json")
+    with pytest.raises(ScheduleError, match="is a directory"):
+        load_schedule(tmp_path)
