@@ -14,13 +14,50 @@ hold a session, a lock or an ORM object. Writes on SQLite take the write lock up
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+import math
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+
+import numpy as np
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
 from schedules import EvaluationResult, Schedule
 
-from .records import EvaluationRecord, HVPoint, ObjectiveSpec, StudyInfo, StudySummary
+from . import codec, pareto
+from .convert import finished_order, record_from_row, record_select, study_info
+from .engine import WRITE_OPTION, ensure_schema, make_engine
+from .errors import ObjectiveError, ScheduleNotFound, StoreError, StudyExists, StudyNotFound
+from .models import Evaluation, ScheduleRow, SearcherState, Study, Thumbnail
+from .records import (
+    COST_OBJECTIVES, DONE, FAILED, QUEUED, RUNNING, STUDY_STATUSES, EvaluationRecord, HVPoint, ObjectiveSpec,
+    StudyInfo, StudySummary,
+)
+from .writes import find_evaluation, record_result, set_thumbnails, upsert_schedule
 
 DEFAULT_URL = "sqlite:///cachesearch.db"
+T = TypeVar("T")
+
+# Raw objective columns of a finished evaluation, in recording order (fronts, hypervolume, listings).
+_OBJECTIVE_COLUMNS = (Evaluation.id, Evaluation.status, Evaluation.metrics, Evaluation.mac_speedup,
+                      Evaluation.latency_speedup, Evaluation.macs, Evaluation.latency_s)
+
+
+def _objective(row: Any, name: str) -> float | None:
+    """Same rule as `EvaluationResult.objective`: a cost column or a metric, None unless finite."""
+    if name in ("mac_speedup", "latency_speedup", "macs", "latency_s"):
+        value = getattr(row, name)
+    else:
+        value = (row.metrics or {}).get(name)
+    if value is None:
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
 
 
 class Store:
@@ -31,19 +68,66 @@ class Store:
     written by another schema version raises `SchemaVersionError`.
     """
 
+    WRITE_RETRIES = 5   # on "database is locked" after the 30 s busy timeout (a stuck writer)
+
     def __init__(self, url: str = DEFAULT_URL, *, create: bool = True, echo: bool = False) -> None:
-        raise NotImplementedError
+        self.url = str(url)
+        self._engine = make_engine(url, create=create, echo=echo)
+        try:
+            ensure_schema(self._engine, create=create)
+        except BaseException:
+            self._engine.dispose()
+            raise
+        self._read = sessionmaker(self._engine, expire_on_commit=False)
+        self._write = sessionmaker(self._engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False)
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
         """Dispose of the connection pool. The store is unusable afterwards."""
-        raise NotImplementedError
+        self._engine.dispose()
 
     def __enter__(self) -> "Store":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self._engine.url.render_as_string(hide_password=True)!r})"
+
+    # ------------------------------------------------------------------ sessions
+    @contextmanager
+    def _reading(self) -> Iterator[Session]:
+        with self._read() as session:
+            yield session
+
+    def _transaction(self, work: Callable[[Session], T]) -> T:
+        """Run `work` in one write transaction; retried whole if the database stays locked."""
+        for attempt in range(self.WRITE_RETRIES):
+            try:
+                with self._write() as session, session.begin():
+                    return work(session)
+            except OperationalError as exc:
+                if "locked" not in str(exc).lower() or attempt == self.WRITE_RETRIES - 1:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _study_row(self, session: Session, name: str) -> Study:
+        row = session.scalars(select(Study).where(Study.name == name)).first()
+        if row is None:
+            raise StudyNotFound(name, list(session.scalars(select(Study.name).order_by(Study.name))))
+        return row
+
+    def _study_id(self, session: Session, name: str) -> int:
+        sid = session.scalar(select(Study.id).where(Study.name == name))
+        if sid is None:
+            raise StudyNotFound(name, list(session.scalars(select(Study.name).order_by(Study.name))))
+        return sid
+
+    @staticmethod
+    def _touch(session: Session, study_id: int) -> None:
+        session.execute(update(Study).where(Study.id == study_id).values(updated_at=time.time()))
 
     # ------------------------------------------------------------------ studies
     def create_study(self, name: str, config: dict[str, Any], model_signature: str, searcher: str,
@@ -54,118 +138,388 @@ class Store:
         cost are the defaults for fronts); `reference_point` fixes the hypervolume reference per
         objective name (costs default to 1.0, i.e. no speedup) so hypervolumes are comparable across
         studies of the same model and prompt set. With `exist_ok`, an existing study of that name is
-        returned when its model signature and searcher match (resume), else `StudyExists`."""
-        raise NotImplementedError
+        returned when its model signature, searcher, objectives and reference point match (resume),
+        else `StudyExists` says what differs."""
+        if not name or not name.strip():
+            raise StoreError("a study needs a non-empty name")
+        objectives = tuple(o if isinstance(o, ObjectiveSpec) else ObjectiveSpec(str(o)) for o in objectives)
+        if not objectives:
+            raise ObjectiveError(f"study '{name}' needs at least one objective (e.g. psnr and mac_speedup)")
+        names = [o.name for o in objectives]
+        if len(set(names)) != len(names):
+            raise ObjectiveError(f"study '{name}' lists an objective twice: {names}")
+        reference = {c: 1.0 for c in COST_OBJECTIVES if c in names}
+        for key, value in (reference_point or {}).items():
+            v = float(value)
+            if not math.isfinite(v):
+                raise ObjectiveError(f"reference point for '{key}' must be finite, got {value!r}")
+            reference[key] = v
+        config = codec.check(config, "config")
+        searcher_settings = codec.check(searcher_settings, "searcher_settings")
+
+        def work(session: Session) -> StudyInfo:
+            existing = session.scalars(select(Study).where(Study.name == name)).first()
+            if existing is not None:
+                info = study_info(existing)
+                wanted = {"model signature": model_signature, "searcher": searcher,
+                          "objectives": objectives, "reference point": reference}
+                have = {"model signature": info.model_signature, "searcher": info.searcher,
+                        "objectives": info.objectives, "reference point": info.reference_point}
+                diffs = [f"{k}: stored {have[k]!r}, asked {wanted[k]!r}" for k in wanted if have[k] != wanted[k]]
+                if not exist_ok:
+                    raise StudyExists(f"a study named '{name}' already exists (pick another name, or resume it)")
+                if diffs:
+                    raise StudyExists(f"study '{name}' exists with different settings; " + "; ".join(diffs))
+                return info
+            now = time.time()
+            row = Study(name=name, config=config, model_signature=model_signature, searcher=searcher,
+                        searcher_settings=searcher_settings, objectives=[o.to_dict() for o in objectives],
+                        reference_point=reference, status="created", created_at=now, updated_at=now)
+            session.add(row)
+            session.flush()
+            return study_info(row)
+
+        return self._transaction(work)
 
     def get_study(self, name: str) -> StudyInfo:
         """The study, or `StudyNotFound` naming the studies that do exist."""
-        raise NotImplementedError
+        with self._reading() as session:
+            return study_info(self._study_row(session, name))
 
     def list_studies(self) -> list[StudySummary]:
         """Every study with counts, front size and best figures on its primary objectives."""
-        raise NotImplementedError
+        with self._reading() as session:
+            studies = [study_info(r) for r in session.scalars(select(Study).order_by(Study.created_at, Study.id))]
+            counts: dict[tuple[int, str], int] = {
+                (sid, status): n for sid, status, n in session.execute(
+                    select(Evaluation.study_id, Evaluation.status, func.count()).group_by(
+                        Evaluation.study_id, Evaluation.status))}
+            done_rows: dict[int, list[Any]] = {s.id: [] for s in studies}
+            for row in session.execute(select(Evaluation.study_id, *_OBJECTIVE_COLUMNS).where(
+                    Evaluation.status == DONE)):
+                done_rows[row.study_id].append(row)
+        out = []
+        for s in studies:
+            quality = self._default_quality(s, required=False)
+            front_size, best_q, best_c = 0, None, None
+            if quality is not None:
+                pts, _ = self._points(done_rows[s.id], quality, s.cost)
+                if len(pts):
+                    front_size = int(pareto.nondominated(pts, [s.maximize(quality), s.maximize(s.cost)]).sum())
+                    best_q = float(pts[:, 0].max() if s.maximize(quality) else pts[:, 0].min())
+                    best_c = float(pts[:, 1].max() if s.maximize(s.cost) else pts[:, 1].min())
+            n_done, n_failed = counts.get((s.id, DONE), 0), counts.get((s.id, FAILED), 0)
+            out.append(StudySummary(
+                name=s.name, model_signature=s.model_signature, searcher=s.searcher, status=s.status,
+                n_evaluations=n_done + n_failed, n_done=n_done, n_failed=n_failed,
+                n_pending=counts.get((s.id, QUEUED), 0) + counts.get((s.id, RUNNING), 0),
+                front_size=front_size, best_quality=best_q, best_speedup=best_c,
+                created_at=s.created_at, updated_at=s.updated_at))
+        return out
 
     def set_study_status(self, name: str, status: str) -> None:
         """Set one of `records.STUDY_STATUSES` (created, running, interrupted, finished, failed)."""
-        raise NotImplementedError
+        if status not in STUDY_STATUSES:
+            raise StoreError(f"unknown study status {status!r} (one of {', '.join(STUDY_STATUSES)})")
+
+        def work(session: Session) -> None:
+            row = self._study_row(session, name)
+            row.status = status
+            row.updated_at = time.time()
+
+        self._transaction(work)
 
     def delete_study(self, name: str) -> None:
         """Delete a study with its evaluations, thumbnails and searcher state (schedules stay: they
         are shared by hash across studies)."""
-        raise NotImplementedError
+        def work(session: Session) -> None:
+            session.delete(self._study_row(session, name))
+
+        self._transaction(work)
 
     # ------------------------------------------------------------------ evaluations: writes
     def mark_queued(self, study: str, schedules: Iterable[Schedule], step: int | None = None) -> list[int]:
         """Record that these schedules were dispatched (status queued); returns evaluation ids.
-        Schedules already finished in this study are left untouched (their existing id is returned)."""
-        raise NotImplementedError
+        Schedules already done in this study are left untouched (their existing id is returned); a
+        failed one is queued again (a retry)."""
+        schedules = list(schedules)
 
-    def mark_running(self, study: str, schedule_hash: str, worker: str | None = None) -> None:
-        """Flag a queued evaluation as running on `worker` (creates the row if it was never queued)."""
-        raise NotImplementedError
+        def work(session: Session) -> list[int]:
+            sid = self._study_id(session, study)
+            ids = []
+            now = time.time()
+            for schedule in schedules:
+                key = upsert_schedule(session, schedule)
+                row = find_evaluation(session, sid, key, "")
+                if row is None:
+                    row = Evaluation(study_id=sid, schedule_hash=key, prompt_set_hash="", status=QUEUED,
+                                     metrics={}, per_prompt={}, provenance=codec.check(
+                                         dict(schedule.provenance), "schedule.provenance"),
+                                     step=step, queued_at=now, n_thumbnails=0)
+                    session.add(row)
+                    session.flush()
+                elif row.status == FAILED:
+                    row.status, row.error, row.queued_at, row.recorded_at = QUEUED, None, now, None
+                    row.step = step if step is not None else row.step
+                ids.append(row.id)
+            self._touch(session, sid)
+            return ids
+
+        return self._transaction(work)
+
+    def mark_running(self, study: str, schedule: Schedule | str, worker: str | None = None) -> None:
+        """Flag a queued evaluation as running on `worker`. Given a Schedule, a row that was never
+        queued is created; given only a hash, the schedule must already be stored."""
+        def work(session: Session) -> None:
+            sid = self._study_id(session, study)
+            if isinstance(schedule, Schedule):
+                key = upsert_schedule(session, schedule)
+            else:
+                key = schedule
+                if session.get(ScheduleRow, key) is None:
+                    raise ScheduleNotFound(f"no schedule with hash {key} in {self!r}")
+            row = find_evaluation(session, sid, key, "")
+            if row is None:
+                row = session.scalars(select(Evaluation).where(
+                    Evaluation.study_id == sid, Evaluation.schedule_hash == key)).first()
+            if row is None:
+                row = Evaluation(study_id=sid, schedule_hash=key, prompt_set_hash="", metrics={},
+                                 per_prompt={}, provenance={}, n_thumbnails=0, queued_at=time.time())
+                session.add(row)
+            elif row.status == DONE:
+                return
+            row.status, row.worker, row.started_at = RUNNING, worker, time.time()
+
+        self._transaction(work)
 
     def record_evaluation(self, study: str, result: EvaluationResult, step: int | None = None) -> int:
         """Persist one finished result in one transaction: upsert the schedule row by hash, write or
         update the evaluation row (a queued/running/failed row of the same schedule and prompt set is
         completed in place), and store its thumbnails. Recording a schedule that is already done in
         this study keeps the first result and returns its id (evaluated once, never twice)."""
-        raise NotImplementedError
+        return self.record_evaluations(study, [result], step)[0]
 
     def record_evaluations(self, study: str, results: Sequence[EvaluationResult],
                            step: int | None = None) -> list[int]:
         """Several results in one transaction (a generation at once); same rules as
         `record_evaluation`."""
-        raise NotImplementedError
+        def work(session: Session) -> list[int]:
+            sid = self._study_id(session, study)
+            ids = [record_result(session, sid, r, step) for r in results]
+            self._touch(session, sid)
+            return ids
+
+        return self._transaction(work)
 
     # ------------------------------------------------------------------ evaluations: reads
     def finished_hashes(self, study: str, *, include_failed: bool = True,
                         prompt_set_hash: str | None = None) -> set[str]:
         """Hashes of schedules finished in this study, for resume: never evaluate twice."""
-        raise NotImplementedError
+        statuses = (DONE, FAILED) if include_failed else (DONE,)
+        with self._reading() as session:
+            q = select(Evaluation.schedule_hash).where(
+                Evaluation.study_id == self._study_id(session, study), Evaluation.status.in_(statuses))
+            if prompt_set_hash is not None:
+                q = q.where(Evaluation.prompt_set_hash == prompt_set_hash)
+            return set(session.scalars(q))
 
     def unfinished_schedules(self, study: str) -> list[Schedule]:
         """Schedules left queued or running (e.g. by a killed search), to re-dispatch on resume."""
-        raise NotImplementedError
+        with self._reading() as session:
+            rows = session.execute(select(ScheduleRow.canonical_json, Evaluation.provenance).join(
+                Evaluation, Evaluation.schedule_hash == ScheduleRow.hash).where(
+                Evaluation.study_id == self._study_id(session, study),
+                Evaluation.status.in_((QUEUED, RUNNING))).order_by(Evaluation.id)).all()
+        return [Schedule.from_json(text).with_info(provenance=prov or {}) for text, prov in rows]
 
     def evaluations(self, study: str, status: str | None = None, *,
-                    prompt_set_hash: str | None = None) -> list[EvaluationRecord]:
+                    prompt_set_hash: str | None = None, per_prompt: bool = True) -> list[EvaluationRecord]:
         """Evaluations of a study in the order they finished (unfinished ones last), optionally only
-        one status."""
-        raise NotImplementedError
+        one status. `per_prompt=False` leaves out the per-prompt values (the bulk of each row) for
+        listings."""
+        with self._reading() as session:
+            q = record_select(per_prompt).where(Evaluation.study_id == self._study_id(session, study))
+            if status is not None:
+                q = q.where(Evaluation.status == status)
+            if prompt_set_hash is not None:
+                q = q.where(Evaluation.prompt_set_hash == prompt_set_hash)
+            rows = session.execute(q.order_by(*finished_order())).all()
+        return [record_from_row(r, study) for r in rows]
 
     def evaluation(self, evaluation_id: int) -> EvaluationRecord:
         """One evaluation by id."""
-        raise NotImplementedError
+        with self._reading() as session:
+            row = session.execute(record_select(True).add_columns(Study.name).join(
+                Study, Study.id == Evaluation.study_id).where(Evaluation.id == evaluation_id)).first()
+        if row is None:
+            raise StoreError(f"no evaluation with id {evaluation_id}")
+        return record_from_row(row, row.name)
 
     def results(self, study: str) -> list[EvaluationResult]:
         """Finished evaluations as the contract's `EvaluationResult` (schedule included, thumbnails
-        not), e.g. to re-tell a searcher on resume."""
-        raise NotImplementedError
+        not), in recording order, e.g. to re-tell a searcher on resume."""
+        records = [r for r in self.evaluations(study) if r.status in (DONE, FAILED)]
+        with self._reading() as session:
+            texts = dict(session.execute(select(ScheduleRow.hash, ScheduleRow.canonical_json).where(
+                ScheduleRow.hash.in_({r.schedule_hash for r in records}))).all()) if records else {}
+        parsed = {h: Schedule.from_json(t) for h, t in texts.items()}
+        return [EvaluationResult(
+            schedule=parsed[r.schedule_hash].with_info(provenance=r.provenance), status=r.status,
+            metrics=dict(r.metrics), per_prompt={k: list(v) for k, v in r.per_prompt.items()}, macs=r.macs,
+            mac_speedup=r.mac_speedup, latency_s=r.latency_s, latency_speedup=r.latency_speedup,
+            error=r.error, worker=r.worker, started_at=r.started_at, finished_at=r.finished_at,
+            prompt_set_hash=r.prompt_set_hash) for r in records]
 
     def schedule(self, schedule_hash: str) -> Schedule:
         """The schedule with that content hash (a unique prefix of at least 8 characters works)."""
-        raise NotImplementedError
+        key = schedule_hash.strip().lower()
+        with self._reading() as session:
+            text = session.scalar(select(ScheduleRow.canonical_json).where(ScheduleRow.hash == key))
+            if text is None and 8 <= len(key) < 64:
+                hits = session.execute(select(ScheduleRow.hash, ScheduleRow.canonical_json).where(
+                    ScheduleRow.hash.startswith(key, autoescape=True)).limit(2)).all()
+                if len(hits) > 1:
+                    raise ScheduleNotFound(f"hash prefix '{key}' is ambiguous; give more characters")
+                text = hits[0][1] if hits else None
+        if text is None:
+            raise ScheduleNotFound(f"no schedule with hash '{key}' in {self!r}")
+        return Schedule.from_json(text, source=f"store schedule {key[:12]}")
 
     # ------------------------------------------------------------------ thumbnails
     def thumbnails(self, evaluation_id: int) -> list[bytes]:
         """PNG bytes of an evaluation's thumbnails, in the evaluator's prompt order."""
-        raise NotImplementedError
+        with self._reading() as session:
+            return [bytes(b) for b in session.scalars(select(Thumbnail.png).where(
+                Thumbnail.evaluation_id == evaluation_id).order_by(Thumbnail.position))]
 
     def set_reference_thumbnails(self, study: str, images: Sequence[bytes]) -> None:
         """Replace the study's all-compute reference thumbnails (PNG bytes, prompt order)."""
-        raise NotImplementedError
+        def work(session: Session) -> None:
+            sid = self._study_id(session, study)
+            set_thumbnails(session, images, study_id=sid)
+            self._touch(session, sid)
+
+        self._transaction(work)
 
     def reference_thumbnails(self, study: str) -> list[bytes]:
         """The study's reference thumbnails (empty if none were stored)."""
-        raise NotImplementedError
+        with self._reading() as session:
+            sid = self._study_id(session, study)
+            return [bytes(b) for b in session.scalars(select(Thumbnail.png).where(
+                Thumbnail.study_id == sid).order_by(Thumbnail.position))]
 
     # ------------------------------------------------------------------ searcher state
     def save_searcher_state(self, study: str, state: dict[str, Any], step: int) -> None:
-        """Replace the searcher's JSON state (no pickle) and its generation/trial number."""
-        raise NotImplementedError
+        """Replace the searcher's JSON state (no pickle) and its generation/trial number. A value
+        that is not JSON is a `StoreError` naming where it sits in the state."""
+        if not isinstance(state, dict):
+            raise StoreError(f"searcher state must be a dict, got {type(state).__name__}")
+        clean = codec.check(state, "searcher state")
+
+        def work(session: Session) -> None:
+            sid = self._study_id(session, study)
+            row = session.get(SearcherState, sid)
+            if row is None:
+                session.add(SearcherState(study_id=sid, step=int(step), state=clean, saved_at=time.time()))
+            else:
+                row.step, row.state, row.saved_at = int(step), clean, time.time()
+            self._touch(session, sid)
+
+        self._transaction(work)
 
     def load_searcher_state(self, study: str) -> tuple[dict[str, Any], int] | None:
         """The last saved (state, step), or None if the searcher never saved one."""
-        raise NotImplementedError
+        with self._reading() as session:
+            row = session.get(SearcherState, self._study_id(session, study))
+            return None if row is None else (codec.decode(dict(row.state)), row.step)
 
     # ------------------------------------------------------------------ fronts and progress
+    @staticmethod
+    def _default_quality(info: StudyInfo, required: bool = True) -> str | None:
+        for o in info.objectives:
+            if o.name not in COST_OBJECTIVES:
+                return o.name
+        if required:
+            raise ObjectiveError(f"study '{info.name}' lists no quality objective; name one (e.g. quality='psnr')")
+        return None
+
+    @staticmethod
+    def _points(rows: Sequence[Any], quality: str, cost: str) -> tuple[np.ndarray, list[int]]:
+        """(quality, cost) of the rows that have both, with their positions in `rows`."""
+        pts, idx = [], []
+        for i, row in enumerate(rows):
+            q, c = _objective(row, quality), _objective(row, cost)
+            if q is not None and c is not None:
+                pts.append((q, c))
+                idx.append(i)
+        return np.asarray(pts, dtype=float).reshape(-1, 2), idx
+
+    def _objective_rows(self, session: Session, study_id: int, statuses: tuple[str, ...],
+                        prompt_set_hash: str | None) -> list[Any]:
+        q = select(*_OBJECTIVE_COLUMNS).where(Evaluation.study_id == study_id, Evaluation.status.in_(statuses))
+        if prompt_set_hash is not None:
+            q = q.where(Evaluation.prompt_set_hash == prompt_set_hash)
+        return list(session.execute(q.order_by(*finished_order())).all())
+
+    def _resolve(self, info: StudyInfo, quality: str | None, cost: str | None) -> tuple[str, str]:
+        quality = quality or self._default_quality(info)
+        cost = cost or info.cost
+        assert quality is not None
+        return quality, cost
+
+    def _reference(self, info: StudyInfo, names: Sequence[str], override: dict[str, float] | None) -> list[float]:
+        ref = {**info.reference_point, **(override or {})}
+        missing = [n for n in names if n not in ref]
+        if missing:
+            raise ObjectiveError(
+                f"study '{info.name}' has no hypervolume reference value for {missing} (it has "
+                f"{sorted(ref) or 'none'}); set reference_point when creating the study or pass reference=")
+        return [float(ref[n]) for n in names]
+
     def front(self, study: str, quality: str | None = None, cost: str | None = None, *,
               prompt_set_hash: str | None = None) -> list[EvaluationRecord]:
         """Non-dominated done evaluations over (quality, cost), sorted by cost ascending. Defaults are
         the study's primary objectives; directions come from the study (unlisted: maximise).
         Evaluations lacking a finite value for either objective are left out."""
-        raise NotImplementedError
+        with self._reading() as session:
+            row = self._study_row(session, study)
+            info = study_info(row)
+            quality, cost = self._resolve(info, quality, cost)
+            rows = self._objective_rows(session, row.id, (DONE,), prompt_set_hash)
+            pts, idx = self._points(rows, quality, cost)
+            if not len(pts):
+                return []
+            mask = pareto.nondominated(pts, [info.maximize(quality), info.maximize(cost)])
+            ids = [rows[idx[i]].id for i in np.flatnonzero(mask)]
+            members = session.execute(record_select(True).where(Evaluation.id.in_(ids))).all()
+        records = [record_from_row(r, study) for r in members]
+        sign = 1.0 if info.maximize(cost) else -1.0
+        records.sort(key=lambda r: (sign * (r.objective(cost) or 0.0), r.id))
+        return records
 
     def hypervolume(self, study: str, quality: str | None = None, cost: str | None = None, *,
                     reference: dict[str, float] | None = None,
                     prompt_set_hash: str | None = None) -> float:
         """Hypervolume of the study's front against the study's fixed reference point (or
         `reference`, per objective name). Raises `ObjectiveError` if an objective has no reference."""
-        raise NotImplementedError
+        history = self.hypervolume_history(study, quality, cost, reference=reference,
+                                           prompt_set_hash=prompt_set_hash)
+        return history[-1].hypervolume if history else 0.0
 
     def hypervolume_history(self, study: str, quality: str | None = None, cost: str | None = None, *,
                             reference: dict[str, float] | None = None,
                             prompt_set_hash: str | None = None) -> list[HVPoint]:
         """Hypervolume after each finished evaluation (failed ones count toward the budget and add
         nothing), in recording order: one `HVPoint(n_evaluations, hypervolume)` per finished one."""
-        raise NotImplementedError
+        with self._reading() as session:
+            row = self._study_row(session, study)
+            info = study_info(row)
+            quality, cost = self._resolve(info, quality, cost)
+            ref = self._reference(info, (quality, cost), reference)
+            rows = self._objective_rows(session, row.id, (DONE, FAILED), prompt_set_hash)
+        points: list[tuple[float, float] | None] = []
+        for r in rows:
+            q, c = (_objective(r, quality), _objective(r, cost)) if r.status == DONE else (None, None)
+            points.append((q, c) if q is not None and c is not None else None)
+        values = pareto.hypervolume_history(points, ref, [info.maximize(quality), info.maximize(cost)])
+        return [HVPoint(i + 1, v) for i, v in enumerate(values)]
