@@ -9,6 +9,7 @@ from .errors import (
     ExportError, NothingQualifies, ObjectiveError, ScheduleNotFound, SchemaVersionError, StoreError,
     StudyExists, StudyNotFound,
 )
+from .export import FORMATS, PICK_HELP, choose, export_front, export_pick, parse_pick, write_schedule
 from .records import (
     COST_OBJECTIVES, DONE, EVALUATION_STATUSES, FAILED, QUEUED, RUNNING, STUDY_STATUSES, EvaluationRecord,
     HVPoint, ObjectiveSpec, StudyInfo, StudySummary,
@@ -16,6 +17,7 @@ from .records import (
 
 __all__ = [
     "DEFAULT_URL", "Store",
+    "FORMATS", "PICK_HELP", "choose", "export_front", "export_pick", "parse_pick", "write_schedule",
     "ExportError", "NothingQualifies", "ObjectiveError", "ScheduleNotFound", "SchemaVersionError",
     "StoreError", "StudyExists", "StudyNotFound",
     "COST_OBJECTIVES", "DONE", "EVALUATION_STATUSES", "FAILED", "QUEUED", "RUNNING", "STUDY_STATUSES",

@@ -1,0 +1,240 @@
+"""Write chosen schedules out of a store: one file picked by a rule, or the whole front.
+
+Pick rules (the `--pick` of `cachesearch export`):
+    knee                          the bend of the (quality, cost) front
+    fastest-with psnr>=30         the highest speedup among evaluations meeting the bound
+    fastest-with quality>=30      `quality` means the study's primary quality objective
+    best-with speedup>=2          the best quality among evaluations meeting the bound
+    best-with latency_speedup>=1.5
+Operators: >=, >, <=, < (so `fastest-with latent_mse<=0.01` works for lower-is-better metrics).
+
+A written schedule file is the contract's format, carrying the measured metrics and provenance (study,
+searcher, prompt set hash, seeds, versions, evaluation id, pick rule) via `Schedule.with_info`; its
+content hash is unchanged, so it can be looked up in any store. `fmt="cache-dit"` writes a cache-dit
+config instead when the plan fits (see `store.cachedit`), else raises `ExportError` saying why.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import os
+import re
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+from schedules import FORMAT_VERSION, Schedule, save_schedule
+
+from . import pareto
+from .api import Store
+from .cachedit import cache_dit_yaml
+from .errors import ExportError, NothingQualifies, ObjectiveError
+from .records import DONE, EvaluationRecord, StudyInfo
+
+FORMATS = ("cachesearch", "cache-dit")
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+_RULE = re.compile(r"^\s*(fastest-with|best-with)\s*[: ]\s*([A-Za-z_][\w.\-]*)\s*(>=|<=|>|<)\s*"
+                   r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+PICK_HELP = "knee | fastest-with <metric>>=<Q> | best-with speedup>=<S>  (e.g. 'fastest-with psnr>=30')"
+
+
+@dataclass(frozen=True)
+class Pick:
+    """A parsed pick rule. `bound` is (objective name as written, operator, threshold) or None."""
+
+    kind: str                                   # "knee", "fastest-with", "best-with"
+    bound: tuple[str, str, float] | None = None
+    text: str = ""
+
+
+def parse_pick(text: str) -> Pick:
+    """Parse a pick rule, or `ObjectiveError` showing the accepted forms."""
+    if text.strip().lower() == "knee":
+        return Pick("knee", None, "knee")
+    m = _RULE.match(text)
+    if not m:
+        raise ObjectiveError(f"cannot read pick rule {text!r}; expected {PICK_HELP}")
+    kind, name, op, value = m.groups()
+    return Pick(kind, (name, op, float(value)), f"{kind} {name}{op}{value}")
+
+
+def _resolve_name(name: str, quality: str, cost: str) -> str:
+    return {"quality": quality, "speedup": cost, "cost": cost}.get(name, name)
+
+
+def choose(store: Store, study: str, pick: str | Pick, *, quality: str | None = None,
+           cost: str | None = None) -> EvaluationRecord:
+    """The evaluation a rule picks (done evaluations only), or `NothingQualifies` with the nearest miss."""
+    rule = parse_pick(pick) if isinstance(pick, str) else pick
+    info = store.get_study(study)
+    quality = quality or info.quality
+    cost = cost or info.cost
+    if rule.kind == "knee":
+        front = store.front(study, quality, cost)
+        if not front:
+            raise NothingQualifies(f"study '{study}' has no done evaluation with finite {quality} and {cost} "
+                                   "yet, so it has no front and no knee")
+        import numpy as np
+        pts = np.array([[r.objective(quality), r.objective(cost)] for r in front], dtype=float)
+        return front[pareto.knee_index(pts, [info.maximize(quality), info.maximize(cost)])]
+
+    assert rule.bound is not None
+    name, op, threshold = rule.bound
+    bound_name = _resolve_name(name, quality, cost)
+    done = [r for r in store.evaluations(study, DONE, per_prompt=False)
+            if r.objective(quality) is not None and r.objective(cost) is not None]
+    if not done:
+        raise NothingQualifies(f"study '{study}' has no done evaluation with finite {quality} and {cost} yet")
+    if all(r.objective(bound_name) is None for r in done):
+        raise ObjectiveError(f"no evaluation of study '{study}' reports '{bound_name}' (rule {rule.text!r}); "
+                             f"metrics present: {sorted({k for r in done for k in r.metrics})}")
+    ok = [r for r in done if (v := r.objective(bound_name)) is not None and _OPS[op](v, threshold)]
+    if not ok:
+        better = max if op in (">=", ">") else min
+        near = better((r for r in done if r.objective(bound_name) is not None),
+                      key=lambda r: r.objective(bound_name) or 0.0)
+        raise NothingQualifies(
+            f"no done evaluation of study '{study}' has {bound_name} {op} {threshold:g}: the closest is "
+            f"evaluation {near.id} with {bound_name} = {near.objective(bound_name):.4g} "
+            f"({quality} {near.objective(quality):.4g}, {cost} {near.objective(cost):.4g}x)")
+    sq = 1.0 if info.maximize(quality) else -1.0
+    sc = 1.0 if info.maximize(cost) else -1.0
+    if rule.kind == "fastest-with":
+        key = lambda r: (sc * (r.objective(cost) or 0.0), sq * (r.objective(quality) or 0.0), -r.id)  # noqa: E731
+    else:
+        key = lambda r: (sq * (r.objective(quality) or 0.0), sc * (r.objective(cost) or 0.0), -r.id)  # noqa: E731
+    return max(ok, key=key)
+
+
+def _json_number(value: Any) -> Any:
+    """Finite floats as numbers; inf/nan as strings so the file stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+def _find_seeds(config: dict[str, Any]) -> Any:
+    """`seeds` at the top of the study config or one section down (e.g. config['evaluation'])."""
+    if "seeds" in config:
+        return config["seeds"]
+    for value in config.values():
+        if isinstance(value, dict) and "seeds" in value:
+            return value["seeds"]
+    return None
+
+
+def _versions() -> dict[str, str]:
+    out = {"schedule_format": str(FORMAT_VERSION)}
+    for dist in ("cachesearch", "torch", "diffusers"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def annotated_schedule(store: Store, info: StudyInfo, record: EvaluationRecord, rule: str | None = None,
+                       quality: str | None = None, cost: str | None = None) -> Schedule:
+    """The stored schedule with its measured metrics and provenance attached (hash unchanged)."""
+    metrics: dict[str, Any] = {k: _json_number(v) for k, v in record.metrics.items()}
+    for name in ("mac_speedup", "latency_speedup", "macs", "latency_s"):
+        value = getattr(record, name)
+        if value is not None:
+            metrics[name] = _json_number(value)
+    provenance: dict[str, Any] = dict(record.provenance)
+    versions = provenance.get("versions") or info.config.get("versions")
+    provenance.update({
+        "study": info.name,
+        "searcher": info.searcher,
+        "searcher_settings": info.searcher_settings,
+        "model_signature": info.model_signature,
+        "prompt_set_hash": record.prompt_set_hash,
+        "seeds": _find_seeds(info.config),
+        "evaluation_id": record.id,
+        "step": record.step,
+        "worker": record.worker,
+        "evaluated_at": record.finished_at,
+        "exported_at": time.time(),
+        "objectives": {"quality": quality or info.quality, "cost": cost or info.cost},
+        "versions": versions or _versions(),
+    })
+    if not versions:
+        provenance["versions_note"] = "versions of the exporting environment (the evaluation recorded none)"
+    if rule:
+        provenance["pick"] = rule
+    return store.schedule(record.schedule_hash).with_info(metrics=metrics, provenance=provenance)
+
+
+def _header(schedule: Schedule) -> list[str]:
+    prov, met = schedule.provenance, schedule.metrics
+    return [f"cachesearch schedule {schedule.hash}",
+            f"study {prov.get('study')} / searcher {prov.get('searcher')} / evaluation {prov.get('evaluation_id')}"
+            f" / pick {prov.get('pick', '-')}",
+            f"model {schedule.model.transformer_class} ({schedule.model.model_id or 'no id'}), "
+            f"{schedule.num_steps} steps, prompt set {prov.get('prompt_set_hash')}",
+            "measured: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                     for k, v in sorted(met.items()))]
+
+
+def write_schedule(schedule: Schedule, out_path: str | os.PathLike[str], fmt: str = "cachesearch") -> Path:
+    """Write in the contract's JSON format or as a cache-dit YAML config (atomically, either way)."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r} (one of {', '.join(FORMATS)})")
+    path = Path(out_path)
+    if fmt == "cachesearch":
+        return save_schedule(schedule, path)
+    try:
+        text = cache_dit_yaml(schedule, _header(schedule))
+    except ExportError as exc:
+        raise ExportError(f"schedule {schedule.short_hash} {exc}") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def export_pick(store: Store, study: str, pick: str, out_path: str | os.PathLike[str], *,
+                quality: str | None = None, cost: str | None = None, fmt: str = "cachesearch") -> Path:
+    """Pick one evaluation by rule and write its schedule; returns the path written."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r} (one of {', '.join(FORMATS)})")
+    rule = parse_pick(pick)
+    record = choose(store, study, rule, quality=quality, cost=cost)
+    info = store.get_study(study)
+    return write_schedule(annotated_schedule(store, info, record, rule.text, quality, cost), out_path, fmt)
+
+
+def export_front(store: Store, study: str, folder: str | os.PathLike[str], *, quality: str | None = None,
+                 cost: str | None = None, fmt: str = "cachesearch") -> list[Path]:
+    """Write every front member to `folder` as `<study>_<rank>_<cost>x_<quality>_<hash12>.json|yaml`,
+    ranked by speedup. With `fmt="cache-dit"`, members that do not fit are skipped; if none fits the
+    error lists why for each."""
+    info = store.get_study(study)
+    quality = quality or info.quality
+    cost = cost or info.cost
+    front = store.front(study, quality, cost)
+    if not front:
+        raise NothingQualifies(f"study '{study}' has no front yet (no done evaluation with {quality} and {cost})")
+    folder = Path(folder)
+    written: list[Path] = []
+    reasons: list[str] = []
+    safe = re.sub(r"[^\w.\-]+", "_", study)
+    for rank, record in enumerate(reversed(front)):       # fastest first
+        schedule = annotated_schedule(store, info, record, f"front #{rank}", quality, cost)
+        ext = "yaml" if fmt == "cache-dit" else "json"
+        name = (f"{safe}_{rank:03d}_{record.objective(cost):.2f}x_{quality}{record.objective(quality):.3g}_"
+                f"{record.schedule_hash[:12]}.{ext}")
+        try:
+            written.append(write_schedule(schedule, folder / name, fmt))
+        except ExportError as exc:
+            if fmt != "cache-dit":
+                raise
+            reasons.append(str(exc))
+    if not written:
+        raise ExportError("no front member fits cache-dit:\n  " + "\n  ".join(reasons))
+    return written
