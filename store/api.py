@@ -35,7 +35,7 @@ from .records import (
     COST_OBJECTIVES, DONE, FAILED, QUEUED, RUNNING, STUDY_STATUSES, EvaluationRecord, HVPoint, ObjectiveSpec,
     StudyInfo, StudySummary,
 )
-from .writes import find_evaluation, record_result, set_thumbnails, upsert_schedule
+from .writes import any_evaluation, record_result, set_thumbnails, upsert_schedule
 
 DEFAULT_URL = "sqlite:///cachesearch.db"
 T = TypeVar("T")
@@ -250,7 +250,7 @@ class Store:
             now = time.time()
             for schedule in schedules:
                 key = upsert_schedule(session, schedule)
-                row = find_evaluation(session, sid, key, "")
+                row = any_evaluation(session, sid, key)
                 if row is None:
                     row = Evaluation(study_id=sid, schedule_hash=key, prompt_set_hash="", status=QUEUED,
                                      metrics={}, per_prompt={}, provenance=codec.check(
@@ -278,10 +278,7 @@ class Store:
                 key = schedule
                 if session.get(ScheduleRow, key) is None:
                     raise ScheduleNotFound(f"no schedule with hash {key} in {self!r}")
-            row = find_evaluation(session, sid, key, "")
-            if row is None:
-                row = session.scalars(select(Evaluation).where(
-                    Evaluation.study_id == sid, Evaluation.schedule_hash == key)).first()
+            row = any_evaluation(session, sid, key)
             if row is None:
                 row = Evaluation(study_id=sid, schedule_hash=key, prompt_set_hash="", metrics={},
                                  per_prompt={}, provenance={}, n_thumbnails=0, queued_at=time.time())

@@ -45,6 +45,17 @@ def find_evaluation(session: Session, study_id: int, schedule_hash: str,
     return row
 
 
+_PRIORITY = {DONE: 0, RUNNING: 1, QUEUED: 2, FAILED: 3}
+
+
+def any_evaluation(session: Session, study_id: int, schedule_hash: str) -> Evaluation | None:
+    """The row of this schedule in this study whatever its prompt set, preferring done, then running,
+    queued, failed: what the search loop means by "this schedule" when it does not name a prompt set."""
+    rows = session.scalars(select(Evaluation).where(Evaluation.study_id == study_id,
+                                                    Evaluation.schedule_hash == schedule_hash)).all()
+    return min(rows, key=lambda r: (_PRIORITY.get(r.status, 9), r.id), default=None)
+
+
 def _float(value: Any, what: str) -> float | None:
     if value is None:
         return None
