@@ -79,6 +79,8 @@ class EvaluationConfig(BaseModel):
     num_inference_steps: int = Field(default=20, ge=1)
     guidance_scale: float = Field(default=4.0, ge=0)
     scheduler: str | None = Field(default=None, description="diffusers scheduler class replacing the pipeline's")
+    pipeline_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments of every "
+                                            "pipeline call (e.g. use_resolution_binning: false); part of the signature")
     prompts: str = Field(default="calibration", description="built-in set name or a file (one per line, or a JSON list)")
     num_prompts: int | None = Field(default=None, ge=1, description="use only the first n prompts")
     seeds: list[int] | None = Field(default=None, description="default: the embedded model's seeds, else [0, 1]")
@@ -211,7 +213,8 @@ class EvaluationConfig(BaseModel):
     def sampling_dict(self) -> dict[str, Any]:
         """The sampling settings that change what the pipeline outputs."""
         return {"num_inference_steps": self.num_inference_steps, "guidance_scale": self.guidance_scale,
-                "height": self.height, "width": self.width, "scheduler": self.scheduler}
+                "height": self.height, "width": self.width, "scheduler": self.scheduler,
+                "pipeline_kwargs": self.pipeline_kwargs}
 
     def model_signature(self) -> str:
         """Stable hash of model identity (content fingerprint for local folders) + dtype + sampling.

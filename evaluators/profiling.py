@@ -44,3 +44,82 @@ class DriftProfile(Mapping):
 
     def __len__(self) -> int:
         return len(self.drift)
+
+
+class DriftRecorder:
+    """Records every scheduled component's fresh output at every step of one pipeline call.
+
+    Torch forward hooks on the component modules see what the schedule hook returned; where the plan
+    reuses or skips, the recorder also runs the module's own class `forward` (below diffusers' hook
+    chain) to get the fresh output, and the trajectory still uses the schedule's value.
+    """
+
+    def __init__(self, denoiser: torch.nn.Module, schedule: Any) -> None:
+        from schedules.adapters import adapter_for, component_module, group_blocks
+        from schedules.cost import calls_per_step
+        from schedules.schedule import COMPUTE
+
+        self.schedule = schedule
+        self.num_steps = schedule.num_steps
+        self.calls_per_step = calls_per_step(schedule)
+        self.calls = 0
+        self.outputs: dict[Key, list[list[list[torch.Tensor]]]] = {}
+        self._handles = [denoiser.register_forward_pre_hook(self._count)]
+        layouts = {layout.attribute: layout for layout in adapter_for(denoiser).groups}
+        for group in schedule.model.block_groups:
+            blocks = group_blocks(denoiser, layouts[group.name].attribute)
+            for comp in group.components:
+                per_block: list[list[list[torch.Tensor]]] = [[[] for _ in range(self.num_steps)] for _ in blocks]
+                self.outputs[(group.name, comp)] = per_block
+                for b, block in enumerate(blocks):
+                    module = component_module(block, comp)
+                    if module is None:
+                        continue
+                    modes = "".join(row[b] for row in schedule.rows(group.name, comp))
+                    hook = self._make_hook(per_block[b], modes, COMPUTE)
+                    self._handles.append(module.register_forward_hook(hook, with_kwargs=True))
+
+    def _count(self, module: torch.nn.Module, args: Any) -> None:
+        self.calls += 1
+
+    def _step(self) -> int:
+        return min((self.calls - 1) // self.calls_per_step, self.num_steps - 1)
+
+    def _make_hook(self, store: list[list[torch.Tensor]], modes: str, compute: str):
+        def hook(module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+            step = self._step()
+            if modes[step] != compute:
+                with torch.no_grad():
+                    output = type(module).forward(module, *args, **kwargs)
+            store[step].append(_flatten(output))
+        return hook
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def drift(self) -> dict[Key, torch.Tensor]:
+        """Relative L1 matrices; a block that lacks the component gets zeros."""
+        out: dict[Key, torch.Tensor] = {}
+        n = self.num_steps
+        for key, per_block in self.outputs.items():
+            mats = torch.zeros(len(per_block), n, n, dtype=torch.float32)
+            for b, steps in enumerate(per_block):
+                if not all(steps):
+                    continue
+                x = torch.stack([torch.cat(s) for s in steps]).float()    # N x numel
+                norms = x.abs().sum(1).clamp_min(1e-12)                    # ||o_b||_1
+                for a in range(n):
+                    mats[b, a] = ((x - x[a]).abs().sum(1) / norms).cpu()
+            out[key] = mats
+        return out
+
+
+def _flatten(output: Any) -> torch.Tensor:
+    if isinstance(output, torch.Tensor):
+        return output.detach().reshape(-1)
+    if isinstance(output, (tuple, list)):
+        parts = [_flatten(o) for o in output if isinstance(o, (torch.Tensor, tuple, list))]
+        return torch.cat(parts) if parts else torch.zeros(0)
+    raise TypeError(f"cannot profile a component output of type {type(output).__name__}")

@@ -1,0 +1,41 @@
+"""`LocalPool`: the default pool, one in-process `Evaluator` (CPU or one GPU)."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator
+
+from schedules import EvaluationResult, ModelSpec, SamplingSpec, Schedule
+
+from .config import EvaluationConfig
+from .pool import EvaluatorPool, unique
+from .profiling import DriftProfile
+from .worker import Evaluator
+
+
+class LocalPool(EvaluatorPool):
+    def __init__(self, config: EvaluationConfig, pipe: Any = None) -> None:
+        """`pipe`: an already loaded pipeline to score with (skips `load_model`)."""
+        self.config = config
+        self.evaluator = Evaluator(config, pipe=pipe)
+
+    def evaluate(self, schedules: Iterable[Schedule]) -> Iterator[EvaluationResult]:
+        for schedule in unique(schedules):
+            yield self.evaluator.evaluate(schedule)
+
+    def model_spec(self) -> ModelSpec:
+        return self.evaluator.spec
+
+    def sampling_spec(self) -> SamplingSpec:
+        return self.evaluator.sampling
+
+    def reference_thumbnails(self) -> list[bytes]:
+        return self.evaluator.reference_thumbnails()
+
+    def profile(self, schedule: Schedule | None = None) -> DriftProfile:
+        return self.evaluator.profile(schedule)
+
+    def worker_info(self) -> list[dict[str, Any]]:
+        return [self.evaluator.info()]
+
+    def close(self) -> None:
+        pass

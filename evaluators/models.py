@@ -1,0 +1,57 @@
+"""Load the study's pipeline: the embedded model, a diffusers hub id, or a local folder.
+
+Hub ids and local folders go through diffusers' own `DiffusionPipeline.from_pretrained` (or the
+class the config names), so any family diffusers can load (PixArt-alpha/Sigma, FLUX, SD3, DiT, UNet
+pipelines) loads here; the pipeline class comes from the folder's `model_index.json` unless named.
+A local folder is read with `local_files_only=True`: a study never reaches the network by accident.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .config import EvaluationConfig
+
+
+class ModelLoadError(RuntimeError):
+    """The configured model could not be loaded; the message says which and why."""
+
+
+def load_model(config: EvaluationConfig) -> Any:
+    """The ready pipeline on `config.device` in `config.dtype`, progress bars off, scheduler swapped
+    if the config names one."""
+    import diffusers
+    import torch
+
+    device = torch.device(config.resolved_device())
+    dtype = config.torch_dtype()
+    if config.is_embedded:
+        try:
+            from .embedded import load_embedded_pipeline
+        except ImportError as exc:
+            raise ModelLoadError(f"the embedded model is not available in this install ({exc})") from exc
+        pipe = load_embedded_pipeline(device=device, dtype=dtype)
+    else:
+        cls = getattr(diffusers, config.pipeline_class) if config.pipeline_class else diffusers.DiffusionPipeline
+        local = Path(config.model).expanduser()
+        kwargs: dict[str, Any] = {"torch_dtype": dtype}
+        if local.exists():
+            source = str(local)
+            kwargs["local_files_only"] = True
+        else:
+            source = config.model
+            if config.revision:
+                kwargs["revision"] = config.revision
+        try:
+            pipe = cls.from_pretrained(source, **kwargs)
+        except Exception as exc:  # diffusers raises many types; the user needs which model and why
+            raise ModelLoadError(f"could not load {config.model!r} with {cls.__name__}.from_pretrained: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+        pipe = pipe.to(device)
+    if config.scheduler:
+        scheduler_cls = getattr(diffusers, config.scheduler)
+        pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config)
+    if hasattr(pipe, "set_progress_bar_config"):
+        pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -1,0 +1,275 @@
+"""`RayPool`: the same `Evaluator` inside Ray actors, one per GPU (CPU actors when there is none).
+
+- Joins the cluster at `pool.address`, or uses the already initialised Ray, or starts a local one.
+- Each actor loads the pipeline once and scores many schedules (`max_restarts=-1`: Ray restarts a
+  dead actor, which reloads the model and reads the references from the disk cache).
+- One task in flight per actor, results streamed with `ray.wait` as they finish.
+- Fault handling is ours, not Ray's task retries (`max_task_retries=0`), so every schedule is
+  accounted for exactly once: an actor that dies mid-task (OOM, SIGKILL, node loss) puts the schedule
+  back at the head of the queue, up to `max_retries` resubmissions, then it is a 'failed' result;
+  the lost attempt produced nothing, so nothing is counted twice. A task past `task_timeout_s`
+  (measured from submission) is a 'failed' result and its actor is killed and restarted so the pool
+  keeps its capacity; timeouts are not retried (a slow schedule stays slow).
+- References: if the disk cache lacks any, the first actor computes them before the others start,
+  so they are computed once.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from schedules import EvaluationResult, ModelSpec, SamplingSpec, Schedule
+
+from .config import EvaluationConfig
+from .pool import EvaluatorPool, unique
+from .profiling import DriftProfile
+
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+_PROBE_INTERVAL_S = 0.5      # how often to ask a restarting actor whether it is back
+_RESTART_GIVE_UP_S = 900.0   # an actor not back after this long is dropped from the pool
+
+
+class EvaluatorActor:
+    """The Ray actor body: a thin shell around `Evaluator` (decorated with `ray.remote` at runtime so
+    importing this module never needs Ray)."""
+
+    def __init__(self, config: EvaluationConfig, index: int) -> None:
+        from .worker import Evaluator
+        self.evaluator = Evaluator(config, name=f"ray-{index}@{socket.gethostname()}:{os.getpid()}")
+
+    def info(self) -> dict[str, Any]:
+        return self.evaluator.info()
+
+    def evaluate(self, schedule: Schedule) -> EvaluationResult:
+        return self.evaluator.evaluate(schedule)
+
+    def profile(self, schedule: Schedule | None) -> DriftProfile:
+        return self.evaluator.profile(schedule)
+
+    def reference_thumbnails(self) -> list[bytes]:
+        return self.evaluator.reference_thumbnails()
+
+
+@dataclass
+class _Task:
+    schedule: Schedule
+    actor: int
+    submitted: float   # perf_counter
+
+
+class RayPool(EvaluatorPool):
+    def __init__(self, config: EvaluationConfig) -> None:
+        import ray
+
+        self.config = config
+        self._ray = ray
+        self._owns_ray = False
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if not _importable_from_site_packages():
+                kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": str(_REPO_ROOT)}}
+            ray.init(address=config.pool.address, **kwargs)
+            self._owns_ray = True
+        pc = config.pool
+        cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
+        gpus = pc.gpus_per_actor if pc.gpus_per_actor is not None else (1.0 if cluster_gpus >= 1 else 0.0)
+        default_actors = max(1, int(cluster_gpus // gpus)) if gpus > 0 else 1
+        self.num_actors = pc.num_actors or default_actors
+        self._actor_cls = ray.remote(EvaluatorActor).options(
+            num_cpus=pc.cpus_per_actor, num_gpus=gpus, max_restarts=-1, max_task_retries=0)
+        self.stats = {"submitted": 0, "retries": 0, "timeouts": 0, "actor_deaths": 0,
+                      "eval_seconds": 0.0, "roundtrip_seconds": 0.0}
+        self.actors: list[Any] = []
+        self._closed = False
+        try:
+            self._start_actors(device_type="cuda" if gpus > 0 else "cpu")
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ lifecycle
+    def _start_actors(self, device_type: str) -> None:
+        first = self._actor_cls.remote(self.config, 0)
+        self.actors.append(first)
+        if not self._references_cached(device_type):
+            self._info = self._get(first.info.remote(), "starting evaluator actor 0")
+        self.actors.extend(self._actor_cls.remote(self.config, i) for i in range(1, self.num_actors))
+        infos = self._get([a.info.remote() for a in self.actors], "starting evaluator actors")
+        self._info = infos[0]
+
+    def _references_cached(self, device_type: str) -> bool:
+        from .prompts import pairs
+        from .references import ReferenceStore
+        try:
+            store = ReferenceStore(self.config, device_type)
+            return all(store.has(p, s) for p, s in pairs(self.config))
+        except OSError:
+            return False
+
+    def _get(self, refs: Any, what: str) -> Any:
+        try:
+            return self._ray.get(refs)
+        except self._ray.exceptions.RayError as exc:
+            raise RuntimeError(f"{what} failed: {exc}") from exc
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for actor in self.actors:
+            try:
+                self._ray.kill(actor, no_restart=True)
+            except Exception:
+                pass
+        self.actors.clear()
+        if self._owns_ray and self._ray.is_initialized():
+            self._ray.shutdown()
+
+    # ------------------------------------------------------------------ queries
+    def model_spec(self) -> ModelSpec:
+        return self._info["model_spec"]
+
+    def sampling_spec(self) -> SamplingSpec:
+        return self._info["sampling_spec"]
+
+    def reference_thumbnails(self) -> list[bytes]:
+        return self._call_any(lambda a: a.reference_thumbnails.remote(), "reference_thumbnails")
+
+    def profile(self, schedule: Schedule | None = None) -> DriftProfile:
+        return self._call_any(lambda a: a.profile.remote(schedule), "profile")
+
+    def worker_info(self) -> list[dict[str, Any]]:
+        return self._get([a.info.remote() for a in self.actors], "worker_info")
+
+    def _call_any(self, call: Any, what: str) -> Any:
+        """A one-off call on actor 0, retried if the actor dies under it."""
+        errors = self._lost_worker_errors()
+        for attempt in range(self.config.pool.max_retries + 1):
+            try:
+                return self._ray.get(call(self.actors[0]))
+            except errors:
+                self.stats["actor_deaths"] += 1
+                if attempt == self.config.pool.max_retries:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _lost_worker_errors(self) -> tuple[type, ...]:
+        ex = self._ray.exceptions
+        return tuple(getattr(ex, n) for n in ("RayActorError", "WorkerCrashedError", "NodeDiedError",
+                                              "ObjectLostError", "OutOfMemoryError") if hasattr(ex, n))
+
+    # ------------------------------------------------------------------ scoring
+    def evaluate(self, schedules: Iterable[Schedule]) -> Iterator[EvaluationResult]:
+        ray = self._ray
+        lost_worker = self._lost_worker_errors()
+        timeout = self.config.pool.task_timeout_s
+        queue = collections.deque(unique(schedules))
+        attempts: collections.Counter[str] = collections.Counter()
+        idle = list(range(len(self.actors)))
+        running: dict[Any, _Task] = {}
+        probes: dict[Any, int] = {}            # __ray_ready__ ref -> actor index (actor restarting)
+        probe_due: dict[int, float] = {}       # actor index -> when to probe it (again)
+        down_since: dict[int, float] = {}
+        self._running = running
+
+        def fail(schedule: Schedule, reason: str) -> EvaluationResult:
+            return EvaluationResult.failed(schedule, reason, prompt_set_hash=self._info.get("prompt_set_hash"),
+                                           finished_at=time.time())
+
+        while queue or running:
+            now = time.perf_counter()
+            for i, due in list(probe_due.items()):
+                if due <= now:
+                    del probe_due[i]
+                    probes[self.actors[i].__ray_ready__.remote()] = i
+            if not idle and not running and not probes and not probe_due:
+                while queue:   # every actor gave up restarting
+                    yield fail(queue.popleft(), "no evaluator actor is alive (they failed to restart)")
+                break
+            while queue and idle:
+                i = idle.pop(0)
+                schedule = queue.popleft()
+                running[self.actors[i].evaluate.remote(schedule)] = _Task(schedule, i, time.perf_counter())
+                self.stats["submitted"] += 1
+            wait_s = 1.0
+            if timeout is not None and running:
+                oldest = min(t.submitted for t in running.values())
+                wait_s = min(wait_s, oldest + timeout - time.perf_counter())
+            if probe_due:
+                wait_s = min(wait_s, min(probe_due.values()) - time.perf_counter())
+            done, _ = ray.wait(list(running) + list(probes), num_returns=1, timeout=max(0.0, wait_s))
+            for ref in done:
+                if ref in probes:
+                    i = probes.pop(ref)
+                    try:
+                        ray.get(ref)
+                    except lost_worker:
+                        if time.perf_counter() - down_since[i] > _RESTART_GIVE_UP_S:
+                            continue   # this actor is gone for good; the others carry on
+                        probe_due[i] = time.perf_counter() + _PROBE_INTERVAL_S
+                        continue
+                    down_since.pop(i, None)
+                    idle.append(i)
+                    continue
+                task = running.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except lost_worker as exc:
+                    # The actor died under this task: the attempt produced nothing. Wait for Ray to
+                    # restart the actor (probe), and put the schedule back at the head of the queue.
+                    self.stats["actor_deaths"] += 1
+                    down_since.setdefault(task.actor, time.perf_counter())
+                    probe_due[task.actor] = time.perf_counter() + _PROBE_INTERVAL_S
+                    attempts[task.schedule.hash] += 1
+                    if attempts[task.schedule.hash] > self.config.pool.max_retries:
+                        yield fail(task.schedule, f"the evaluator actor died {attempts[task.schedule.hash]} "
+                                                  f"times while scoring this schedule (last: {type(exc).__name__})")
+                    else:
+                        self.stats["retries"] += 1
+                        queue.appendleft(task.schedule)
+                    continue
+                except ray.exceptions.RayTaskError as exc:
+                    idle.append(task.actor)
+                    yield fail(task.schedule, f"evaluator raised: {exc}")
+                    continue
+                idle.append(task.actor)
+                self.stats["roundtrip_seconds"] += time.perf_counter() - task.submitted
+                if result.started_at is not None and result.finished_at is not None:
+                    self.stats["eval_seconds"] += result.finished_at - result.started_at
+                yield result
+            if timeout is not None:
+                now = time.perf_counter()
+                for ref, task in list(running.items()):
+                    if now - task.submitted > timeout:
+                        running.pop(ref)
+                        self.stats["timeouts"] += 1
+                        ray.kill(self.actors[task.actor], no_restart=False)   # Ray restarts it
+                        down_since[task.actor] = now
+                        probe_due[task.actor] = now + _PROBE_INTERVAL_S
+                        yield fail(task.schedule, f"timed out after {timeout:g} s (pool.task_timeout_s); "
+                                                  "the actor was restarted")
+        self._running = {}
+
+    def in_flight(self) -> list[dict[str, Any]]:
+        """Tasks currently submitted: actor index, schedule hash, seconds since submission."""
+        now = time.perf_counter()
+        return [{"actor": t.actor, "schedule_hash": t.schedule.hash, "seconds": now - t.submitted}
+                for t in list(getattr(self, "_running", {}).values())]
+
+    def dispatch_overhead(self) -> float:
+        """(driver round-trip - actor evaluation time) / actor evaluation time, over finished tasks."""
+        ev = self.stats["eval_seconds"]
+        return (self.stats["roundtrip_seconds"] - ev) / ev if ev > 0 else float("nan")
+
+
+def _importable_from_site_packages() -> bool:
+    """True when cachesearch is installed (workers import it like the driver); else Ray workers get
+    the repository on PYTHONPATH."""
+    import evaluators
+    return "site-packages" in str(Path(evaluators.__file__).resolve())

@@ -1,0 +1,94 @@
+"""One pipeline call for a list of (prompt, seed) pairs, returning images and final latents.
+
+Works on any diffusers text-to-image pipeline and on the embedded pipeline:
+- one CPU `torch.Generator` per pair, so each image depends only on its own seed (not on the batch
+  it shares or on the device: diffusers draws the noise on the generator's device);
+- images as `output_type="pt"` (B x 3 x H x W in [0, 1]);
+- final latents from the embedded pipeline's `return_latents=True`, else captured from the step
+  callback (`callback_on_step_end` or the older `callback`), whose last call sees the final latents.
+  A pipeline with neither exposes no latents (`latent_mse` then fails with that reason).
+- class-conditional pipelines (DiT) take class labels: prompts are ImageNet label names
+  (`pipe.get_label_ids`) or integers.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .config import EvaluationConfig
+
+
+@dataclass
+class Outputs:
+    images: torch.Tensor           # B x 3 x H x W float32 in [0, 1], on the pipeline's device
+    latents: torch.Tensor | None   # B x ... final latents
+
+
+class PipelineRunner:
+    def __init__(self, pipe: Any, config: EvaluationConfig) -> None:
+        self.pipe = pipe
+        self.config = config
+        params = inspect.signature(type(pipe).__call__).parameters
+        self.params = set(params)
+        self.takes_prompt = "prompt" in params
+        self.takes_labels = not self.takes_prompt and "class_labels" in params
+        if not (self.takes_prompt or self.takes_labels):
+            raise TypeError(f"{type(pipe).__name__} takes neither `prompt` nor `class_labels`")
+        if "return_latents" in params:
+            self.latent_mode = "return"
+        elif "callback_on_step_end" in params:
+            self.latent_mode = "step_end"
+        elif "callback" in params:
+            self.latent_mode = "callback"
+        else:
+            self.latent_mode = None
+
+    def _conditioning(self, prompts: list[str]) -> dict[str, Any]:
+        if self.takes_prompt:
+            return {"prompt": list(prompts)}
+        labels = []
+        for p in prompts:
+            if p.strip().lstrip("-").isdigit():
+                labels.append(int(p))
+            else:
+                labels.extend(self.pipe.get_label_ids([p]))
+        return {"class_labels": labels}
+
+    def __call__(self, prompts: list[str], seeds: list[int], num_inference_steps: int | None = None) -> Outputs:
+        cfg = self.config
+        kwargs: dict[str, Any] = self._conditioning(prompts)
+        kwargs["num_inference_steps"] = num_inference_steps or cfg.num_inference_steps
+        if "guidance_scale" in self.params:
+            kwargs["guidance_scale"] = cfg.guidance_scale
+        kwargs["generator"] = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+        kwargs["output_type"] = "pt"
+        if cfg.height is not None and "height" in self.params:
+            kwargs["height"], kwargs["width"] = cfg.height, cfg.width
+        captured: dict[str, torch.Tensor] = {}
+        if self.latent_mode == "return":
+            kwargs["return_latents"] = True
+        elif self.latent_mode == "step_end":
+            def on_step_end(pipe: Any, step: int, t: Any, cb_kwargs: dict[str, Any]) -> dict[str, Any]:
+                captured["latents"] = cb_kwargs["latents"]
+                return cb_kwargs
+            kwargs["callback_on_step_end"] = on_step_end
+            kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
+        elif self.latent_mode == "callback":
+            def on_step(step: int, t: Any, latents: torch.Tensor) -> None:
+                captured["latents"] = latents
+            kwargs["callback"] = on_step
+            kwargs["callback_steps"] = 1
+        kwargs.update(cfg.pipeline_kwargs)
+        with torch.no_grad():
+            out = self.pipe(**kwargs)
+        images = out.images if hasattr(out, "images") else out[0]
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"{type(self.pipe).__name__} returned {type(images).__name__} for output_type='pt'")
+        if images.ndim == 3:
+            images = images.unsqueeze(0)
+        latents = getattr(out, "latents", None) if self.latent_mode == "return" else captured.get("latents")
+        return Outputs(images=images.float(), latents=latents)

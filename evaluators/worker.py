@@ -1,0 +1,267 @@
+"""`Evaluator`: the scoring code every pool runs, in-process or inside a Ray actor.
+
+Built once per worker: load the pipeline, measure the cost table (one short call at the study's batch
+and resolution), load or compute the all-compute references, build the metrics, time the all-compute
+pipeline (warm-up + median of repeats). Then `evaluate(schedule)` runs the study's (prompt, seed)
+pairs under the schedule, batch by batch, and scores them against the references. The scoring calls
+are also the latency samples, so scoring a schedule costs exactly the images it generates.
+
+`evaluate` never raises for a bad schedule or bad numbers: a mismatch, a NaN/inf output or a metric
+that cannot be computed is a 'failed' result naming the reason, and the worker stays usable.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import time
+import traceback
+from typing import Any
+
+import torch
+
+from schedules import (
+    DONE, EvaluationResult, SamplingSpec, Schedule, ScheduleError, apply_schedule, describe, mac_speedup,
+    measure_cost_table, schedule_macs,
+)
+from schedules.adapters import find_denoiser
+
+from .config import EvaluationConfig
+from .metrics import Batch, MetricError, build_metrics
+from .models import load_model
+from .profiling import DriftProfile, DriftRecorder
+from .prompts import pairs as study_pairs
+from .references import Reference, ReferenceStore
+from .runner import Outputs, PipelineRunner
+from .timing import Timer, median
+
+COST_STEPS = 2   # a 1-step call breaks PixArt's pipeline with multistep schedulers; MACs are per call
+
+
+class NonFiniteOutput(RuntimeError):
+    """The pipeline produced NaN or inf under a schedule."""
+
+
+class Evaluator:
+    def __init__(self, config: EvaluationConfig, name: str | None = None, pipe: Any = None) -> None:
+        t0 = time.perf_counter()
+        self.config = config
+        self.name = name or f"local@{socket.gethostname()}:{os.getpid()}"
+        self.pipe = pipe if pipe is not None else load_model(config)
+        self.denoiser = find_denoiser(self.pipe)
+        self.device = next(self.denoiser.parameters()).device
+        self.runner = PipelineRunner(self.pipe, config)
+        self.pairs = study_pairs(config)
+        size = config.batch_size or len(self.pairs)
+        self.batches = [self.pairs[i:i + size] for i in range(0, len(self.pairs), size)]
+        self.spec = describe(self.pipe, model_id=config.model)
+        self.cost_table, cfg_mode = self._measure_cost()
+        self.store = ReferenceStore(config, self.device.type)
+        self.references = self.store.get_or_compute(self.batches, self._compute_reference)
+        height, width = self.references[0].image.shape[-2:]
+        self.sampling = SamplingSpec(
+            num_inference_steps=config.num_inference_steps, scheduler=type(self.pipe.scheduler).__name__,
+            cfg=cfg_mode, guidance_scale=config.guidance_scale, height=int(height), width=int(width))
+        self.metrics = build_metrics(config, self.device)
+        self.prompt_set_hash = config.prompt_set_hash()
+        self.reference_latency_s = self._reference_latency()
+        self.thumbnail_index = self._thumbnail_index()
+        self.load_seconds = time.perf_counter() - t0
+        self.evaluations = 0
+
+    # ------------------------------------------------------------------ setup
+    def _measure_cost(self) -> tuple[Any, str]:
+        """Cost table at the study's batch and resolution, and how the pipeline runs CFG (seen, not guessed)."""
+        batch = self.batches[0]
+        seen: list[int] = []
+
+        def record(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+            x = args[0] if args else kwargs.get("hidden_states", kwargs.get("sample"))
+            seen.append(int(x.shape[0]) if isinstance(x, torch.Tensor) else -1)
+
+        handle = self.denoiser.register_forward_pre_hook(record, with_kwargs=True)
+        try:
+            table = measure_cost_table(
+                self.pipe, lambda: self.runner([p for p, _ in batch], [s for _, s in batch], COST_STEPS),
+                batch_size=len(batch), height=self.config.height, width=self.config.width)
+        finally:
+            handle.remove()
+        if len(seen) >= 2 * COST_STEPS:
+            mode = "sequential"
+        elif seen and seen[0] == 2 * len(batch):
+            mode = "batched"
+        else:
+            mode = "none"
+        return table, mode
+
+    def _compute_reference(self, prompts: list[str], seeds: list[int]) -> list[Reference]:
+        out = self.runner(prompts, seeds)
+        bad = _first_non_finite(out, list(zip(prompts, seeds)))
+        if bad:
+            raise NonFiniteOutput(f"the all-compute reference itself is not finite ({bad}): "
+                                  "the model or its dtype cannot produce usable outputs")
+        lat = out.latents
+        return [Reference(out.images[i].detach().cpu(), lat[i].detach().cpu() if lat is not None else None)
+                for i in range(len(prompts))]
+
+    def _reference_latency(self) -> float:
+        prompts, seeds = self._batch_lists(self.batches[0])
+        for _ in range(self.config.latency.warmup):
+            self.runner(prompts, seeds)
+        samples = []
+        for _ in range(self.config.latency.repeats):
+            with Timer(self.device) as t:
+                self.runner(prompts, seeds)
+            samples.append(t.seconds / len(prompts))
+        return median(samples)
+
+    def _thumbnail_index(self) -> list[int]:
+        """First seed of each of the first n prompts, as positions in the pair list."""
+        seeds = len(self.config.seeds or [])
+        n_prompts = len(self.pairs) // max(seeds, 1)
+        return [i * seeds for i in range(min(self.config.n_thumbnails, n_prompts))]
+
+    @staticmethod
+    def _batch_lists(batch: list[tuple[str, int]]) -> tuple[list[str], list[int]]:
+        return [p for p, _ in batch], [s for _, s in batch]
+
+    # ------------------------------------------------------------------ queries
+    def all_compute_schedule(self) -> Schedule:
+        return Schedule.all_compute(self.spec, self.sampling)
+
+    def reference_thumbnails(self) -> list[bytes]:
+        return [self._png(self.references[i].image) for i in self.thumbnail_index]
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "pid": os.getpid(), "host": socket.gethostname(), "device": str(self.device),
+            "load_seconds": self.load_seconds, "reference_latency_s": self.reference_latency_s,
+            "reference_hits": self.store.hits, "reference_misses": self.store.misses,
+            "evaluations": self.evaluations, "model_spec": self.spec, "sampling_spec": self.sampling,
+            "cost_table": self.cost_table.to_dict(), "prompt_set_hash": self.prompt_set_hash,
+            "torch_threads": torch.get_num_threads(),
+        }
+
+    # ------------------------------------------------------------------ scoring
+    def evaluate(self, schedule: Schedule) -> EvaluationResult:
+        started = time.time()
+        common = {"worker": self.name, "started_at": started, "prompt_set_hash": self.prompt_set_hash}
+        self.evaluations += 1
+        try:
+            result = self._score(schedule, common)
+        except (NonFiniteOutput, ScheduleError, MetricError) as exc:
+            result = EvaluationResult.failed(schedule, str(exc), **common)
+        except Exception as exc:  # a bug or an unforeseen model error must not stop the search
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            result = EvaluationResult.failed(
+                schedule, f"{type(exc).__name__}: {exc} (at {os.path.basename(where.filename)}:{where.lineno})",
+                **common)
+        result.finished_at = time.time()
+        return result
+
+    def _check(self, schedule: Schedule) -> None:
+        if schedule.num_steps != self.config.num_inference_steps:
+            raise ScheduleError(f"the schedule has {schedule.num_steps} steps; the study samples "
+                                f"{self.config.num_inference_steps}", field="sampling.num_inference_steps")
+        if schedule.sampling.cfg != self.sampling.cfg:
+            raise ScheduleError(f"the schedule was made for cfg={schedule.sampling.cfg!r}; this pipeline runs "
+                                f"cfg={self.sampling.cfg!r} (build schedules from pool.sampling_spec())",
+                                field="sampling.cfg")
+
+    def _score(self, schedule: Schedule, common: dict[str, Any]) -> EvaluationResult:
+        self._check(schedule)
+        for m in self.metrics:
+            m.begin()
+        per_prompt: dict[str, list[float]] = {m.name: [] for m in self.metrics if m.per_sample}
+        times: list[float] = []
+        thumbs: dict[int, bytes] = {}
+        wanted = set(self.thumbnail_index)
+        offset = 0
+        with apply_schedule(self.pipe, schedule):
+            for batch in self.batches:
+                prompts, seeds = self._batch_lists(batch)
+                with Timer(self.device) as t:
+                    out = self.runner(prompts, seeds)
+                times.append(t.seconds / len(batch))
+                bad = _first_non_finite(out, batch)
+                if bad:
+                    raise NonFiniteOutput(f"non-finite output under the schedule: {bad}")
+                refs = self.references[offset:offset + len(batch)]
+                scored = Batch(prompts, seeds, out.images, out.latents,
+                               torch.stack([r.image for r in refs]).to(self.device),
+                               _stack_latents(refs, self.device))
+                for m in self.metrics:
+                    values = m.update(scored)
+                    if m.per_sample:
+                        per_prompt[m.name].extend(float(v) for v in values or [])
+                for i in range(len(batch)):
+                    if offset + i in wanted:
+                        thumbs[offset + i] = self._png(out.images[i])
+                offset += len(batch)
+            prompts, seeds = self._batch_lists(self.batches[0])
+            while len(times) < self.config.latency.min_timed_calls:
+                with Timer(self.device) as t:
+                    self.runner(prompts, seeds)
+                times.append(t.seconds / len(prompts))
+        metrics = {m.name: m.result(per_prompt.get(m.name, [])) for m in self.metrics}
+        bad_metrics = [k for k, v in metrics.items() if not torch.isfinite(torch.tensor(v))]
+        if bad_metrics:
+            raise MetricError(f"metric(s) {bad_metrics} are not finite: {metrics}")
+        latency = median(times)
+        per_call = self.cost_table.batch_size or len(self.batches[0])
+        return EvaluationResult(
+            schedule=schedule, status=DONE, metrics=metrics, per_prompt=per_prompt,
+            macs=schedule_macs(schedule, self.cost_table) // per_call,
+            mac_speedup=mac_speedup(schedule, self.cost_table), latency_s=latency,
+            latency_speedup=self.reference_latency_s / latency if latency > 0 else None,
+            thumbnails=[thumbs[i] for i in self.thumbnail_index if i in thumbs], **common)
+
+    # ------------------------------------------------------------------ profiling
+    def profile(self, schedule: Schedule | None = None) -> DriftProfile:
+        target = schedule if schedule is not None else self.all_compute_schedule()
+        self._check(target)
+        chosen = self.pairs[: self.config.profile_pairs]
+        prompts, seeds = self._batch_lists(chosen)
+        t0 = time.perf_counter()
+        with apply_schedule(self.pipe, target):
+            recorder = DriftRecorder(self.denoiser, target)
+            try:
+                self.runner(prompts, seeds)
+            finally:
+                recorder.remove()
+        drift = recorder.drift()
+        return DriftProfile(drift=drift, seconds=time.perf_counter() - t0,
+                            schedule_hash=schedule.hash if schedule is not None else None,
+                            num_pairs=len(chosen), worker=self.name)
+
+    # ------------------------------------------------------------------ helpers
+    def _png(self, image: torch.Tensor) -> bytes:
+        from PIL import Image
+        arr = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        img = Image.fromarray(arr)
+        size = self.config.thumbnail_size
+        if max(img.size) > size:
+            img.thumbnail((size, size))
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        return buf.getvalue()
+
+
+def _stack_latents(refs: list[Reference], device: torch.device) -> torch.Tensor | None:
+    if any(r.latents is None for r in refs):
+        return None
+    return torch.stack([r.latents for r in refs]).to(device)  # type: ignore[misc]
+
+
+def _first_non_finite(out: Outputs, batch: list[tuple[str, int]]) -> str | None:
+    """'latents of pair 3 (prompt '...', seed 1)' for the first non-finite pair, else None."""
+    for label, tensor in (("latents", out.latents), ("images", out.images)):
+        if tensor is None:
+            continue
+        finite = torch.isfinite(tensor.reshape(tensor.shape[0], -1)).all(1)
+        if not bool(finite.all()):
+            i = int((~finite).nonzero()[0])
+            prompt, seed = batch[i]
+            return f"{label} of pair {i} (prompt {prompt[:60]!r}, seed {seed}) contain NaN/inf"
+    return None
