@@ -1,0 +1,197 @@
+"""Everything the dashboard reads from the store, in two layers.
+
+- `load_*`: plain functions of a `Store` (no Streamlit), so the bench can time them and tests can call
+  them directly.
+- Cached wrappers keyed by the database URL: `st.cache_resource` holds one `Store` per URL, and
+  `st.cache_data` keeps query results for a few seconds only, so a page redrawn while a search writes
+  shows new evaluations within `LIVE_TTL` seconds without re-reading 10,000 rows on every click.
+  Schedules are content-addressed and never change, so they are cached without expiry.
+
+Every store failure is turned into a `DashboardError` with a message meant for the page (missing file,
+other schema version, not a store, database busy); the page shows it instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import pandas as pd
+import streamlit as st
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from schedules import Schedule
+from store import (
+    EvaluationRecord, ExportError, NothingQualifies, HVPoint, ObjectiveError, SchemaVersionError, Store,
+    StoreError, StudyInfo, StudySummary,
+)
+from store.export import annotated_schedule, choose, write_schedule
+
+from .frames import EvalTable, evaluation_table
+
+LIVE_TTL = 3.0          # seconds a query result may be stale (a running search shows up this fast)
+T = TypeVar("T")
+
+class DashboardError(Exception):
+    """A problem to show on the page. `kind`: missing, version, not_store, busy or error."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+# ---------------------------------------------------------------------------------------- errors
+def explain(exc: BaseException, url: str) -> DashboardError:
+    """The page message for a store failure."""
+    if isinstance(exc, DashboardError):
+        return exc
+    if isinstance(exc, SchemaVersionError):
+        return DashboardError("version", str(exc))
+    if isinstance(exc, OperationalError) and "locked" in str(exc).lower():
+        return DashboardError("busy", "The database is busy (a search is writing to it); this page "
+                                      "refreshes with the new data in a moment.")
+    if isinstance(exc, StoreError):
+        text = str(exc)
+        kind = "missing" if text.startswith("no cachesearch database") else (
+            "not_store" if "holds no cachesearch store" in text else "error")
+        return DashboardError(kind, text)
+    if isinstance(exc, SQLAlchemyError):
+        return DashboardError("error", f"Cannot read the database {url}: {exc.__class__.__name__}: "
+                                       f"{str(exc).splitlines()[0]}")
+    return DashboardError("error", f"{exc.__class__.__name__}: {exc}")
+
+
+def guarded(url: str, work: Callable[[], T]) -> T:
+    """Run a store read, turning any store/SQL failure into a `DashboardError`."""
+    try:
+        return work()
+    except (StoreError, SQLAlchemyError, DashboardError) as exc:
+        raise explain(exc, url) from None
+
+
+# ---------------------------------------------------------------------------------------- plain loaders
+def open_store(url: str) -> Store:
+    """Open read-only in spirit: `create=False` never makes a file or tables where there were none."""
+    return guarded(url, lambda: Store(url, create=False))
+
+
+def load_studies(store: Store) -> tuple[list[StudySummary], dict[str, StudyInfo]]:
+    """Summaries (counts, front size) plus each study's objectives and settings."""
+    summaries = store.list_studies()
+    return summaries, {s.name: store.get_study(s.name) for s in summaries}
+
+
+def load_evaluations(store: Store, study: str) -> EvalTable:
+    """All evaluations of a study without per-prompt values (the bulk of each row)."""
+    return evaluation_table(study, store.evaluations(study, per_prompt=False))
+
+
+def load_front_ids(store: Store, study: str, quality: str, cost: str) -> list[int]:
+    """Ids of the study's front on (quality, cost), by cost ascending (the store's definition)."""
+    return [r.id for r in store.front(study, quality, cost)]
+
+
+def load_hypervolume(store: Store, study: str, quality: str, cost: str) -> list[HVPoint] | str:
+    """The hypervolume history, or the reason there is none (e.g. no reference value for `quality`)."""
+    try:
+        return store.hypervolume_history(study, quality, cost)
+    except ObjectiveError as exc:
+        return str(exc)
+
+
+def load_pick(store: Store, study: str, rule: str, quality: str, cost: str) -> int | str:
+    """Id of the evaluation a pick rule (`knee`, `fastest-with psnr>=30`, ...) chooses, or why none."""
+    try:
+        return choose(store, study, rule, quality=quality, cost=cost).id
+    except (NothingQualifies, ObjectiveError) as exc:
+        return str(exc)
+
+
+def export_bytes(store: Store, info: StudyInfo, record: EvaluationRecord, fmt: str,
+                 quality: str | None = None, cost: str | None = None) -> tuple[bytes, str]:
+    """The exact file `cachesearch export` would write for this evaluation, as (bytes, file name).
+    Goes through `store.export.write_schedule` (a temporary file) so the download and the CLI never
+    disagree; raises `ExportError` with the reason when the plan does not fit cache-dit."""
+    schedule = annotated_schedule(store, info, record, f"dashboard: evaluation {record.id}", quality, cost)
+    ext = "yaml" if fmt == "cache-dit" else "json"
+    name = f"{info.name}_{record.id}_{record.schedule_hash[:12]}.{ext}"
+    with tempfile.TemporaryDirectory(prefix="cachesearch-export-") as tmp:
+        path = write_schedule(schedule, Path(tmp) / name, fmt)
+        return path.read_bytes(), name
+
+
+# ---------------------------------------------------------------------------------------- cached wrappers
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _store(url: str) -> Store:
+    return open_store(url)
+
+
+def store(url: str) -> Store:
+    """The shared `Store` for `url` (one connection pool per server process)."""
+    return _store(url)
+
+
+@st.cache_data(ttl=LIVE_TTL, show_spinner=False, max_entries=8)
+def studies(url: str) -> tuple[list[StudySummary], dict[str, StudyInfo]]:
+    return guarded(url, lambda: load_studies(store(url)))
+
+
+@st.cache_data(ttl=LIVE_TTL, show_spinner=False, max_entries=32)
+def evaluations(url: str, study: str) -> EvalTable:
+    return guarded(url, lambda: load_evaluations(store(url), study))
+
+
+@st.cache_data(ttl=LIVE_TTL, show_spinner=False, max_entries=64)
+def front_ids(url: str, study: str, quality: str, cost: str) -> list[int]:
+    return guarded(url, lambda: load_front_ids(store(url), study, quality, cost))
+
+
+@st.cache_data(ttl=LIVE_TTL, show_spinner=False, max_entries=64)
+def hypervolume(url: str, study: str, quality: str, cost: str) -> list[HVPoint] | str:
+    return guarded(url, lambda: load_hypervolume(store(url), study, quality, cost))
+
+
+@st.cache_data(ttl=LIVE_TTL, show_spinner=False, max_entries=64)
+def pick(url: str, study: str, rule: str, quality: str, cost: str) -> int | str:
+    return guarded(url, lambda: load_pick(store(url), study, rule, quality, cost))
+
+
+@st.cache_data(ttl=LIVE_TTL, show_spinner=False, max_entries=256)
+def evaluation(url: str, evaluation_id: int) -> EvaluationRecord:
+    return guarded(url, lambda: store(url).evaluation(int(evaluation_id)))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def schedule(url: str, schedule_hash: str) -> Schedule:
+    return guarded(url, lambda: store(url).schedule(schedule_hash))
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def thumbnails(url: str, evaluation_id: int, n_thumbnails: int) -> list[bytes]:
+    """`n_thumbnails` is part of the key: a queued evaluation gains its images when it finishes."""
+    return guarded(url, lambda: store(url).thumbnails(int(evaluation_id)))
+
+
+@st.cache_data(ttl=LIVE_TTL, show_spinner=False, max_entries=32)
+def reference_thumbnails(url: str, study: str) -> list[bytes]:
+    return guarded(url, lambda: store(url).reference_thumbnails(study))
+
+
+def export_file(url: str, study: str, evaluation_id: int, fmt: str, quality: str | None = None,
+                cost: str | None = None) -> tuple[bytes, str] | str:
+    """Bytes and file name of the export, or the reason it cannot be written in `fmt` (not cached:
+    the file carries an export time stamp)."""
+    def work() -> tuple[bytes, str] | str:
+        s = store(url)
+        try:
+            return export_bytes(s, s.get_study(study), s.evaluation(int(evaluation_id)), fmt, quality, cost)
+        except ExportError as exc:
+            return str(exc)
+    return guarded(url, work)
+
+
+def clear() -> None:
+    """Forget cached query results (the sidebar's Refresh button)."""
+    st.cache_data.clear()

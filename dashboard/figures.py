@@ -1,0 +1,263 @@
+"""Plotly figure builders: pure functions of schedules, frames and histories (no Streamlit, no store),
+so they are unit-tested and benchmarked on their own.
+
+Conventions: speedup on x and quality on y (the trade-off curve people read); a plan is drawn with
+steps top to bottom and blocks left to right, one panel per component, with the same three colours
+everywhere (compute dark, reuse pale, skip red) so a glance tells how much of the model runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from schedules import COMPUTE, REUSE, SKIP, Schedule
+
+from .frames import column
+
+MODE_CODE = {SKIP: 0, REUSE: 1, COMPUTE: 2}
+MODE_NAME = {SKIP: "skip", REUSE: "reuse", COMPUTE: "compute"}
+MODE_COLOR = {"skip": "#d9534f", "reuse": "#dde6ee", "compute": "#1f4e8c"}
+DIFF_NAMES = ("same: not computed", "same: computed", "only this one computes",
+              "only the other computes", "differ (skip involved)")
+DIFF_COLORS = ("#f2f2f2", "#b9c2cc", "#1f77b4", "#ff7f0e", "#d62728")
+PALETTE = qualitative.Plotly
+AXIS_TITLES = {"mac_speedup": "MAC speedup (x)", "latency_speedup": "latency speedup (x)"}
+
+
+def axis_title(objective: str) -> str:
+    return AXIS_TITLES.get(objective, objective)
+
+
+def _discrete_scale(colors: Sequence[str]) -> list[list[object]]:
+    """A colour scale with one flat band per integer code 0..n-1 (zmin=-0.5, zmax=n-0.5)."""
+    n = len(colors)
+    scale: list[list[object]] = []
+    for i, c in enumerate(colors):
+        scale += [[i / n, c], [(i + 1) / n, c]]
+    return scale
+
+
+def _legend_swatches(fig: go.Figure, names: Sequence[str], colors: Sequence[str]) -> None:
+    """Heatmaps have no legend entries; invisible square markers give the colour key."""
+    for name, color in zip(names, colors):
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name, showlegend=True,
+                                 marker=dict(symbol="square", size=12, color=color,
+                                             line=dict(width=1, color="#888"))))
+
+
+# ------------------------------------------------------------------------------------------- frontier
+@dataclass(frozen=True)
+class FrontierSeries:
+    """One study on the frontier plot: its plottable evaluations and the ids on its front."""
+
+    label: str
+    points: pd.DataFrame          # `EvalTable.points(quality, cost)`
+    front_ids: Sequence[int]
+
+
+def _custom(points: pd.DataFrame, quality_col: str) -> np.ndarray:
+    """Hover/selection payload per point: id, short hash, fraction computed, both speedups, quality.
+    An object array, so ids stay integers and figures stay numbers in the JSON sent to the browser."""
+    out = np.empty((len(points), 6), dtype=object)
+    if len(points):
+        out[:, 0] = points["id"].to_numpy()
+        out[:, 1] = points["schedule_hash"].str.slice(0, 12).to_numpy()
+        for j, col in enumerate(("compute_fraction", "mac_speedup", "latency_speedup", quality_col), start=2):
+            out[:, j] = points[col].to_numpy(dtype=float)
+    return out
+
+
+_HOVER = ("<b>evaluation %{customdata[0]}</b> · %{customdata[1]}<br>%{meta}: %{customdata[5]:.4g}<br>"
+          "MAC speedup %{customdata[3]:.2f}x · latency speedup %{customdata[4]:.2f}x<br>"
+          "computed %{customdata[2]:.1%}<extra>%{fullData.name}</extra>")
+
+
+def frontier_figure(series: Sequence[FrontierSeries], quality: str, cost: str,
+                    selected: int | None = None, height: int = 560) -> go.Figure:
+    """Every evaluation faint (WebGL, so 10,000 points stay fluid), each front as a bold line, the
+    selected evaluation ringed. Point `customdata[0]` is the evaluation id (for selection events)."""
+    qcol, ccol = column(quality), column(cost)
+    fig = go.Figure()
+    ring: tuple[float, float] | None = None
+    for i, s in enumerate(series):
+        color = PALETTE[i % len(PALETTE)]
+        pts = s.points
+        fig.add_trace(go.Scattergl(
+            x=pts[ccol], y=pts[qcol], mode="markers", name=f"{s.label} · all ({len(pts)})",
+            legendgroup=s.label, marker=dict(color=color, size=6, opacity=0.28),
+            customdata=_custom(pts, qcol), meta=quality, hovertemplate=_HOVER))
+        front = pts[pts["id"].isin(set(s.front_ids))].sort_values(ccol)
+        fig.add_trace(go.Scatter(
+            x=front[ccol], y=front[qcol], mode="lines+markers", name=f"{s.label} · front ({len(front)})",
+            legendgroup=s.label, line=dict(color=color, width=2.5),
+            marker=dict(color=color, size=10, line=dict(width=1.5, color="white")),
+            customdata=_custom(front, qcol), meta=quality, hovertemplate=_HOVER))
+        if selected is not None:
+            hit = pts[pts["id"] == selected]
+            if len(hit):
+                ring = (float(hit[ccol].iloc[0]), float(hit[qcol].iloc[0]))
+    if ring is not None:
+        fig.add_trace(go.Scatter(x=[ring[0]], y=[ring[1]], mode="markers", name=f"selected #{selected}",
+                                 hoverinfo="skip", marker=dict(size=22, symbol="circle-open",
+                                                               color="black", line=dict(width=3))))
+    fig.update_layout(
+        height=height, xaxis_title=axis_title(cost), yaxis_title=axis_title(quality),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0), margin=dict(l=60, r=20, t=60, b=50),
+        hovermode="closest", clickmode="event+select", uirevision="frontier", template="plotly_white")
+    return fig
+
+
+# ------------------------------------------------------------------------------------------- plans
+def mode_codes(schedule: Schedule, group: str, component: str) -> np.ndarray:
+    """steps x blocks array of `MODE_CODE` values."""
+    rows = schedule.rows(group, component)
+    return np.array([[MODE_CODE[ch] for ch in row] for row in rows], dtype=np.int8)
+
+
+def _panel_grid(schedule: Schedule) -> tuple[int, int, list[tuple[int, int, str, str]]]:
+    """Rows = block groups, columns = components: (rows, cols, [(row, col, group, component)])."""
+    groups = schedule.model.block_groups
+    cols = max(len(g.components) for g in groups)
+    cells = [(r + 1, c + 1, g.name, comp) for r, g in enumerate(groups) for c, comp in enumerate(g.components)]
+    return len(groups), cols, cells
+
+
+def _panels(schedule: Schedule, titles: dict[tuple[str, str], str] | None = None,
+            height_per_row: int | None = None) -> tuple[go.Figure, list[tuple[int, int, str, str]]]:
+    rows, cols, cells = _panel_grid(schedule)
+    names = [""] * (rows * cols)
+    for r, c, g, comp in cells:
+        names[(r - 1) * cols + (c - 1)] = (titles or {}).get((g, comp), f"{g}.{comp}")
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=names, horizontal_spacing=0.04,
+                        vertical_spacing=min(0.12, 0.3 / rows))
+    per_row = height_per_row or max(220, min(520, 14 * schedule.num_steps + 80))
+    fig.update_layout(height=per_row * rows + 90, template="plotly_white",
+                      margin=dict(l=50, r=20, t=70, b=40),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.04, x=0))
+    return fig, cells
+
+
+def plan_heatmap(schedule: Schedule, height_per_row: int | None = None) -> go.Figure:
+    """The plan: one steps x blocks panel per (group, component), compute/reuse/skip coloured."""
+    titles = {(g, c): f"{g}.{c} · {schedule.compute_fraction(g, c):.0%} computed"
+              for g, c in schedule.components()}
+    fig, cells = _panels(schedule, titles, height_per_row)
+    colors = [MODE_COLOR["skip"], MODE_COLOR["reuse"], MODE_COLOR["compute"]]
+    for r, c, g, comp in cells:
+        z = mode_codes(schedule, g, comp)
+        text = np.vectorize(lambda v: ("skip", "reuse", "compute")[v])(z) if z.size else z
+        fig.add_trace(go.Heatmap(z=z, zmin=-0.5, zmax=2.5, colorscale=_discrete_scale(colors), showscale=False,
+                                 xgap=1, ygap=1, text=text, name=f"{g}.{comp}",
+                                 hovertemplate="step %{y}, block %{x}: %{text}<extra>%{fullData.name}</extra>"),
+                      row=r, col=c)
+        fig.update_yaxes(autorange="reversed", title_text="step" if c == 1 else None, row=r, col=c)
+        fig.update_xaxes(title_text="block", row=r, col=c)
+    _legend_swatches(fig, ["compute", "reuse", "skip"], colors)
+    return fig
+
+
+def plan_diff(a: Schedule, b: Schedule) -> dict[tuple[str, str], np.ndarray]:
+    """Per component, steps x blocks codes indexing `DIFF_NAMES` (a = this schedule, b = the other).
+    Raises ValueError when the two do not share model layout and step count."""
+    if a.model.block_groups != b.model.block_groups or a.num_steps != b.num_steps:
+        raise ValueError(
+            f"cannot diff: {a.short_hash} has {a.num_steps} steps over "
+            f"{[(g.name, g.num_blocks) for g in a.model.block_groups]}, {b.short_hash} has {b.num_steps} over "
+            f"{[(g.name, g.num_blocks) for g in b.model.block_groups]}")
+    out = {}
+    for g, comp in a.components():
+        za, zb = mode_codes(a, g, comp), mode_codes(b, g, comp)
+        code = np.where(za == MODE_CODE[COMPUTE], 1, 0).astype(np.int8)
+        code[(za == MODE_CODE[COMPUTE]) & (zb != MODE_CODE[COMPUTE])] = 2
+        code[(zb == MODE_CODE[COMPUTE]) & (za != MODE_CODE[COMPUTE])] = 3
+        code[(za != zb) & ((za == MODE_CODE[SKIP]) | (zb == MODE_CODE[SKIP])) & (code < 2)] = 4
+        out[(g, comp)] = code
+    return out
+
+
+def diff_heatmap(a: Schedule, b: Schedule, height_per_row: int | None = None) -> go.Figure:
+    """Cells where the two plans differ, coloured by who computes; same cells stay grey."""
+    codes = plan_diff(a, b)
+    titles = {k: f"{k[0]}.{k[1]} · {int((v >= 2).sum())} cells differ" for k, v in codes.items()}
+    fig, cells = _panels(a, titles, height_per_row)
+    for r, c, g, comp in cells:
+        z = codes[(g, comp)]
+        text = np.vectorize(lambda v: DIFF_NAMES[v])(z) if z.size else z
+        fig.add_trace(go.Heatmap(z=z, zmin=-0.5, zmax=len(DIFF_COLORS) - 0.5, showscale=False,
+                                 colorscale=_discrete_scale(DIFF_COLORS), xgap=1, ygap=1, text=text,
+                                 name=f"{g}.{comp}",
+                                 hovertemplate="step %{y}, block %{x}: %{text}<extra>%{fullData.name}</extra>"),
+                      row=r, col=c)
+        fig.update_yaxes(autorange="reversed", title_text="step" if c == 1 else None, row=r, col=c)
+        fig.update_xaxes(title_text="block", row=r, col=c)
+    _legend_swatches(fig, DIFF_NAMES, DIFF_COLORS)
+    return fig
+
+
+def step_fractions(schedule: Schedule) -> pd.DataFrame:
+    """Fraction of blocks computed at each step (rows) per `group.component` (columns)."""
+    return pd.DataFrame({f"{g}.{c}": (mode_codes(schedule, g, c) == MODE_CODE[COMPUTE]).mean(axis=1)
+                         for g, c in schedule.components()}).rename_axis("step")
+
+
+def block_fractions(schedule: Schedule) -> dict[str, np.ndarray]:
+    """Fraction of steps each block computes, per `group.component` (groups differ in block count)."""
+    return {f"{g}.{c}": (mode_codes(schedule, g, c) == MODE_CODE[COMPUTE]).mean(axis=0)
+            for g, c in schedule.components()}
+
+
+def fractions_figure(schedule: Schedule) -> go.Figure:
+    """Fraction computed per step (left) and per block (right), one line per component."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("computed per step", "computed per block"),
+                        horizontal_spacing=0.08)
+    per_step, per_block = step_fractions(schedule), block_fractions(schedule)
+    for i, name in enumerate(per_step.columns):
+        color = PALETTE[i % len(PALETTE)]
+        fig.add_trace(go.Scatter(x=per_step.index, y=per_step[name], name=name, legendgroup=name,
+                                 mode="lines+markers", line=dict(color=color)), row=1, col=1)
+        fig.add_trace(go.Scatter(x=np.arange(len(per_block[name])), y=per_block[name], name=name,
+                                 legendgroup=name, showlegend=False, mode="lines+markers",
+                                 line=dict(color=color)), row=1, col=2)
+    fig.update_yaxes(range=[-0.03, 1.03], tickformat=".0%")
+    fig.update_xaxes(title_text="step", row=1, col=1)
+    fig.update_xaxes(title_text="block", row=1, col=2)
+    fig.update_layout(height=340, template="plotly_white", margin=dict(l=50, r=20, t=50, b=40))
+    return fig
+
+
+# ------------------------------------------------------------------------------------------- metrics
+def per_prompt_figure(values: Sequence[float], metric: str, labels: Sequence[str] | None = None) -> go.Figure:
+    """One bar per (prompt, seed) with the mean as a dashed line: where a schedule loses quality."""
+    y = np.asarray(values, dtype=float)
+    x = list(labels) if labels is not None and len(labels) == len(y) else list(range(len(y)))
+    fig = go.Figure(go.Bar(x=x, y=y, name=metric, marker_color=PALETTE[0],
+                           hovertemplate="%{x}: %{y:.4g}<extra></extra>"))
+    if len(y) and np.isfinite(y).any():
+        fig.add_hline(y=float(np.nanmean(y)), line_dash="dash", annotation_text=f"mean {np.nanmean(y):.4g}")
+    fig.update_layout(height=320, template="plotly_white", xaxis_title="(prompt, seed)", yaxis_title=metric,
+                      margin=dict(l=50, r=20, t=30, b=40))
+    return fig
+
+
+def hypervolume_figure(histories: Sequence[tuple[str, Sequence[tuple[int, float]]]], quality: str,
+                       cost: str) -> go.Figure:
+    """Hypervolume after each finished evaluation, one line per study (searcher): who gets further
+    with the same budget."""
+    fig = go.Figure()
+    for i, (label, history) in enumerate(histories):
+        xs = [p[0] for p in history]
+        ys = [p[1] for p in history]
+        fig.add_trace(go.Scattergl(x=xs, y=ys, mode="lines", name=label, line=dict(
+            color=PALETTE[i % len(PALETTE)], width=2, shape="hv")))
+    fig.update_layout(height=460, template="plotly_white", xaxis_title="evaluations",
+                      yaxis_title=f"hypervolume ({quality} x {axis_title(cost)})",
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
+                      margin=dict(l=60, r=20, t=50, b=50), uirevision="progress")
+    return fig

@@ -1,0 +1,69 @@
+"""Start the dashboard as a `streamlit run` subprocess.
+
+Streamlit apps are scripts run by Streamlit's own server, so the CLI cannot call the app in-process; it
+runs `python -m streamlit run dashboard/app.py` with the same interpreter, bound to 127.0.0.1 unless
+told otherwise (a result database is private by default), and passes the database URL both as a
+script argument and in `CACHESEARCH_DB` (the app reads either).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+#: Environment variable the app reads the database URL from (tests set it for `AppTest`).
+DB_ENV = "CACHESEARCH_DB"
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def app_path() -> Path:
+    """The Streamlit entry script (what `streamlit run` is given)."""
+    return Path(__file__).with_name("app.py")
+
+
+def normalize_url(db: str) -> str:
+    """A SQLAlchemy URL as is; a plain file path becomes `sqlite:///<absolute path>`, so
+    `--db results/run.db` works from any working directory."""
+    db = str(db).strip()
+    if "://" in db:
+        return db
+    return f"sqlite:///{Path(db).expanduser().resolve()}"
+
+
+def streamlit_command(db_url: str, host: str = "127.0.0.1", port: int = 8501,
+                      open_browser: bool = False) -> list[str]:
+    """The exact command `launch` runs (exposed so tests and docs show the same thing)."""
+    return [
+        sys.executable, "-m", "streamlit", "run", str(app_path()),
+        "--server.address", host,
+        "--server.port", str(int(port)),
+        "--server.headless", "false" if open_browser else "true",
+        "--server.fileWatcherType", "none",     # the app is installed code, not a file being edited
+        "--server.runOnSave", "false",
+        "--browser.gatherUsageStats", "false",  # never phone home from a results browser
+        "--", "--db", normalize_url(db_url),
+    ]
+
+
+def launch(db_url: str, host: str = "127.0.0.1", port: int = 8501, open_browser: bool = False) -> int:
+    """Run the dashboard until it exits (Ctrl-C stops it); returns Streamlit's exit code.
+
+    The database is not opened here: a missing or foreign database is explained on the page itself,
+    so the server starts either way and shows live data once a search creates the file.
+    """
+    env = dict(os.environ)
+    env[DB_ENV] = normalize_url(db_url)
+    # The app imports `dashboard`, `store`, `schedules`; make them importable from a source checkout.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    proc = subprocess.Popen(streamlit_command(db_url, host, port, open_browser), env=env)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        try:
+            return proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()

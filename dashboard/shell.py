@@ -1,0 +1,138 @@
+"""The frame around every page: database URL, sidebar (page, study, objectives, live refresh), the
+page itself, and the error boundary that turns any failure into a message instead of a traceback."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import streamlit as st
+
+from store import COST_OBJECTIVES, DEFAULT_URL, StudyInfo, StudySummary
+
+from . import data, state
+from .launcher import DB_ENV, normalize_url
+from .frames import EvalTable, quality_metrics
+
+log = logging.getLogger("cachesearch.dashboard")
+LIVE_EVERY = 5.0      # seconds between automatic redraws while a study is running
+COST_LABELS = {"mac_speedup": "MAC speedup", "latency_speedup": "latency speedup"}
+
+
+@dataclass
+class Context:
+    """What a page needs: where the store is, which studies exist, and the user's current choices."""
+
+    url: str
+    summaries: list[StudySummary]
+    infos: dict[str, StudyInfo]
+    study: str | None
+    quality: str
+    cost: str
+
+    def table(self, study: str) -> EvalTable:
+        return data.evaluations(self.url, study)
+
+    @property
+    def info(self) -> StudyInfo | None:
+        return self.infos.get(self.study) if self.study else None
+
+
+def database_url(argv: list[str] | None = None) -> str:
+    """`--db URL` after `streamlit run app.py --`, else `$CACHESEARCH_DB`, else the default file."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(args):
+        if arg == "--db" and i + 1 < len(args):
+            return normalize_url(args[i + 1])
+        if arg.startswith("--db="):
+            return normalize_url(arg.split("=", 1)[1])
+    import os
+    return normalize_url(os.environ.get(DB_ENV) or DEFAULT_URL)
+
+
+def show_problem(problem: data.DashboardError, url: str) -> None:
+    """A store problem as a page: what is wrong and what to do about it."""
+    hints = {
+        "missing": "Start a search to create it (`cachesearch search CONFIG`), or point the dashboard at "
+                   "another database: `cachesearch dashboard --db sqlite:///path/to/results.db`.",
+        "version": "This dashboard cannot read that file. Open it with the cachesearch release that wrote "
+                   "it, or start a new database.",
+        "not_store": "The file exists but is not a cachesearch results database.",
+        "busy": "Nothing is lost: the page retries on its own.",
+    }
+    titles = {"missing": "No database", "version": "Database from another cachesearch version",
+              "not_store": "Not a cachesearch database", "busy": "Database busy"}
+    st.error(f"**{titles.get(problem.kind, 'Cannot read the database')}** — {problem.message}")
+    if problem.kind in hints:
+        st.info(hints[problem.kind])
+    st.caption(f"Database: `{url}`")
+
+
+def _sidebar(url: str, summaries: list[StudySummary], infos: dict[str, StudyInfo]) -> Context:
+    sb = st.sidebar
+    sb.title("cachesearch")
+    sb.radio("Page", state.PAGES, key="page")
+    names = [s.name for s in summaries]
+    state.choose("study", names)
+    if names:
+        sb.selectbox("Study", names, key="study",
+                     format_func=lambda n: f"{n} ({infos[n].searcher}, {infos[n].status})")
+    study = st.session_state.get("study")
+    tables = [data.evaluations(url, study)] if study else []
+    metrics = quality_metrics([infos[study]] if study else list(infos.values()), tables) or ["psnr"]
+    state.choose("quality", metrics, infos[study].quality if study and _has_quality(infos[study]) else None)
+    sb.selectbox("Quality metric", metrics, key="quality")
+    state.choose("cost", list(COST_OBJECTIVES), infos[study].cost if study else None)
+    sb.radio("Speedup", list(COST_OBJECTIVES), key="cost", format_func=COST_LABELS.get, horizontal=True)
+    running = any(s.status == "running" for s in summaries)
+    st.session_state.setdefault("live", running)
+    sb.toggle(f"Live refresh (every {LIVE_EVERY:g} s)", key="live",
+              help="Redraw the page with fresh data while a search writes to the database.")
+    if sb.button("Refresh now"):
+        data.clear()
+    sb.caption(f"Database: `{url}`  \nRead {time.strftime('%H:%M:%S')} · read-only")
+    return Context(url, summaries, infos, study, st.session_state["quality"], st.session_state["cost"])
+
+
+def _has_quality(info: StudyInfo) -> bool:
+    return any(o.name not in COST_OBJECTIVES for o in info.objectives)
+
+
+def _guard(render: Callable[[Context], None], ctx: Context) -> None:
+    try:
+        ctx.summaries, ctx.infos = data.studies(ctx.url)    # fresh counts on every live redraw
+        render(ctx)
+    except data.DashboardError as problem:
+        show_problem(problem, ctx.url)
+    except Exception as exc:        # last resort: a message, and the traceback in the server log
+        log.exception("dashboard page %s failed", st.session_state.get("page"))
+        st.error(f"This page failed: {exc.__class__.__name__}: {exc}. The data is untouched; "
+                 "the server log has the details.")
+
+
+#: The page body redrawn on a timer (only the page, not the sidebar, so choices are not disturbed).
+_live = st.fragment(run_every=LIVE_EVERY)(_guard)
+
+
+def main(views: dict[str, Callable[[Context], None]]) -> None:
+    st.set_page_config(page_title="cachesearch", page_icon=":material/speed:", layout="wide")
+    state.start_run()
+    url = database_url()
+    try:
+        summaries, infos = data.studies(url)
+        ctx = _sidebar(url, summaries, infos)
+    except data.DashboardError as problem:
+        st.sidebar.title("cachesearch")
+        if st.sidebar.button("Retry"):
+            data.clear()
+        show_problem(problem, url)
+        return
+    state.sync_query_params()
+    render = views[st.session_state.get("page", state.PAGES[0])]
+    if st.session_state.get("live"):
+        _live(render, ctx)
+    else:
+        _guard(render, ctx)

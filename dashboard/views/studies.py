@@ -1,0 +1,66 @@
+"""Studies page: every study with its progress and the best speedup it reached at a quality bar."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import streamlit as st
+
+from .. import state
+from ..shell import COST_LABELS, Context
+from ..frames import column, studies_frame
+from .common import need_study
+
+
+def _default_bar(ctx: Context) -> float:
+    """A sensible quality bar to start from: the study's hypervolume reference value for the metric
+    if it has one, else the median quality of its done evaluations."""
+    info = ctx.info
+    if info is not None and ctx.quality in info.reference_point:
+        return float(info.reference_point[ctx.quality])
+    if ctx.study:
+        values = ctx.table(ctx.study).done().get(column(ctx.quality))
+        if values is not None:
+            finite = values.to_numpy(dtype=float)
+            finite = finite[np.isfinite(finite)]
+            if len(finite):
+                return float(np.median(finite))
+    return 0.0
+
+
+def render(ctx: Context) -> None:
+    st.header("Studies")
+    if not need_study(ctx):
+        return
+    ss = st.session_state
+    if ss.get("_bar_for") != ctx.quality or not math.isfinite(ss.get("bar_threshold", math.nan)):
+        ss["bar_threshold"], ss["_bar_for"] = _default_bar(ctx), ctx.quality   # new metric, new scale
+    cost_label = COST_LABELS.get(ctx.cost, ctx.cost)
+    st.number_input(f"Quality bar: best {cost_label} among evaluations with {ctx.quality} at least "
+                    "(at most, for metrics a study minimises)", key="bar_threshold", format="%.4g")
+    tables = {s.name: ctx.table(s.name) for s in ctx.summaries}
+    frame = studies_frame(ctx.summaries, ctx.infos, tables, ctx.quality, ctx.cost,
+                          float(st.session_state["bar_threshold"]))
+    best_col = f"best {ctx.cost} at {ctx.quality} bar"
+    event = st.dataframe(
+        frame, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
+        key="studies_table",
+        column_config={
+            best_col: st.column_config.NumberColumn(f"best {cost_label} at bar", format="%.2fx"),
+            "best quality": st.column_config.NumberColumn(format="%.4g"),
+            "model": st.column_config.TextColumn(width="medium"),
+        })
+    running = [s.name for s in ctx.summaries if s.status == "running"]
+    st.caption(f"{len(ctx.summaries)} studies · {sum(s.n_evaluations for s in ctx.summaries)} finished "
+               f"evaluations · {len(running)} running" + (" · live refresh is on" if st.session_state.get("live")
+                                                         else ""))
+    rows = list(getattr(getattr(event, "selection", None), "rows", []) or [])
+    if rows:
+        name = str(frame.iloc[rows[0]]["study"])
+        st.write(f"Selected **{name}**.")
+        cols = st.columns(4)
+        if cols[0].button("Open its frontier", key="open_frontier"):
+            state.request(study=name, page="Frontier", eval_id=None)
+        if cols[1].button("Its hypervolume progress", key="open_progress"):
+            state.request(study=name, page="Progress")
