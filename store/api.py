@@ -474,10 +474,11 @@ class Store:
         return [float(ref[n]) for n in names]
 
     def front(self, study: str, quality: str | None = None, cost: str | None = None, *,
-              prompt_set_hash: str | None = None) -> list[EvaluationRecord]:
+              prompt_set_hash: str | None = None, per_prompt: bool = False) -> list[EvaluationRecord]:
         """Non-dominated done evaluations over (quality, cost), sorted by cost ascending. Defaults are
         the study's primary objectives; directions come from the study (unlisted: maximise).
-        Evaluations lacking a finite value for either objective are left out."""
+        Evaluations lacking a finite value for either objective are left out. Per-prompt values are
+        left out unless `per_prompt=True` (a front can hold hundreds of members)."""
         with self._reading() as session:
             row = self._study_row(session, study)
             info = study_info(row)
@@ -488,7 +489,8 @@ class Store:
                 return []
             mask = pareto.nondominated(pts, [info.maximize(quality), info.maximize(cost)])
             ids = [rows[idx[i]].id for i in np.flatnonzero(mask)]
-            members = session.execute(record_select(True).where(Evaluation.id.in_(ids))).all()
+            members = [m for k in range(0, len(ids), 500)       # chunks: stay under any bound-parameter limit
+                       for m in session.execute(record_select(per_prompt).where(Evaluation.id.in_(ids[k:k + 500])))]
         records = [record_from_row(r, study) for r in members]
         sign = 1.0 if info.maximize(cost) else -1.0
         records.sort(key=lambda r: (sign * (r.objective(cost) or 0.0), r.id))

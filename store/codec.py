@@ -61,9 +61,16 @@ def _hook(obj: dict[str, Any]) -> Any:
     return obj
 
 
+_DECODER = json.JSONDecoder(object_hook=_hook)
+
+
 def loads(text: str | bytes) -> Any:
-    """Inverse of `dumps`."""
-    return json.loads(text, object_hook=_hook)
+    """Inverse of `dumps`. Untagged text (the common case) takes json's plain C path."""
+    if isinstance(text, (bytes, bytearray)):
+        text = text.decode("utf-8")
+    if _TAG not in text:
+        return json.loads(text)
+    return _DECODER.decode(text)
 
 
 def decode(value: Any) -> Any:
