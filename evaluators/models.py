@@ -35,7 +35,7 @@ def load_model(config: EvaluationConfig) -> Any:
     else:
         cls = getattr(diffusers, config.pipeline_class) if config.pipeline_class else diffusers.DiffusionPipeline
         local = Path(config.model).expanduser()
-        kwargs: dict[str, Any] = {"torch_dtype": dtype}
+        kwargs: dict[str, Any] = {_dtype_keyword(): dtype}
         if local.exists():
             source = str(local)
             kwargs["local_files_only"] = True
@@ -55,3 +55,10 @@ def load_model(config: EvaluationConfig) -> Any:
     if hasattr(pipe, "set_progress_bar_config"):
         pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _dtype_keyword() -> str:
+    """diffusers renamed `torch_dtype` to `dtype` (the old name now warns); older releases only know
+    `torch_dtype` and would silently ignore `dtype`."""
+    from diffusers.utils import deprecation_utils
+    return "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"

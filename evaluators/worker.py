@@ -36,6 +36,7 @@ from .references import Reference, ReferenceStore
 from .runner import Outputs, PipelineRunner
 from .timing import Timer, median
 
+EMBEDDED_MODEL_ID = "cachesearch/embedded"   # what evaluators.embedded's own schedules record
 COST_STEPS = 2   # a 1-step call breaks PixArt's pipeline with multistep schedulers; MACs are per call
 
 
@@ -55,7 +56,7 @@ class Evaluator:
         self.pairs = study_pairs(config)
         size = config.batch_size or len(self.pairs)
         self.batches = [self.pairs[i:i + size] for i in range(0, len(self.pairs), size)]
-        self.spec = describe(self.pipe, model_id=config.model)
+        self.spec = describe(self.pipe, model_id=EMBEDDED_MODEL_ID if config.is_embedded else config.model)
         self.cost_table, cfg_mode = self._measure_cost()
         self.store = ReferenceStore(config, self.device.type)
         self.references = self.store.get_or_compute(self.batches, self._compute_reference)
@@ -184,6 +185,7 @@ class Evaluator:
                 with Timer(self.device) as t:
                     out = self.runner(prompts, seeds)
                 times.append(t.seconds / len(batch))
+                out.images = out.images.to(self.device)
                 bad = _first_non_finite(out, batch)
                 if bad:
                     raise NonFiniteOutput(f"non-finite output under the schedule: {bad}")
