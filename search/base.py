@@ -1,0 +1,185 @@
+"""The searcher interface: ask/tell with a JSON state, the way Optuna's ask-and-tell works, but small.
+
+    searcher = EcadSearcher(space, objectives, settings, seed=0)
+    batch = searcher.ask(8)                 # new, admissible, never-asked schedules (may be fewer)
+    searcher.tell(pool.evaluate(batch))     # any order, any grouping
+    doc = searcher.state()                  # JSON-serialisable; no pickle anywhere
+    again = EcadSearcher.from_state(space, objectives, settings, doc)   # continues exactly
+
+Why the base class keeps `seen` and `pending`: a study must never evaluate one schedule twice, and a
+resumed study must re-dispatch exactly what was asked but never told (the loop tells those from the
+store when they were finished after all). Randomness lives in one `random.Random` per searcher whose
+state is part of the JSON state, so a resumed search draws the same numbers as an uninterrupted one.
+
+An `ask` that returns nothing while schedules are pending means "tell me first" (e.g. the end of an
+NSGA-II generation); nothing returned, nothing pending and `finished` means the searcher is done.
+Searchers that need a profile (the DP) say so through `profile_request`; the loop runs it on the
+evaluator pool, charges its time to the budget, and hands it back with `tell_profile`.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from schedules import CostTable, EvaluationResult, Schedule
+
+from .objectives import Objectives
+from .space import SearchSpace
+
+STATE_VERSION = 1
+Profile = Mapping[tuple[str, str], np.ndarray]   # (group, component) -> [blocks, N, N] distances
+
+
+class SearcherSettings(BaseModel):
+    """Settings common to all searchers; each searcher extends this."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class ProfileRequest:
+    """Ask the loop for a measurement on the evaluator pool, charged to the budget:
+    kind "drift": `pool.profile(schedule)` (None = all compute), {(group, comp): [blocks, N, N]};
+    kind "timesteps": `pool.timestep_costs(grid)`, the [M+1, M+1] one-jump cost matrix."""
+
+    schedule: Schedule | None
+    tag: str = "all-compute"
+    kind: str = "drift"
+    grid: tuple[float, ...] | None = None
+
+
+def rng_to_json(rng: random.Random) -> list[Any]:
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def rng_from_json(doc: Sequence[Any]) -> random.Random:
+    rng = random.Random()
+    rng.setstate((doc[0], tuple(doc[1]), doc[2]))
+    return rng
+
+
+def profile_to_json(profile: Profile) -> dict[str, Any]:
+    return {f"{g}/{c}": np.asarray(v, dtype=float).round(8).tolist() for (g, c), v in profile.items()}
+
+
+def profile_from_json(doc: Mapping[str, Any]) -> dict[tuple[str, str], np.ndarray]:
+    out = {}
+    for key, value in doc.items():
+        g, c = key.split("/", 1)
+        out[(g, c)] = np.asarray(value, dtype=float)
+    return out
+
+
+class Searcher(ABC):
+    name: ClassVar[str] = "searcher"
+    Settings: ClassVar[type[SearcherSettings]] = SearcherSettings
+
+    def __init__(self, space: SearchSpace, objectives: Objectives, settings: SearcherSettings | Mapping | None = None,
+                 seed: int = 0, *, seeds: Sequence[Schedule] = (), cost_table: CostTable | None = None):
+        self.space = space
+        self.objectives = objectives
+        if settings is None or isinstance(settings, Mapping):
+            settings = self.Settings(**dict(settings or {}))
+        self.settings = settings
+        self.seed = int(seed)
+        self.rng = random.Random(self.seed)
+        self.seeds = [s for s in (space.project(x) for x in seeds) if s is not None]
+        self.cost_table = cost_table
+        self._seen: set[str] = set()
+        self._pending: dict[str, Schedule] = {}
+        self.num_told = 0
+        self.finished = False
+
+    # ------------------------------------------------------------------ the interface
+    def ask(self, n: int) -> list[Schedule]:
+        """Up to `n` new schedules: admissible, never asked before in this study."""
+        if n <= 0 or self.finished:
+            return []
+        out = self._propose(n)
+        for s in out:
+            self._seen.add(s.hash)
+            self._pending[s.hash] = s
+        return out
+
+    def tell(self, results: Sequence[EvaluationResult]) -> None:
+        """Scored results of asked schedules, in any order; unknown hashes are ignored."""
+        mine = []
+        for r in results:
+            if r.schedule.hash in self._pending:
+                del self._pending[r.schedule.hash]
+                mine.append(r)
+        if mine:
+            self.num_told += len(mine)
+            self._observe(mine)
+
+    def pending(self) -> list[Schedule]:
+        """Asked but not yet told, in ask order: what a resumed loop re-dispatches."""
+        return list(self._pending.values())
+
+    def profile_request(self) -> ProfileRequest | None:
+        return None
+
+    def tell_profile(self, request: ProfileRequest, profile: Profile) -> None:
+        raise NotImplementedError(f"{self.name} does not use profiles")
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict[str, Any]:
+        return {
+            "searcher": self.name, "version": STATE_VERSION, "seed": self.seed,
+            "rng": rng_to_json(self.rng), "seen": sorted(self._seen),
+            "pending": [s.to_dict() for s in self._pending.values()],
+            "num_told": self.num_told, "finished": self.finished, "extra": self._state(),
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        if state.get("searcher") != self.name:
+            raise ValueError(f"state is for searcher {state.get('searcher')!r}, not {self.name!r}")
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"searcher state version {state.get('version')!r}, expected {STATE_VERSION}")
+        self.seed = int(state["seed"])
+        self.rng = rng_from_json(state["rng"])
+        self._seen = set(state["seen"])
+        self._pending = {}
+        for doc in state["pending"]:
+            s = Schedule.from_dict(doc)
+            self._pending[s.hash] = s
+        self.num_told = int(state["num_told"])
+        self.finished = bool(state["finished"])
+        self._load_state(state["extra"])
+
+    @classmethod
+    def from_state(cls, space: SearchSpace, objectives: Objectives, settings: SearcherSettings | Mapping | None,
+                   state: Mapping[str, Any], **kwargs: Any) -> "Searcher":
+        searcher = cls(space, objectives, settings, int(state.get("seed", 0)), **kwargs)
+        searcher.load_state(state)
+        return searcher
+
+    # ------------------------------------------------------------------ for subclasses
+    @abstractmethod
+    def _propose(self, n: int) -> list[Schedule]:
+        """Up to n schedules; use `fresh` to keep them new and admissible."""
+
+    def _observe(self, results: list[EvaluationResult]) -> None:
+        """Results of this searcher's asks."""
+
+    def _state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_state(self, extra: Mapping[str, Any]) -> None:
+        pass
+
+    def fresh(self, schedule: Schedule, batch: Sequence[Schedule] = ()) -> bool:
+        """True if `schedule` may be asked now: admissible, never asked, not already in `batch`."""
+        h = schedule.hash
+        return (h not in self._seen and all(b.hash != h for b in batch)
+                and self.space.admissible(schedule))
+
+    def tag(self, schedule: Schedule, **provenance: Any) -> Schedule:
+        return schedule.with_info(provenance={"searcher": self.name, **provenance})

@@ -1,0 +1,204 @@
+"""The DP searcher: profile drift once, solve for every budget, verify, re-profile on-policy, repeat.
+
+Phases, all driven through the loop's ask/tell and profile requests (so profiling runs count against
+the evaluator-seconds budget like evaluations do):
+
+1. (timesteps space) ask the pool for the fine grid's one-jump cost matrix; BOSS DP picks K of M.
+2. ask for a drift profile along the current target (all compute first);
+3. per unit (block x component, component, or whole step) segment costs and the Bellman recurrence
+   for every compute budget; units combined by the knapsack or the Lagrangian sweep over MACs (the
+   pool's CostTable); `candidates` points spread over the predicted MAC speedup range are verified
+   by real evaluation;
+4. on-policy refinement: the knee (or fastest/median) of the verified front is re-profiled *along its
+   own schedule* (drift as the cached trajectory really sees it) and step 3 repeats, for
+   `refine_rounds` rounds. Then the searcher is finished; its front can seed `ecad`.
+
+The JSON state holds only decisions (phase, round, chosen timesteps, queued candidates, verified
+points), never the profile: a profile is consumed the moment it arrives.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Mapping
+
+import numpy as np
+from pydantic import Field
+
+from schedules import EvaluationResult, Schedule, mac_speedup
+
+from .base import Profile, ProfileRequest, Searcher, SearcherSettings
+from .dp import Unit, bellman_all_budgets, boss_path, knapsack_front, lagrangian_front, segment_costs, spread
+from .objectives import pick_on_front
+
+
+class DPSettings(SearcherSettings):
+    granularity: Literal["block", "component", "step"] = Field(
+        "block", description="what one DP unit schedules: a component of one block, a component across "
+                             "all blocks, or whole steps")
+    combine: Literal["knapsack", "lagrangian"] = "knapsack"
+    candidates: int = Field(16, ge=1, description="schedules verified per round")
+    refine_rounds: int = Field(2, ge=0, description="on-policy re-profiling rounds after the first")
+    refine_pick: Literal["knee", "fastest", "median"] = "knee"
+    knapsack_bins: int = Field(400, ge=10)
+    min_speedup: float = Field(1.05, ge=1.0, description="predicted MAC speedup below which candidates are dropped")
+    max_speedup: float | None = Field(None, description="predicted MAC speedup above which candidates are dropped")
+
+
+class DPSearcher(Searcher):
+    name = "dp"
+    Settings = DPSettings
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if "cache" not in self.space.kinds and "timesteps" not in self.space.kinds:
+            raise ValueError("the dp searcher covers the cache and timesteps spaces, not architecture alone")
+        self.phase = "timesteps" if "timesteps" in self.space.kinds else "profile"
+        self.round = 0
+        self.ts_indices: list[int] | None = None
+        self.target: dict | None = None          # schedule (dict) to profile along; None = all compute
+        self.queue: list[dict] = []              # candidate schedules not yet asked
+        self.verified: list[list[float]] = []    # objective values of told candidates
+        self.verified_docs: list[dict] = []
+
+    # ------------------------------------------------------------------ profiles
+    def profile_request(self) -> ProfileRequest | None:
+        if self.finished:
+            return None
+        if self.phase == "timesteps":
+            return ProfileRequest(None, "timestep-costs", kind="timesteps", grid=self.space.grid)
+        if self.phase == "profile":
+            if self.target is None:
+                return ProfileRequest(self._base(), "all-compute")
+            return ProfileRequest(Schedule.from_dict(self.target), f"on-policy round {self.round}")
+        return None
+
+    def tell_profile(self, request: ProfileRequest, profile: Any) -> None:
+        if request.kind == "timesteps":
+            _, self.ts_indices = boss_path(np.asarray(profile, dtype=float), self.space.num_steps)
+            if "cache" in self.space.kinds:
+                self.phase = "profile"
+            else:
+                self._enqueue([self._base()])
+        else:
+            self._enqueue(self.solve(profile))
+
+    def _base(self) -> Schedule:
+        return Schedule.all_compute(self.space.model, self.space.base_sampling(self.ts_indices))
+
+    def _enqueue(self, schedules: list[Schedule]) -> None:
+        self.queue = [s.to_dict() for s in schedules if self.fresh(s)]
+        self.phase = "verify"
+        self._advance()
+
+    # ------------------------------------------------------------------ the solve
+    def units(self, profile: Profile) -> tuple[list[Unit], list[list[tuple[str, str, int]]], list[np.ndarray]]:
+        """DP units for the configured granularity: (Unit, which (group, comp, block) it drives, D)."""
+        table = self.cost_table
+        slots: list[tuple[str, str, int]] = [(g.name, c, b) for g in self.space.model.block_groups
+                                             for c in g.components for b in range(g.num_blocks)]
+
+        def macs(slot: tuple[str, str, int]) -> float:
+            g, c, b = slot
+            return float(table.component_macs[g][c][b]) if table is not None else 1.0
+
+        def dist(slot: tuple[str, str, int]) -> np.ndarray:
+            g, c, b = slot
+            return np.asarray(profile[(g, c)][b], dtype=float)
+
+        gran = self.settings.granularity
+        if gran == "block":
+            groups = [[s] for s in slots]
+        elif gran == "component":
+            pairs = [(g.name, c) for g in self.space.model.block_groups for c in g.components]
+            groups = [[s for s in slots if s[:2] == gc] for gc in pairs]
+        else:
+            groups = [slots]
+        units, ds = [], []
+        for members in groups:
+            d = sum(dist(s) for s in members)
+            errors, _ = bellman_all_budgets(segment_costs(d))
+            units.append(Unit(errors, sum(macs(s) for s in members)))
+            ds.append(d)
+        return units, groups, ds
+
+    def solve(self, profile: Profile) -> list[Schedule]:
+        """Candidate schedules from one profile, spread over the predicted speedup range."""
+        units, groups, ds = self.units(profile)
+        paths = [bellman_all_budgets(segment_costs(d))[1] for d in ds]
+        if self.settings.combine == "lagrangian":
+            choices = lagrangian_front(units)
+        else:
+            choices = knapsack_front(units, self.settings.knapsack_bins)
+        n = self.space.num_steps
+        base = self._base()
+        scored: list[tuple[float, float, Schedule]] = []
+        for choice in choices:
+            masks = {(g.name, c): [[False] * g.num_blocks for _ in range(n)]
+                     for g in self.space.model.block_groups for c in g.components}
+            for k, members, unit_paths in zip(choice, groups, paths):
+                for step in unit_paths[k - 1]:
+                    for g, c, b in members:
+                        masks[(g, c)][step][b] = True
+            s = Schedule.from_masks(self.space.model, base.sampling, masks)
+            error = float(sum(u.errors[k - 1] for u, k in zip(units, choice)))
+            speed = self._speedup(s)
+            if speed < self.settings.min_speedup or (self.settings.max_speedup and speed > self.settings.max_speedup):
+                continue
+            if self.fresh(s):
+                scored.append((speed, error, s))
+        if not scored:
+            return []
+        picks = spread([np.log(sp) for sp, _, _ in scored], self.settings.candidates)
+        return [self.tag(scored[i][2], round=self.round, predicted_error=round(scored[i][1], 6),
+                         predicted_speedup=round(scored[i][0], 4)) for i in picks]
+
+    def _speedup(self, schedule: Schedule) -> float:
+        if self.cost_table is not None:
+            return mac_speedup(schedule, self.cost_table)
+        return 1.0 / max(schedule.compute_fraction(), 1e-9)
+
+    # ------------------------------------------------------------------ ask / tell
+    def _propose(self, n: int) -> list[Schedule]:
+        out: list[Schedule] = []
+        while self.queue and len(out) < n:
+            s = Schedule.from_dict(self.queue.pop(0))
+            if self.fresh(s, out):
+                out.append(s)
+        if not out:
+            self._advance()
+        return out
+
+    def _observe(self, results: list[EvaluationResult]) -> None:
+        for r in results:
+            values = self.objectives.values(r)
+            if values is not None:
+                self.verified.append(list(values))
+                self.verified_docs.append(r.schedule.to_dict())
+        self._advance()
+
+    def _advance(self) -> None:
+        """End of a verification round: re-profile along the picked schedule, or finish."""
+        if self.phase != "verify" or self.queue or self._pending:
+            return
+        if self.round >= self.settings.refine_rounds or not self.verified or "cache" not in self.space.kinds:
+            self.finished = True
+            self.phase = "done"
+            return
+        self.round += 1
+        i = pick_on_front(self.objectives, self.verified, self.settings.refine_pick)
+        self.target = self.verified_docs[i]
+        self.phase = "profile"
+
+    # ------------------------------------------------------------------ state
+    def _state(self) -> dict[str, Any]:
+        return {"phase": self.phase, "round": self.round, "ts_indices": self.ts_indices, "target": self.target,
+                "queue": self.queue, "verified": self.verified, "verified_docs": self.verified_docs}
+
+    def _load_state(self, extra: Mapping[str, Any]) -> None:
+        self.phase = extra["phase"]
+        self.round = int(extra["round"])
+        self.ts_indices = list(extra["ts_indices"]) if extra["ts_indices"] is not None else None
+        self.target = extra["target"]
+        self.queue = list(extra["queue"])
+        self.verified = [list(v) for v in extra["verified"]]
+        self.verified_docs = list(extra["verified_docs"])

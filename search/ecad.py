@@ -1,0 +1,244 @@
+"""ECAD: NSGA-II (DEAP) over the flattened bit genome, in ask/tell form, duplicate-free, resumable.
+
+A generation is: the offspring queue is asked out (in any batches), every offspring is told, then
+`tools.selNSGA2` keeps the best `population` of parents + offspring and the next offspring are bred
+(`selTournamentDCD` parents, k-point crossover, bit-flip mutation). Offspring are bred all at once at
+the generation boundary and kept in the JSON state, so a study resumed after any generation (or in the
+middle of one) asks exactly what an uninterrupted one would. Failed evaluations simply do not survive.
+
+Why a scoped global RNG: DEAP's operators draw from the module-level `random`; `_deap_rng` lends them
+this searcher's own generator for the duration of the call, so the searcher's randomness is all in
+its JSON state and other code's use of `random` cannot change the search.
+
+Initial population: the extra seeds given (e.g. a DP front), the heuristic schedules, then mutations
+of those (ECAD's seeding) up to the population size; random genomes only if there is nothing to seed.
+"""
+
+from __future__ import annotations
+
+import random
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
+
+from deap import base as deap_base
+from deap import tools
+from pydantic import Field
+
+from schedules import EvaluationResult, Schedule
+
+from .base import Searcher, SearcherSettings
+from .heuristics import space_heuristics
+
+
+class EcadSettings(SearcherSettings):
+    population: int = Field(72, ge=4, description="NSGA-II population (ECAD: 72)")
+    crossover_prob: float = Field(0.9, ge=0, le=1, description="probability a pair is crossed (ECAD: 0.9)")
+    crossover_points: int = Field(4, ge=1, description="k of k-point crossover (ECAD: 4)")
+    mutation_prob: float = Field(1.0, ge=0, le=1, description="probability an offspring is mutated")
+    mutation_flips: float = Field(2.0, gt=0, description="expected bits flipped by one mutation (light)")
+    seed_flips: float = Field(0.03, gt=0, lt=1, description="fraction of bits flipped when mutating seeds")
+    generations: int | None = Field(None, ge=0, description="offspring generations (None: until the budget ends)")
+    include_heuristics: bool = True
+    max_tries: int = Field(50, ge=1, description="re-mutations before a duplicate child is replaced by a random one")
+
+
+class _Fitness(deap_base.Fitness):
+    weights = (-1.0, -1.0)   # values are in the minimised convention; resized per study
+
+
+_FITNESS: dict[int, type] = {}
+
+
+class _Individual(list):
+    def __init__(self, genome: list[int], values: tuple[float, ...] | None = None, n_obj: int = 2):
+        super().__init__(genome)
+        fit = _FITNESS.setdefault(n_obj, type(f"Fitness{n_obj}", (_Fitness,), {"weights": (-1.0,) * n_obj}))
+        self.fitness = fit(values) if values is not None else fit()
+
+
+@contextmanager
+def _deap_rng(rng: random.Random) -> Iterator[None]:
+    saved = random.getstate()
+    random.setstate(rng.getstate())
+    try:
+        yield
+    finally:
+        rng.setstate(random.getstate())
+        random.setstate(saved)
+
+
+def _bits(genome: list[int]) -> str:
+    return "".join("1" if b else "0" for b in genome)
+
+
+def _genome(bits: str) -> list[int]:
+    return [1 if ch == "1" else 0 for ch in bits]
+
+
+class EcadSearcher(Searcher):
+    name = "ecad"
+    Settings = EcadSettings
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.generation = 0
+        self.population: list[dict[str, Any]] = []       # {"bits", "values"}
+        self.offspring: list[dict[str, Any]] = []        # {"bits", "hash", "values", "told"} in breed order
+        self.queue: list[int] = []                       # indices into offspring not yet asked
+        self._started = False
+
+    # ------------------------------------------------------------------ ask / tell
+    def _propose(self, n: int) -> list[Schedule]:
+        if not self._started:
+            self._start()
+        out: list[Schedule] = []
+        while self.queue and len(out) < n:
+            entry = self.offspring[self.queue.pop(0)]
+            schedule = self.space.decode(_genome(entry["bits"]))
+            if self.fresh(schedule, out):
+                out.append(self.tag(schedule, generation=self.generation))
+            else:   # became a duplicate (e.g. a seed given twice): drop it from this generation
+                entry["told"], entry["values"] = True, None
+        if not out and not self._pending:
+            self._maybe_advance()
+            if self.queue and not self.finished:
+                return self._propose(n)
+        return out
+
+    def _observe(self, results: list[EvaluationResult]) -> None:
+        by_hash = {e["hash"]: e for e in self.offspring}
+        for r in results:
+            entry = by_hash.get(r.schedule.hash)
+            if entry is not None and not entry["told"]:
+                values = self.objectives.values(r)
+                entry["values"] = list(self.objectives.minimised(values)) if values is not None else None
+                entry["told"] = True
+        self._maybe_advance()
+
+    # ------------------------------------------------------------------ generations
+    def _start(self) -> None:
+        self._started = True
+        self._set_offspring(self._initial_genomes())
+
+    def _maybe_advance(self) -> None:
+        if self.queue or not all(e["told"] for e in self.offspring):
+            return
+        n_obj = len(self.objectives)
+        pool = [_Individual(_genome(p["bits"]), tuple(p["values"]), n_obj) for p in self.population]
+        pool += [_Individual(_genome(e["bits"]), tuple(e["values"]), n_obj)
+                 for e in self.offspring if e["values"] is not None]
+        mu = self.settings.population
+        survivors = tools.selNSGA2(pool, min(mu, len(pool))) if pool else []
+        self.population = [{"bits": _bits(ind), "values": list(ind.fitness.values)} for ind in survivors]
+        gens = self.settings.generations
+        if gens is not None and self.generation >= gens:
+            self.finished = True
+            self.offspring = []
+            return
+        self.generation += 1
+        self._set_offspring(self._breed(survivors))
+        if not self.queue:
+            self.finished = True
+
+    def _set_offspring(self, genomes: list[list[int]]) -> None:
+        self.offspring = [{"bits": _bits(g), "hash": self.space.decode(g).hash, "values": None, "told": False}
+                          for g in genomes]
+        self.queue = list(range(len(self.offspring)))
+
+    def _initial_genomes(self) -> list[list[int]]:
+        mu, space = self.settings.population, self.space
+        seeds = list(self.seeds)
+        if self.settings.include_heuristics:
+            seeds += space_heuristics(space)
+        base = []
+        taken: set[str] = set()
+        for s in seeds:
+            if self.fresh(s) and s.hash not in taken and len(base) < mu:
+                base.append(space.encode(s))
+                taken.add(s.hash)
+        out = list(base)
+        indpb = self.settings.seed_flips
+        while len(out) < mu:
+            parent = list(base[len(out) % len(base)]) if base else space.random_genome(self.rng)
+            child = self._unique(self._mutate(parent, indpb) if base else parent, taken, indpb)
+            if child is None:
+                break
+            out.append(child)
+            taken.add(space.decode(child).hash)
+        return out
+
+    def _breed(self, parents: list[_Individual]) -> list[list[int]]:
+        s, lam = self.settings, self.settings.population
+        if not parents:
+            return []
+        chosen: list[list[int]] = []
+        with _deap_rng(self.rng):
+            usable = parents[:len(parents) // 4 * 4]
+            while len(chosen) < lam:
+                if len(usable) >= 4:
+                    chosen += [list(p) for p in tools.selTournamentDCD(usable, len(usable))]
+                else:
+                    chosen += [list(random.choice(parents)) for _ in range(lam)]
+        chosen = chosen[:lam]
+        indpb = min(0.5, s.mutation_flips / max(1, self.space.length))
+        children: list[list[int]] = []
+        for i in range(0, len(chosen) - 1, 2):
+            a, b = chosen[i], chosen[i + 1]
+            if self.rng.random() < s.crossover_prob:
+                a, b = self._crossover(a, b)
+            children += [a, b]
+        if len(chosen) % 2:
+            children.append(chosen[-1])
+        taken: set[str] = set()
+        out = []
+        for child in children:
+            if self.rng.random() < s.mutation_prob:
+                child = self._mutate(child, indpb)
+            child = self._unique(self.space.repair(child, self.rng), taken, indpb)
+            if child is not None:
+                out.append(child)
+                taken.add(self.space.decode(child).hash)
+        return out
+
+    def _crossover(self, a: list[int], b: list[int]) -> tuple[list[int], list[int]]:
+        """k-point crossover (ECAD uses 4 points): swap every other segment between the cut points."""
+        n = len(a)
+        k = min(self.settings.crossover_points, n - 1)
+        if k < 1:
+            return a, b
+        cuts = sorted(self.rng.sample(range(1, n), k)) + [n]
+        a, b = list(a), list(b)
+        start, swap = 0, False
+        for cut in cuts:
+            if swap:
+                a[start:cut], b[start:cut] = b[start:cut], a[start:cut]
+            start, swap = cut, not swap
+        return self.space.repair(a, self.rng), self.space.repair(b, self.rng)
+
+    def _mutate(self, genome: list[int], indpb: float) -> list[int]:
+        ind = list(genome)
+        with _deap_rng(self.rng):
+            tools.mutFlipBit(ind, indpb)
+        return self.space.repair(ind, self.rng)
+
+    def _unique(self, genome: list[int], taken: set[str], indpb: float) -> list[int] | None:
+        """The genome, re-mutated until it is new and admissible; a random one as a last resort."""
+        for attempt in range(self.settings.max_tries + 10):
+            s = self.space.decode(genome)
+            if self.fresh(s) and s.hash not in taken:
+                return genome
+            genome = (self._mutate(genome, indpb * (1 + attempt)) if attempt < self.settings.max_tries
+                      else self.space.random_genome(self.rng))
+        return None
+
+    # ------------------------------------------------------------------ state
+    def _state(self) -> dict[str, Any]:
+        return {"generation": self.generation, "started": self._started, "population": self.population,
+                "offspring": self.offspring, "queue": self.queue}
+
+    def _load_state(self, extra: Mapping[str, Any]) -> None:
+        self.generation = int(extra["generation"])
+        self._started = bool(extra["started"])
+        self.population = [dict(p) for p in extra["population"]]
+        self.offspring = [dict(e) for e in extra["offspring"]]
+        self.queue = list(extra["queue"])
