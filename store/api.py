@@ -32,7 +32,7 @@ from .engine import WRITE_OPTION, ensure_schema, make_engine
 from .errors import ObjectiveError, ScheduleNotFound, StoreError, StudyExists, StudyNotFound
 from .models import Evaluation, ScheduleRow, SearcherState, Study, Thumbnail
 from .records import (
-    COST_OBJECTIVES, DONE, FAILED, QUEUED, RUNNING, STUDY_STATUSES, EvaluationRecord, HVPoint, ObjectiveSpec,
+    COST_OBJECTIVES, DONE, EVALUATION_STATUSES, FAILED, QUEUED, RUNNING, STUDY_STATUSES, EvaluationRecord, HVPoint, ObjectiveSpec,
     StudyInfo, StudySummary,
 )
 from .writes import any_evaluation, record_result, set_thumbnails, upsert_schedule
@@ -334,6 +334,8 @@ class Store:
         """Evaluations of a study in the order they finished (unfinished ones last), optionally only
         one status. `per_prompt=False` leaves out the per-prompt values (the bulk of each row) for
         listings."""
+        if status is not None and status not in EVALUATION_STATUSES:
+            raise StoreError(f"unknown evaluation status {status!r} (one of {', '.join(EVALUATION_STATUSES)})")
         with self._reading() as session:
             q = record_select(per_prompt).where(Evaluation.study_id == self._study_id(session, study))
             if status is not None:
@@ -433,11 +435,8 @@ class Store:
     # ------------------------------------------------------------------ fronts and progress
     @staticmethod
     def _default_quality(info: StudyInfo, required: bool = True) -> str | None:
-        for o in info.objectives:
-            if o.name not in COST_OBJECTIVES:
-                return o.name
-        if required:
-            raise ObjectiveError(f"study '{info.name}' lists no quality objective; name one (e.g. quality='psnr')")
+        if required or any(o.name not in COST_OBJECTIVES for o in info.objectives):
+            return info.quality
         return None
 
     @staticmethod
@@ -501,9 +500,14 @@ class Store:
                     prompt_set_hash: str | None = None) -> float:
         """Hypervolume of the study's front against the study's fixed reference point (or
         `reference`, per objective name). Raises `ObjectiveError` if an objective has no reference."""
-        history = self.hypervolume_history(study, quality, cost, reference=reference,
-                                           prompt_set_hash=prompt_set_hash)
-        return history[-1].hypervolume if history else 0.0
+        with self._reading() as session:
+            row = self._study_row(session, study)
+            info = study_info(row)
+            quality, cost = self._resolve(info, quality, cost)
+            ref = self._reference(info, (quality, cost), reference)
+            rows = self._objective_rows(session, row.id, (DONE,), prompt_set_hash)
+        pts, _ = self._points(rows, quality, cost)
+        return pareto.hypervolume(pts, ref, [info.maximize(quality), info.maximize(cost)])
 
     def hypervolume_history(self, study: str, quality: str | None = None, cost: str | None = None, *,
                             reference: dict[str, float] | None = None,

@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from .errors import ObjectiveError
+
 #: Cost objectives every evaluation carries as columns; anything else is a metric name.
 COST_OBJECTIVES = ("mac_speedup", "latency_speedup")
 
@@ -56,7 +58,7 @@ class StudyInfo:
         for o in self.objectives:
             if o.name not in COST_OBJECTIVES:
                 return o.name
-        raise LookupError(f"study '{self.name}' has no quality objective")
+        raise ObjectiveError(f"study '{self.name}' lists no quality objective; name one (e.g. quality='psnr')")
 
     @property
     def cost(self) -> str:

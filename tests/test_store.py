@@ -182,10 +182,17 @@ def test_study_errors_and_exist_ok(tmp_path: Path) -> None:
             s.set_study_status("a", "paused-ish")
         with pytest.raises(ScheduleNotFound):
             s.schedule("0" * 64)
+        with pytest.raises(StoreError, match="unknown evaluation status 'finished'"):
+            s.evaluations("a", "finished")
         s.record_evaluation("a", make_result(1))
+        s.set_reference_thumbnails("a", [b"r"])
+        s.save_searcher_state("a", {"g": 1}, 1)
         assert s.schedule(make_schedule(1).hash[:10]) == make_schedule(1)
         s.delete_study("a")
         assert s.list_studies() == []
+        with s._engine.connect() as c:                   # cascades removed everything the study owned
+            assert [c.exec_driver_sql(f"SELECT COUNT(*) FROM {t}").scalar()
+                    for t in ("evaluations", "thumbnails", "searcher_states")] == [0, 0, 0]
         assert s.schedule(make_schedule(1).hash) == make_schedule(1)   # schedules are shared, kept
 
 
