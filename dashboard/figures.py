@@ -138,9 +138,9 @@ def _panels(schedule: Schedule, titles: dict[tuple[str, str], str] | None = None
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=names, horizontal_spacing=0.04,
                         vertical_spacing=min(0.12, 0.3 / rows))
     per_row = height_per_row or max(220, min(520, 14 * schedule.num_steps + 80))
-    fig.update_layout(height=per_row * rows + 90, template="plotly_white",
-                      margin=dict(l=50, r=20, t=70, b=40),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.04, x=0))
+    fig.update_layout(height=per_row * rows + 110, template="plotly_white",
+                      margin=dict(l=50, r=20, t=60, b=90),
+                      legend=dict(orientation="h", yref="container", yanchor="bottom", y=0.0, x=0))
     return fig, cells
 
 
@@ -159,7 +159,8 @@ def plan_heatmap(schedule: Schedule, height_per_row: int | None = None) -> go.Fi
                       row=r, col=c)
         fig.update_yaxes(autorange="reversed", title_text="step" if c == 1 else None, row=r, col=c)
         fig.update_xaxes(title_text="block", row=r, col=c)
-    _legend_swatches(fig, ["compute", "reuse", "skip"], colors)
+    _legend_swatches(fig, ["compute", "reuse", "skip"],
+                     [MODE_COLOR["compute"], MODE_COLOR["reuse"], MODE_COLOR["skip"]])
     return fig
 
 

@@ -87,11 +87,11 @@ def studies_frame(summaries: Sequence[StudySummary], infos: Mapping[str, StudyIn
         table = tables.get(s.name)
         best = best_cost_at(table, info, quality, cost, threshold) if table is not None else None
         rows.append({
-            "study": s.name, "model": s.model_signature, "searcher": s.searcher, "status": s.status,
-            "evaluations": s.n_evaluations, "done": s.n_done, "failed": s.n_failed, "pending": s.n_pending,
-            "front size": s.front_size, f"best {cost} at {quality} bar": best,
+            "study": s.name, "searcher": s.searcher, "status": s.status, "evaluations": s.n_evaluations,
+            "failed": s.n_failed, "pending": s.n_pending, "front size": s.front_size,
+            f"best {cost} at {quality} bar": best,
             "primary quality": info.quality if _has_quality(info) else "", "best quality": s.best_quality,
-            "last update": _when(s.updated_at),
+            "last update": _when(s.updated_at), "model": s.model_signature,
         })
     return pd.DataFrame(rows)
 

@@ -9,8 +9,10 @@ script argument and in `CACHESEARCH_DB` (the app reads either).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 #: Environment variable the app reads the database URL from (tests set it for `AppTest`).
@@ -43,6 +45,7 @@ def streamlit_command(db_url: str, host: str = "127.0.0.1", port: int = 8501,
         "--server.fileWatcherType", "none",     # the app is installed code, not a file being edited
         "--server.runOnSave", "false",
         "--browser.gatherUsageStats", "false",  # never phone home from a results browser
+        "--client.toolbarMode", "minimal",      # no "Deploy" button: this is a local results browser
         "--", "--db", normalize_url(db_url),
     ]
 
@@ -58,6 +61,10 @@ def launch(db_url: str, host: str = "127.0.0.1", port: int = 8501, open_browser:
     # The app imports `dashboard`, `store`, `schedules`; make them importable from a source checkout.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     proc = subprocess.Popen(streamlit_command(db_url, host, port, open_browser), env=env)
+    # A service manager (or a test) stops us with SIGTERM: pass it on so no orphaned server keeps the port.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda signum, _frame: proc.send_signal(signum))
     try:
         return proc.wait()
     except KeyboardInterrupt:
@@ -67,3 +74,6 @@ def launch(db_url: str, host: str = "127.0.0.1", port: int = 8501, open_browser:
         except subprocess.TimeoutExpired:
             proc.kill()
             return proc.wait()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

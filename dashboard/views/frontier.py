@@ -52,9 +52,14 @@ def render(ctx: Context) -> None:
         st.info(f"No finished evaluation reports both {ctx.quality} and {ctx.cost} yet "
                 f"(pick another quality metric or speedup in the sidebar, or wait for results).")
         return
-    fig = frontier_figure(series, ctx.quality, ctx.cost, selected=state.selected_id())
-    event = st.plotly_chart(fig, key="frontier_chart", on_select="rerun", selection_mode="points",
-                            config={"displaylogo": False, "scrollZoom": True})
+    chart = st.container()      # drawn after the picker below, so the ring shows this run's choice
+    st.caption("Click a point to select it (box or lasso select works too); hover shows the schedule's figures.")
+    st.subheader("Selected schedule")
+    record = pick_evaluation(ctx, "frontier")
+    with chart:
+        fig = frontier_figure(series, ctx.quality, ctx.cost, selected=state.selected_id())
+        event = st.plotly_chart(fig, key="frontier_chart", on_select="rerun", selection_mode="points",
+                                config={"displaylogo": False, "scrollZoom": True})
     clicked = _clicked(event)
     if clicked and tuple(clicked) != ss.get(_SEEN):
         ss[_SEEN] = tuple(clicked)
@@ -63,9 +68,6 @@ def render(ctx: Context) -> None:
         if owner.get(target, ctx.study) != ctx.study:
             state.request(study=owner[target], eval_id=target)
         st.rerun()
-    st.caption("Click a point to select it (box or lasso select works too); hover shows the schedule's figures.")
-    st.subheader("Selected schedule")
-    record = pick_evaluation(ctx, "frontier")
     if record is None:
         return
     record_metrics(record, ctx.quality)

@@ -14,11 +14,8 @@ from .common import need_study
 
 
 def _default_bar(ctx: Context) -> float:
-    """A sensible quality bar to start from: the study's hypervolume reference value for the metric
-    if it has one, else the median quality of its done evaluations."""
-    info = ctx.info
-    if info is not None and ctx.quality in info.reference_point:
-        return float(info.reference_point[ctx.quality])
+    """A quality bar to start from: the median quality of the selected study's done evaluations, so
+    the column separates studies (the hypervolume reference value would admit nearly everything)."""
     if ctx.study:
         values = ctx.table(ctx.study).done().get(column(ctx.quality))
         if values is not None:

@@ -1,0 +1,214 @@
+"""Every dashboard page through Streamlit's `AppTest`, against real SQLite stores filled through the
+Store API: the pages render their content, choices carry across pages, and an empty, missing,
+foreign-version or concurrently written database shows a message or live data, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from store import Store
+from test_dashboard_data import PROMPTS, fill_store, set_schema_version
+
+import dashboard
+from dashboard import data
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return fill_store(tmp_path_factory.mktemp("dash_app") / "results.db")
+
+
+def app(url: str, page: str, monkeypatch: pytest.MonkeyPatch, **params: str) -> AppTest:
+    """A fresh session of the app on `page`, run once (the URL's query parameters pick the page)."""
+    monkeypatch.setenv(dashboard.DB_ENV, url)
+    data.clear()
+    at = AppTest.from_file(str(dashboard.app_path()), default_timeout=120)
+    at.query_params["page"] = page
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def plotly_specs(at: AppTest) -> list[dict]:
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def texts(at: AppTest, kind: str) -> str:
+    return "\n".join(str(e.value) for e in getattr(at, kind))
+
+
+# ------------------------------------------------------------------------------------------ pages
+def test_studies_page(filled: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app(filled, "studies", monkeypatch)
+    assert at.header[0].value == "Studies" and not at.error
+    frame = at.dataframe[0].value
+    assert list(frame["study"]) == ["tiny-ecad", "tiny-random", "tiny-flux-dp"]
+    assert list(frame["status"]) == ["running", "finished", "finished"]
+    assert frame.loc[0, "evaluations"] == 40 and frame.loc[0, "pending"] == 1
+    at.number_input(key="bar_threshold").set_value(1e6).run()      # an unreachable bar: nothing qualifies
+    assert at.dataframe[0].value["best mac_speedup at psnr bar"].isna().all()
+    assert at.toggle(key="live").value is True                      # a study is running: live by default
+
+
+def test_frontier_page_overlays_studies_and_selects(filled: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app(filled, "frontier", monkeypatch, study="tiny-ecad")
+    assert at.header[0].value == "Frontier" and not at.error
+    assert at.multiselect(key="compare").value == ["tiny-ecad", "tiny-random"]   # same model overlaid
+    spec = plotly_specs(at)[0]
+    names = [t["name"] for t in spec["data"]]
+    assert names[0].startswith("tiny-ecad (ecad) · all (39)") and "tiny-random (random) · front" in names[3]
+    assert spec["layout"]["xaxis"]["title"]["text"] == "MAC speedup (x)"
+    front_ids = [c[0] for c in spec["data"][1]["customdata"]]
+    picker = at.selectbox[0]
+    target = next(int(o.split(" ")[0].lstrip("#")) for o in picker.options if not o.startswith(f"#{picker.value} "))
+    picker.select(target).run()
+    chosen = int(str(at.session_state["eval_id"]))
+    assert chosen == target and chosen in front_ids
+    assert plotly_specs(at)[0]["data"][-1]["name"] == f"selected #{chosen}"   # the ring follows
+    at.button(key="goto_frontier_Schedule").click().run()
+    assert at.header[0].value == "Schedule" and int(str(at.session_state["eval_id"])) == chosen
+    at.radio(key="cost").set_value("latency_speedup").run()
+    assert not at.exception
+
+
+def test_schedule_page_heatmap_diff_and_per_prompt(filled: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app(filled, "schedule", monkeypatch, study="tiny-flux-dp")
+    assert at.header[0].value == "Schedule" and not at.error
+    specs = plotly_specs(at)
+    heatmaps = [t for t in specs[0]["data"] if t["type"] == "heatmap"]
+    assert [t["name"] for t in heatmaps] == ["transformer_blocks.attn", "transformer_blocks.ff",
+                                             "transformer_blocks.ff_context", "single_transformer_blocks.attn",
+                                             "single_transformer_blocks.proj_mlp", "single_transformer_blocks.proj_out"]
+    assert len(specs) == 3                             # plan, fractions, per-prompt metric
+    at.selectbox(key="diff_with").select("all-compute (the reference)").run()
+    assert "cells differ" in texts(at, "markdown")
+    assert any(t.get("name") == "only the other computes" for t in plotly_specs(at)[2]["data"])
+    at.selectbox(key="per_prompt_metric").select("ssim").run()
+    assert at.dataframe[-1].value.shape == (len(PROMPTS) * 2, 2)
+
+
+def test_images_page_shows_reference_and_scheduled(filled: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app(filled, "images", monkeypatch, study="tiny-ecad", eval="2")
+    assert at.header[0].value == "Images" and not at.error
+    assert "reference (all compute)" in texts(at, "markdown")
+    assert PROMPTS[0] in texts(at, "markdown")        # captions come from the study config
+    assert len(at.get("image")) == 3 * len(PROMPTS)    # reference, scheduled, difference per prompt
+    at.text_input(key="jump_images").input("30").run()   # an evaluation without thumbnails
+    assert "has no stored images" in texts(at, "info")
+
+
+def test_progress_page(filled: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app(filled, "progress", monkeypatch, study="tiny-random")
+    assert at.header[0].value == "Progress" and not at.error
+    lines = plotly_specs(at)[0]["data"]
+    assert [t["name"] for t in lines] == ["tiny-ecad (ecad)", "tiny-random (random)"]
+    assert len(lines[1]["x"]) == 25 and lines[1]["y"][-1] > 0
+    at.selectbox(key="progress_model").select_index(0).run()
+    assert not at.exception
+
+
+def test_export_page_json_and_cache_dit_reason(filled: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app(filled, "export", monkeypatch, study="tiny-ecad")
+    assert at.header[0].value == "Export" and not at.error
+    chosen = int(str(at.session_state["eval_id"]))
+    with Store(filled, create=False) as store:
+        record = store.evaluation(chosen)
+    doc = json.loads(at.code[0].value)
+    assert doc["plan"] and doc["provenance"]["evaluation_id"] == chosen
+    assert at.get("download_button")[0].proto.label.endswith(".json")
+    assert record.status == "done"
+    at.text_input[0].input("fastest-with psnr>=1000")
+    at.button[0].click().run()
+    assert "no done evaluation of study 'tiny-ecad' has psnr >= 1000" in texts(at, "warning")
+    at.text_input[0].input("best-with speedup>=2")
+    at.button[0].click().run()
+    with Store(filled, create=False) as store:
+        from store import choose
+        assert int(str(at.session_state["eval_id"])) == choose(store, "tiny-ecad", "best-with speedup>=2").id
+
+
+def test_export_cache_dit_download_for_fitting_plan(filled: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_dashboard_data import dbcache, model_specs
+    with Store(filled, create=False) as store:
+        fits = dbcache(model_specs()[0], 2).hash
+        eid = next(r.id for r in store.evaluations("tiny-ecad", per_prompt=False) if r.schedule_hash == fits)
+    at = app(filled, "export", monkeypatch, study="tiny-ecad", eval=str(eid))
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert any(lbl.endswith(".yaml") for lbl in labels) and "steps_computation_mask" in at.code[1].value
+
+
+# ------------------------------------------------------------------------------------------ bad databases
+@pytest.mark.parametrize("page", ["studies", "frontier", "schedule", "images", "progress", "export"])
+def test_empty_database_says_so(tmp_path: Path, page: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    Store(f"sqlite:///{tmp_path / 'empty.db'}").close()
+    at = app(f"sqlite:///{tmp_path / 'empty.db'}", page, monkeypatch)
+    assert "holds no studies yet" in texts(at, "info") and not at.error
+
+
+def test_missing_database_says_so_and_creates_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app(f"sqlite:///{tmp_path / 'absent.db'}", "frontier", monkeypatch)
+    assert "No database" in texts(at, "error") and "cachesearch search" in texts(at, "info")
+    assert not (tmp_path / "absent.db").exists()
+
+
+def test_other_schema_version_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    Store(f"sqlite:///{tmp_path / 'old.db'}").close()
+    set_schema_version(tmp_path / "old.db", "7")
+    at = app(f"sqlite:///{tmp_path / 'old.db'}", "studies", monkeypatch)
+    error = texts(at, "error")
+    assert "another cachesearch version" in error and "schema version 7" in error
+
+
+def test_not_a_store_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "notes.db").write_bytes(b"")
+    at = app(f"sqlite:///{tmp_path / 'notes.db'}", "studies", monkeypatch)
+    assert "Not a cachesearch database" in texts(at, "error")
+
+
+_WRITER = """
+import random, sys, time
+sys.path[:0] = [{tests!r}, {root!r}]
+from test_dashboard_data import model_specs, random_plan, result_for
+from store import Store
+spec = model_specs()[0]
+rng = random.Random(1)
+with Store({url!r}) as store:
+    print("ready", flush=True)
+    for i in range({n}):
+        store.record_evaluation("tiny-ecad", result_for(random_plan(spec, rng, rng.uniform(0.1, 0.9)), rng), step=100 + i)
+        time.sleep(0.02)
+"""
+
+
+def test_database_being_written_shows_live_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = fill_store(tmp_path / "live.db")
+    writer = subprocess.Popen([sys.executable, "-c", _WRITER.format(
+        tests=str(ROOT / "tests"), root=str(ROOT), url=url, n=150)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
+        seen = []
+        for page in ["studies", "frontier", "progress", "studies", "frontier", "schedule"] * 3:
+            at = app(url, page, monkeypatch, study="tiny-ecad")        # asserts no exception
+            assert not at.error, texts(at, "error")
+            if page == "studies":
+                seen.append(int(at.dataframe[0].value.loc[0, "evaluations"]))
+            if writer.poll() is not None:
+                break
+            time.sleep(0.2)
+    finally:
+        writer.wait(timeout=120)
+    assert writer.returncode == 0
+    at = app(url, "studies", monkeypatch)
+    seen.append(int(at.dataframe[0].value.loc[0, "evaluations"]))
+    assert seen == sorted(seen) and seen[-1] == 40 + 150 and len(set(seen)) > 1
