@@ -1,0 +1,196 @@
+"""The dashboard in a real browser: `dashboard.launch` (what `cachesearch dashboard` calls) serves a
+filled store on a free port bound to 127.0.0.1, headless Debian Chromium loads the frontier page,
+the Plotly plot renders, and clicking a front point selects that schedule (Streamlit's plotly
+selection event round trip). A screenshot and the DOM are kept under artifacts/.
+
+Chromium is driven over the DevTools protocol with `websockets` (a Streamlit dependency), so the test
+needs no extra Python package. Install the browser with `apt-get install -y chromium`."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from test_dashboard_data import fill_store
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "artifacts"
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install -y chromium)"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.25) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _health(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+class DevTools:
+    """The few DevTools-protocol calls the test needs, on one page target."""
+
+    def __init__(self, ws_url: str):
+        from websockets.sync.client import connect
+        self._ws = connect(ws_url, max_size=2 ** 27, open_timeout=20).__enter__()
+        self._id = 0
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        self._id += 1
+        self._ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self._ws.recv(timeout=60))
+            if msg.get("id") == self._id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+
+    def js(self, expression: str) -> Any:
+        out = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        return out.get("result", {}).get("value")
+
+    def close(self) -> None:
+        self._ws.close()
+
+
+@pytest.fixture()
+def server(tmp_path: Path):
+    url = fill_store(tmp_path / "results.db")
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys, dashboard; sys.exit(dashboard.launch(sys.argv[1], "
+                               "host='127.0.0.1', port=int(sys.argv[2])))", url, str(port)],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: _health(port) or proc.poll() is not None, 90, "the dashboard server")
+        assert proc.poll() is None, (tmp_path / "server.log").read_text()
+        yield port
+    finally:
+        proc.terminate()                      # launch() forwards SIGTERM to the Streamlit server
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+    wait_for(lambda: not _health(port), 30, "the server to stop after SIGTERM")
+
+
+@pytest.fixture()
+def browser(tmp_path: Path):
+    assert CHROMIUM is not None
+    profile = tempfile.mkdtemp(prefix="chromium-", dir=tmp_path)
+    proc = subprocess.Popen(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", "--window-size=1400,1000", "--remote-debugging-address=127.0.0.1",
+         "--remote-debugging-port=0", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        port = None
+        deadline = time.monotonic() + 60
+        while port is None and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line and proc.poll() is not None:
+                raise AssertionError(f"chromium exited with {proc.returncode}")
+            m = re.search(r"DevTools listening on ws://[^:]+:(\d+)/", line)
+            port = int(m.group(1)) if m else None
+        assert port, "chromium did not open its DevTools port"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
+            page = next(t for t in json.load(r) if t["type"] == "page")
+        tools = DevTools(page["webSocketDebuggerUrl"])
+        yield tools
+        tools.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _keep(tools: DevTools, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / f"{name}.png"
+    shot.write_bytes(base64.b64decode(tools.call("Page.captureScreenshot", format="png")["data"]))
+    (ARTIFACTS / f"{name}.html").write_text(tools.js("document.documentElement.outerHTML") or "", encoding="utf-8")
+    return shot
+
+
+_GD = "document.querySelector('.js-plotly-plot')"
+_SELECTED = f"(() => {{ const gd = {_GD}; if (!gd || !gd.data) return null; const t = gd.data[gd.data.length - 1]; " \
+            "return t.name && t.name.startsWith('selected #') ? t.name : null; })()"
+
+
+def test_frontier_page_renders_plot_and_click_selects(server: int, browser: DevTools) -> None:
+    browser.call("Page.enable")
+    browser.call("Page.navigate", url=f"http://127.0.0.1:{server}/?page=frontier&study=tiny-ecad")
+    wait_for(lambda: browser.js("document.querySelectorAll('.js-plotly-plot .plot-container .main-svg').length"),
+             90, "the Plotly frontier plot")
+    wait_for(lambda: browser.js(_SELECTED), 30, "the selected-point ring")
+    time.sleep(1.0)                                          # let WebGL points and fonts settle
+    shot = _keep(browser, "dashboard_frontier")
+    assert shot.stat().st_size > 20_000                      # a real rendering, not a blank page
+    body = browser.js("document.body.innerText")
+    assert "Frontier" in body and "tiny-ecad (ecad) · front" in body
+    assert not browser.js("document.querySelector('[data-testid=\"stException\"]')")
+    assert browser.js(f"{_GD}.data.length") == 5              # 2 studies x (all, front) + the ring
+    assert browser.js(f"{_GD}._fullData[0]._length") == 39    # every evaluation drawn (WebGL)
+
+    # Click a front point other than the selected one: Streamlit's selection event selects it.
+    before = browser.js(_SELECTED)
+    target = browser.js(f"""(() => {{
+        const gd = {_GD}; const ids = gd.data[1].customdata.map(c => c[0]);
+        const pts = gd.querySelectorAll('.scatterlayer .trace')[0].querySelectorAll('path.point');
+        for (let k = 0; k < ids.length; k++) {{
+            if ('selected #' + ids[k] === '{before}') continue;
+            const r = pts[k].getBoundingClientRect();
+            if (r.width > 0 && r.top > 0 && r.bottom < window.innerHeight)
+                return {{id: ids[k], q: gd.data[1].customdata[k][5], x: r.left + r.width / 2, y: r.top + r.height / 2}};
+        }}
+        return null; }})()""")
+    assert target, "no clickable front point in view"
+    for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
+        browser.call("Input.dispatchMouseEvent", type=kind, x=target["x"], y=target["y"], button="left",
+                     clickCount=1)
+    wait_for(lambda: browser.js(_SELECTED) == f"selected #{target['id']}", 30,
+             f"evaluation {target['id']} to become selected after the click")
+    time.sleep(1.0)
+    _keep(browser, "dashboard_frontier_clicked")
+    text = " ".join(browser.js("document.body.innerText").split())
+    assert f"psnr {target['q']:.4g} MAC speedup" in text       # the figures below show the clicked point
