@@ -123,6 +123,10 @@ class Searcher(ABC):
         """Asked but not yet told, in ask order: what a resumed loop re-dispatches."""
         return list(self._pending.values())
 
+    def step(self) -> int:
+        """Progress counter recorded with each evaluation (generation, round, trial count...)."""
+        return self.num_told
+
     def profile_request(self) -> ProfileRequest | None:
         return None
 

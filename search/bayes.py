@@ -20,6 +20,7 @@ evaluation); ones decoding to an inadmissible schedule are told as failed.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Literal, Mapping
 
 import optuna
@@ -33,6 +34,7 @@ from .base import Searcher, SearcherSettings
 from .heuristics import CROSS_ATTENTION, warped_indices
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 class BayesSettings(SearcherSettings):
@@ -140,6 +142,9 @@ class BayesSearcher(Searcher):
         out += [point(lambda c, comp=comp: 2 if c == comp else 1) for comp in comps]
         out.append(point(lambda c: 3, warmup=max(1, n // 5), fn=1, bn=0))
         return out
+
+    def step(self) -> int:
+        return len(self.trials)
 
     # ------------------------------------------------------------------ optuna plumbing
     def _new_study(self) -> optuna.Study:

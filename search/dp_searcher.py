@@ -60,6 +60,9 @@ class DPSearcher(Searcher):
         self.verified: list[list[float]] = []    # objective values of told candidates
         self.verified_docs: list[dict] = []
 
+    def step(self) -> int:
+        return self.round
+
     # ------------------------------------------------------------------ profiles
     def profile_request(self) -> ProfileRequest | None:
         if self.finished:

@@ -87,6 +87,9 @@ class EcadSearcher(Searcher):
         self.queue: list[int] = []                       # indices into offspring not yet asked
         self._started = False
 
+    def step(self) -> int:
+        return self.generation
+
     # ------------------------------------------------------------------ ask / tell
     def _propose(self, n: int) -> list[Schedule]:
         if not self._started:

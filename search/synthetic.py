@@ -37,10 +37,12 @@ class SyntheticPool:
     `cost_table`, `timestep_costs`. Counts every evaluation in `evaluated` (hashes, in order)."""
 
     metric = "quality"
+    supports_timesteps = True
 
     def __init__(self, num_blocks: int = 4, num_steps: int = 8, seed: int = 0, q0: float = 40.0,
                  scale: float = 4.0, skip_penalty: float = 3.0, delay: float = 0.0,
-                 components: Sequence[str] = ("attn1", "attn2", "ff"), fail_hashes: Iterable[str] = ()):
+                 components: Sequence[str] = ("attn1", "attn2", "ff"), fail_hashes: Iterable[str] = (),
+                 grid: Sequence[float] | None = None):
         self.spec = synthetic_spec(num_blocks, components)
         self.sampling = SamplingSpec(num_steps, scheduler="synthetic", cfg="none")
         rng = np.random.default_rng(seed)
@@ -52,6 +54,7 @@ class SyntheticPool:
                                {g.name: {c: (COMPONENT_MACS.get(c, 30),) * g.num_blocks for c in g.components}
                                 for g in self.spec.block_groups}, other_macs=20)
         self.fail_hashes = set(fail_hashes)
+        self.grid = tuple(grid) if grid is not None else None
         self.evaluated: list[str] = []
         self.profiles = 0
         self.num_workers = 1
@@ -126,8 +129,6 @@ class SyntheticPool:
         k = schedule.num_steps
         even = [i * len(grid) // k for i in range(k)] + [len(grid)]
         return float(sum(c[a, b] for a, b in zip(idx, idx[1:])) - sum(c[a, b] for a, b in zip(even, even[1:])))
-
-    grid: tuple[float, ...] | None = None   # set by tests using the timesteps space
 
     def quality(self, schedule: Schedule) -> float:
         cost = self.plan_cost(schedule)

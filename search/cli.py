@@ -1,0 +1,242 @@
+"""`cachesearch`: run schedule searches, inspect their fronts, export and apply schedules.
+
+    cachesearch search configs/embedded_quick.yaml          # a study with live progress
+    cachesearch search configs/embedded_quick.yaml --resume embedded-quick
+    cachesearch studies / front STUDY / export STUDY --pick knee -o fast.json
+    cachesearch apply fast.json --prompt "a red circle on a blue background"
+    cachesearch dashboard
+
+Every user-facing failure (bad config, unknown study, bad schedule file) is one clear message and a
+non-zero exit code; nothing already stored is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  help="Search per-step cache schedules for diffusion transformers: quality vs speed Pareto "
+                       "fronts, stored, browsable and exportable.")
+console = Console()
+err = Console(stderr=True)
+
+DB_HELP = "Result database: a SQLAlchemy URL or a SQLite file path (default sqlite:///cachesearch.db)."
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from schedules import ScheduleError
+    from store import StoreError
+
+    from .config import ConfigError
+    from .study import StudyError
+    return (ConfigError, StudyError, StoreError, ScheduleError, FileNotFoundError)
+
+
+def _store(db: Optional[str], create: bool = False):
+    from store import Store
+
+    from .study import normalize_db
+    return Store(normalize_db(db), create=create)
+
+
+def _sigterm_as_interrupt() -> None:
+    """A polite kill (SIGTERM) stops a search like Ctrl-C: state saved, study marked interrupted."""
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:   # not the main thread (e.g. inside a test runner thread)
+        pass
+
+
+@app.command()
+def search(config: Path = typer.Argument(..., help="Study config (YAML); see `cachesearch schema config`."),
+           resume: Optional[str] = typer.Option(None, "--resume", help="Continue this interrupted study."),
+           db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+           quiet: bool = typer.Option(False, "--quiet", "-q", help="No live progress display."),
+           top: int = typer.Option(20, help="Front members shown in the summary.")) -> None:
+    """Run a study (or resume one): evaluate schedules until the budget ends, storing every result."""
+    from .config import load_config
+    from .reports import front_table
+    from .study import run_study
+    try:
+        cfg = load_config(config)
+    except _user_errors() as exc:
+        _fail(str(exc), 2)
+    _sigterm_as_interrupt()
+    try:
+        name, outcome = run_study(cfg, source=str(config), db=db, resume=resume, show_progress=not quiet,
+                                  console=console, log=lambda m: console.print(m, style="dim"))
+    except _user_errors() as exc:
+        _fail(str(exc))
+    objectives = cfg.resolved_objectives()
+    console.print(f"[bold]{name}[/]: {outcome.reason}; {outcome.evaluations} evaluations "
+                  f"({outcome.evaluated_now} in this run), {outcome.evaluator_seconds:.0f} evaluator-s, "
+                  f"hypervolume {outcome.hypervolume:.4g}")
+    with _store(db or cfg.db) as store:
+        front = store.front(name, objectives[0].name, objectives[-1].name)
+        console.print(front_table(front, objectives[0].name, objectives[-1].name, f"front of {name}", top))
+    if outcome.reason == "interrupted":
+        console.print(f"interrupted; everything finished is stored. Continue with:\n"
+                      f"  cachesearch search {config} --resume {name}" + (f" --db {db}" if db else ""))
+        raise typer.Exit(130)
+
+
+@app.command()
+def studies(db: Optional[str] = typer.Option(None, "--db", help=DB_HELP)) -> None:
+    """List the studies in the database with their progress and best figures."""
+    from .reports import studies_table
+    try:
+        with _store(db) as store:
+            console.print(studies_table(store.list_studies()))
+    except _user_errors() as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def front(study: str = typer.Argument(..., help="Study name."),
+          db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+          quality: Optional[str] = typer.Option(None, help="Quality objective (default: the study's first)."),
+          cost: Optional[str] = typer.Option(None, help="Speed objective (mac_speedup or latency_speedup)."),
+          as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """Show the Pareto front of a study, fastest first."""
+    from .reports import front_table
+    try:
+        with _store(db) as store:
+            info = store.get_study(study)
+            q, c = quality or info.quality, cost or info.cost
+            records = store.front(study, q, c)
+            hv = store.hypervolume(study, q, c)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps([{"hash": r.schedule_hash, q: r.objective(q), c: r.objective(c),
+                           "mac_speedup": r.mac_speedup, "latency_speedup": r.latency_speedup,
+                           "provenance": r.provenance} for r in reversed(records)], indent=2))
+        return
+    console.print(front_table(records, q, c, f"front of {study} ({len(records)} members, hypervolume {hv:.4g})"))
+
+
+@app.command()
+def evaluate(config: Path = typer.Argument(..., help="Study config whose `evaluation` section scores it."),
+             schedule: Path = typer.Argument(..., help="Schedule JSON file."),
+             as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
+    """Score one schedule file with a study config's evaluation settings (nothing is stored)."""
+    from schedules import load_schedule
+
+    from .config import load_config
+    from .reports import metrics_table
+    from .study import make_pool
+    try:
+        cfg = load_config(config)
+        sched = load_schedule(schedule)
+    except _user_errors() as exc:
+        _fail(str(exc), 2)
+    pool = make_pool(cfg)
+    try:
+        result = next(iter(pool.evaluate([sched])))
+    finally:
+        pool.close()
+    if as_json:
+        print(json.dumps(result.summary(), indent=2, default=str))
+    else:
+        console.print(metrics_table(result, f"{schedule} ({sched.short_hash})"))
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def apply(schedule: Path = typer.Argument(..., help="Schedule JSON file."),
+          prompt: list[str] = typer.Option(..., "--prompt", "-p", help="Prompt (repeat for several)."),
+          model: str = typer.Option("embedded", help="'embedded', a hub id or a local folder."),
+          seed: int = typer.Option(0, help="Seed of the first image (then seed+1, ...)."),
+          out: Path = typer.Option(Path("cachesearch_images"), "--out", "-o", help="Folder for the PNGs."),
+          repeats: int = typer.Option(3, min=1, help="Timed runs for the latency speedup.")) -> None:
+    """Generate images with a schedule and without it; report the MAC and measured latency speedups."""
+    from .apply import apply_and_compare
+    try:
+        report = apply_and_compare(schedule, prompt, model, seed, out, repeats)
+    except _user_errors() as exc:
+        _fail(str(exc), 2)
+    for line in report:
+        console.print(line)
+
+
+@app.command()
+def export(study: str = typer.Argument(..., help="Study name."),
+           pick: str = typer.Option("knee", "--pick", help="knee | 'fastest-with psnr>=30' | 'best-with speedup>=2'"),
+           output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write."),
+           all_front: Optional[Path] = typer.Option(None, "--all-front", help="Write every front member here."),
+           fmt: str = typer.Option("cachesearch", "--format", help="cachesearch (JSON) or cache-dit (YAML)."),
+           db: Optional[str] = typer.Option(None, "--db", help=DB_HELP)) -> None:
+    """Write the picked schedule (with its measured metrics and provenance) or the whole front."""
+    from store import export_front, export_pick
+    if output is None and all_front is None:
+        _fail("give -o FILE (one picked schedule) and/or --all-front DIR", 2)
+    try:
+        with _store(db) as store:
+            if output is not None:
+                path = export_pick(store, study, pick, output, fmt=fmt)
+                console.print(f"wrote {path} ({pick})")
+            if all_front is not None:
+                paths = export_front(store, study, all_front, fmt=fmt)
+                console.print(f"wrote {len(paths)} front members to {all_front}")
+    except _user_errors() as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def dashboard(db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+              host: str = typer.Option("127.0.0.1", help="Bind address (keep 127.0.0.1 unless you mean it)."),
+              port: int = typer.Option(8501, help="Port."),
+              open_browser: bool = typer.Option(False, "--open", help="Open a browser tab.")) -> None:
+    """Browse studies, fronts, schedules and images in the Streamlit dashboard."""
+    from dashboard.launcher import launch
+
+    from .study import DEFAULT_DB
+    raise typer.Exit(launch(db or DEFAULT_DB, host=host, port=port, open_browser=open_browser))
+
+
+@app.command()
+def schema(what: str = typer.Argument("schedule", help="schedule (the file format) or config (study YAML).")) -> None:
+    """Print a JSON Schema: the schedule file format, or the study config."""
+    if what == "schedule":
+        from schedules import json_schema
+        print(json.dumps(json_schema(), indent=2))
+    elif what == "config":
+        from .config import StudyConfig
+        print(json.dumps(StudyConfig.model_json_schema(), indent=2))
+    else:
+        _fail(f"unknown schema {what!r}: schedule or config", 2)
+
+
+@app.command()
+def describe(model: str = typer.Argument("embedded", help="'embedded', a hub id or a local folder.")) -> None:
+    """Show a model's block groups, components and MACs per component (what schedules control)."""
+    from .apply import describe_model
+    from .reports import describe_table
+    try:
+        spec, table = describe_model(model)
+    except _user_errors() as exc:
+        _fail(str(exc), 2)
+    console.print(describe_table(spec, table))
+
+
+def main() -> None:   # python -m search.cli
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

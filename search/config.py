@@ -1,0 +1,225 @@
+"""The study config: one YAML file, validated by pydantic with field-level errors before any work.
+
+    study: embedded-ecad                 # name in the store (default: file name + time)
+    db: sqlite:///cachesearch.db         # any SQLAlchemy URL
+    evaluation: {model: embedded, num_prompts: 8, seeds: [0, 1]}   # evaluators.EvaluationConfig
+    space: {kinds: [cache]}
+    objectives:                          # quality first, then speed; reference = hypervolume corner
+      - {name: psnr, reference: 15}
+      - {name: mac_speedup, reference: 1}
+    searcher: {name: ecad, seed: 0, settings: {population: 24}}
+    budget: {evaluations: 200, wall_time_s: 1800}
+
+`evaluation` is the evaluators' own model, embedded as is, so its checks (missing weights, unknown
+metric, missing prompt file) report as `evaluation.<field>`. `synthetic` replaces it with the analytic
+test pool (mechanics only).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from evaluators.config import EvaluationConfig
+
+from .bayes import BayesSettings
+from .dp_searcher import DPSettings
+from .ecad import EcadSettings
+from .heuristics import HeuristicsSettings
+from .objectives import Objective, Objectives
+from .random_search import RandomSettings
+from .space import KINDS
+
+COSTS = ("mac_speedup", "latency_speedup")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ObjectiveConfig(_Strict):
+    name: str = Field(description="a metric of the evaluation (psnr, ssim, latent_mse, ...) or mac_speedup / "
+                                  "latency_speedup")
+    maximize: bool | None = Field(None, description="default: true, false for latent_mse / *_fd / *mse")
+    reference: float = Field(description="hypervolume reference: the worst value that still counts")
+
+    def resolved(self) -> Objective:
+        maximize = self.maximize
+        if maximize is None:
+            maximize = not (self.name.endswith("mse") or self.name.endswith("_fd") or self.name in ("fid", "lpips"))
+        return Objective(self.name, maximize, self.reference)
+
+
+class SpaceConfig(_Strict):
+    kinds: list[Literal["cache", "timesteps", "architecture"]] = Field(
+        default_factory=lambda: ["cache"], min_length=1, description=f"any of {KINDS}")
+    min_changes: int = Field(1, ge=1, description="slots that must differ from all-compute (excludes it)")
+    fine_steps: int | None = Field(None, ge=2, description="timesteps space: size M of the fine grid")
+    num_train_timesteps: int = Field(1000, ge=2)
+    grid: list[float] | None = Field(None, description="timesteps space: an explicit descending fine grid")
+
+    @model_validator(mode="after")
+    def _grid(self) -> "SpaceConfig":
+        if "timesteps" in self.kinds and self.fine_steps is None and self.grid is None:
+            raise ValueError("the timesteps space needs fine_steps (or an explicit grid)")
+        if self.grid is not None and any(a <= b for a, b in zip(self.grid, self.grid[1:])):
+            raise ValueError("grid must be strictly descending")
+        return self
+
+
+class BudgetConfig(_Strict):
+    evaluations: int | None = Field(200, ge=1, description="finished evaluations in the study")
+    wall_time_s: float | None = Field(None, gt=0, description="wall time over all runs of the study")
+    evaluator_seconds: float | None = Field(None, gt=0, description="worker time incl. profiling runs")
+
+
+class SyntheticConfig(_Strict):
+    """The analytic pool of `search.synthetic` (tests and demos of mechanics; not a model)."""
+
+    num_blocks: int = Field(4, ge=1)
+    num_steps: int = Field(8, ge=2)
+    seed: int = 0
+    delay: float = Field(0.0, ge=0)
+
+
+class _SearcherBase(_Strict):
+    seed: int = 0
+
+
+class EcadConfig(_SearcherBase):
+    name: Literal["ecad"]
+    settings: EcadSettings = Field(default_factory=EcadSettings)
+
+
+class DPConfig(_SearcherBase):
+    name: Literal["dp"]
+    settings: DPSettings = Field(default_factory=DPSettings)
+
+
+class BayesConfig(_SearcherBase):
+    name: Literal["bayes"]
+    settings: BayesSettings = Field(default_factory=BayesSettings)
+
+
+class RandomConfig(_SearcherBase):
+    name: Literal["random"]
+    settings: RandomSettings = Field(default_factory=RandomSettings)
+
+
+class HeuristicsConfig(_SearcherBase):
+    name: Literal["heuristics"]
+    settings: HeuristicsSettings = Field(default_factory=HeuristicsSettings)
+
+
+SearcherConfig = Annotated[Union[EcadConfig, DPConfig, BayesConfig, RandomConfig, HeuristicsConfig],
+                           Field(discriminator="name")]
+
+
+class StudyConfig(_Strict):
+    study: str | None = Field(None, description="study name in the store (default: config file name + time)")
+    db: str | None = Field(None, description="SQLAlchemy URL or SQLite file (default sqlite:///cachesearch.db)")
+    evaluation: EvaluationConfig | None = Field(None, description="how schedules are scored (default: the "
+                                                                  "embedded model); see evaluators.EvaluationConfig")
+    synthetic: SyntheticConfig | None = None
+    space: SpaceConfig = Field(default_factory=SpaceConfig)
+    objectives: list[ObjectiveConfig] | None = Field(None, min_length=2)
+    searcher: SearcherConfig
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    batch_size: int | None = Field(None, ge=1, description="schedules per dispatch (default: pool workers)")
+    seed_studies: list[str] = Field(default_factory=list, description="fronts of these studies seed the searcher")
+    seed_schedules: list[str] = Field(default_factory=list, description="schedule files seeding the searcher")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _evaluation(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("synthetic") is None and data.get("evaluation") is None:
+            data = {**data, "evaluation": {}}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "StudyConfig":
+        if self.synthetic is not None and self.evaluation is not None:
+            raise ValueError("give either `evaluation` or `synthetic`, not both")
+        metrics = ["quality"] if self.synthetic is not None else self.evaluation.metric_names()
+        for i, o in enumerate(self.objective_configs()):
+            if o.name not in COSTS and o.name not in metrics:
+                raise ValueError(f"objectives[{i}].name: {o.name!r} is not a metric of this evaluation "
+                                 f"(metrics: {', '.join(metrics)}; costs: {', '.join(COSTS)})")
+        if not any(o.name in COSTS for o in self.objective_configs()):
+            raise ValueError("objectives: list a speed objective (mac_speedup or latency_speedup)")
+        return self
+
+    def objective_configs(self) -> list[ObjectiveConfig]:
+        if self.objectives is not None:
+            return self.objectives
+        quality = "quality" if self.synthetic is not None else "psnr"
+        return [ObjectiveConfig(name=quality, reference=0.0 if self.synthetic else 15.0),
+                ObjectiveConfig(name="mac_speedup", reference=1.0)]
+
+    def resolved_objectives(self) -> Objectives:
+        return Objectives(o.resolved() for o in self.objective_configs())
+
+    def to_document(self) -> dict[str, Any]:
+        """JSON-able config as stored with the study."""
+        doc = self.model_dump(mode="json", exclude={"evaluation"})
+        doc["evaluation"] = self.evaluation.model_dump(mode="json") if self.evaluation is not None else None
+        return doc
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; `errors` lists (field path, message)."""
+
+    def __init__(self, source: str, errors: list[tuple[str, str]]):
+        self.source, self.errors = source, errors
+        lines = "\n".join(f"  {loc or '(top level)'}: {msg}" for loc, msg in errors)
+        super().__init__(f"{source}: invalid study config\n{lines}")
+
+
+_PATH = re.compile(r"^([A-Za-z_][\w]*(?:\[\d+\])?(?:\.[A-Za-z_]\w*(?:\[\d+\])?)*): ")
+
+
+def _loc(parts: tuple[Any, ...]) -> str:
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif p in ("ecad", "dp", "bayes", "random", "heuristics") and out == "searcher":
+            continue   # the discriminator tag pydantic inserts; the user wrote `searcher.<field>`
+        else:
+            out += f".{p}" if out else str(p)
+    return out
+
+
+def validate_config(doc: Any, source: str = "config") -> StudyConfig:
+    if not isinstance(doc, dict):
+        raise ConfigError(source, [("", f"must be a mapping of sections, got {type(doc).__name__}")])
+    try:
+        return StudyConfig.model_validate(doc)
+    except ValidationError as exc:
+        errors = []
+        for e in exc.errors():
+            msg = e["msg"].removeprefix("Value error, ")
+            loc = _loc(tuple(e["loc"]))
+            inner = _PATH.match(msg)
+            if inner:   # a cross-field check names its own field: "objectives[0].name: ..."
+                loc = f"{loc}.{inner.group(1)}" if loc else inner.group(1)
+                msg = msg[inner.end():]
+            errors.append((loc, msg))
+        raise ConfigError(source, errors) from None
+
+
+def load_config(path: str | Path) -> StudyConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), [("", "file not found")])
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(str(path), [("", f"not valid YAML{where}: {getattr(exc, 'problem', exc)}")]) from None
+    return validate_config(doc, str(path))

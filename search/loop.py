@@ -1,0 +1,235 @@
+"""The search loop: the one place that owns budgets, dispatch, persistence, progress and resume.
+
+    loop = SearchLoop(store, "pixart-ecad", searcher, pool, objectives, Budget(evaluations=500))
+    outcome = loop.run()       # returns on budget, searcher finished, or Ctrl-C (KeyboardInterrupt)
+
+Why it is shaped this way:
+- Every result is written to the store the moment it arrives (one transaction each), *then* told
+  to the searcher, *then* the searcher's JSON state is saved. A kill at any point loses at most
+  in-flight work: on resume, schedules the saved state lists as pending are told from the store if
+  they finished after all, and re-dispatched otherwise, so nothing finished is evaluated twice and
+  the searcher sees exactly the results it would have seen uninterrupted.
+- A schedule already finished in this study (e.g. a heuristic a seeded searcher proposes again) is
+  told from the store instead of being evaluated: identical schedules are evaluated once.
+- Budgets: finished evaluations (counted in the store), evaluator-seconds (evaluation wall time on
+  the workers plus profiling runs), and wall time summed over all runs of the study.
+- Ctrl-C stops cleanly: the state is saved, the study is marked interrupted, and `run` returns.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from schedules import EvaluationResult, Schedule
+
+from .base import ProfileRequest, Searcher
+from .objectives import Objectives
+from .progress import SearchProgress
+
+
+@dataclass
+class Budget:
+    evaluations: int | None = None         # finished evaluations in the study (done + failed)
+    wall_time_s: float | None = None       # summed over every run of the study
+    evaluator_seconds: float | None = None  # worker time: evaluations + profiling runs
+
+
+@dataclass
+class Outcome:
+    reason: str                      # "budget: evaluations", "searcher finished", "interrupted", ...
+    evaluations: int                 # finished evaluations in the study
+    evaluated_now: int               # evaluations dispatched by this run
+    evaluator_seconds: float
+    wall_time_s: float
+    front: list[EvaluationResult] = field(default_factory=list)
+    hypervolume: float = 0.0
+
+
+class SearchLoop:
+    def __init__(self, store: Any, study: str, searcher: Searcher, pool: Any, objectives: Objectives,
+                 budget: Budget, *, batch_size: int = 1, progress: SearchProgress | None = None,
+                 save_interval_s: float = 1.0):
+        self.store, self.study, self.searcher, self.pool = store, study, searcher, pool
+        self.objectives, self.budget = objectives, budget
+        self.batch_size = max(1, int(batch_size))
+        self.progress = progress
+        self.save_interval_s = save_interval_s
+        self._last_save = 0.0
+        self.known: dict[str, EvaluationResult] = {}
+        self.front: list[EvaluationResult] = []
+        self.hv = 0.0
+        self.profile_seconds = 0.0
+        self.profiles = 0
+        self.elapsed_before = 0.0
+        self.evaluated_now = 0
+        self._t0 = time.monotonic()
+
+    # ------------------------------------------------------------------ accounting
+    @property
+    def evaluations(self) -> int:
+        return len(self.known)
+
+    @property
+    def evaluator_seconds(self) -> float:
+        spent = sum((r.finished_at or 0.0) - (r.started_at or 0.0) for r in self.known.values()
+                    if r.finished_at and r.started_at)
+        return spent + self.profile_seconds
+
+    @property
+    def wall_time(self) -> float:
+        return self.elapsed_before + time.monotonic() - self._t0
+
+    def _exhausted(self) -> str | None:
+        b = self.budget
+        if b.evaluations is not None and self.evaluations >= b.evaluations:
+            return "budget: evaluations"
+        if b.wall_time_s is not None and self.wall_time >= b.wall_time_s:
+            return "budget: wall time"
+        if b.evaluator_seconds is not None and self.evaluator_seconds >= b.evaluator_seconds:
+            return "budget: evaluator seconds"
+        return None
+
+    def _room(self) -> int:
+        if self.budget.evaluations is None:
+            return self.batch_size
+        return max(0, min(self.batch_size, self.budget.evaluations - self.evaluations))
+
+    # ------------------------------------------------------------------ persistence
+    def _save(self, throttled: bool = False) -> None:
+        """Save the searcher's state. Saves after a tell may be throttled: every ask is saved at once,
+        so a lagging state still lists the told schedules as pending and resume tells them from the
+        store (same searcher state, nothing evaluated twice)."""
+        if throttled and time.monotonic() - self._last_save < self.save_interval_s:
+            return
+        self._last_save = time.monotonic()
+        state = {"searcher": self.searcher.state(),
+                 "loop": {"profile_seconds": self.profile_seconds, "profiles": self.profiles,
+                          "wall_time_s": self.wall_time}}
+        self.store.save_searcher_state(self.study, state, int(self.searcher.step()))
+
+    def _restore(self) -> list[Schedule]:
+        """Load finished results and the saved state; tell what finished; return what to re-dispatch."""
+        for r in self.store.results(self.study):
+            self._remember(r)
+        saved = self.store.load_searcher_state(self.study)
+        if saved is None:
+            return []
+        state, _step = saved
+        self.searcher.load_state(state["searcher"])
+        loop = state.get("loop", {})
+        self.profile_seconds = float(loop.get("profile_seconds", 0.0))
+        self.profiles = int(loop.get("profiles", 0))
+        self.elapsed_before = float(loop.get("wall_time_s", 0.0))
+        pending = self.searcher.pending()
+        finished = [self.known[s.hash] for s in pending if s.hash in self.known]
+        if finished:
+            self.searcher.tell(finished)
+        return [s for s in pending if s.hash not in self.known]
+
+    def _remember(self, result: EvaluationResult) -> None:
+        self.known[result.schedule.hash] = result
+        if self.objectives.values(result) is None:
+            return
+        pool = self.front + [result]
+        mask = self.objectives.front_mask([self.objectives.values(r) for r in pool])
+        self.front = [r for r, keep in zip(pool, mask) if keep]
+        self.hv = self.objectives.hypervolume([self.objectives.values(r) for r in self.front])
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> Outcome:
+        redispatch = self._restore()
+        self.store.set_study_status(self.study, "running")
+        self._show("resumed" if redispatch or self.known else "started")
+        reason = "stopped"
+        try:
+            while True:
+                stop = self._exhausted()
+                if stop:
+                    reason = stop
+                    break
+                request = None if redispatch else self.searcher.profile_request()
+                if request is not None:
+                    self._profile(request)
+                    continue
+                batch = redispatch[:max(1, self._room())] if redispatch else self.searcher.ask(self._room())
+                redispatch = redispatch[len(batch):]
+                if not batch:
+                    if self.searcher.finished or not self.searcher.pending():
+                        reason = "searcher finished"
+                        break
+                    raise RuntimeError(f"{self.searcher.name} waits for results of schedules that are "
+                                       "not being evaluated (a searcher bug)")
+                self._save()
+                self._dispatch(batch)
+            status = "finished"    # budget or searcher done; a bigger budget can still resume it
+        except KeyboardInterrupt:
+            reason, status = "interrupted", "interrupted"
+        except BaseException:
+            self._finish("failed")
+            raise
+        self._finish(status)
+        return Outcome(reason, self.evaluations, self.evaluated_now, self.evaluator_seconds, self.wall_time,
+                       sorted(self.front, key=lambda r: self.objectives.values(r)[-1]), self.hv)
+
+    def _finish(self, status: str) -> None:
+        self._save()
+        self.store.set_study_status(self.study, status)
+
+    def _dispatch(self, batch: Sequence[Schedule]) -> None:
+        cached = [self.known[s.hash] for s in batch if s.hash in self.known]
+        if cached:
+            self.searcher.tell(cached)
+        todo = [s for s in batch if s.hash not in self.known]
+        if not todo:
+            self._save(throttled=True)
+            return
+        step = int(self.searcher.step())
+        self.store.mark_queued(self.study, todo, step)
+        results = self.pool.evaluate(todo)
+        try:
+            for result in results:
+                self.store.record_evaluation(self.study, result, step)
+                self.evaluated_now += 1
+                self._remember(result)
+                self.searcher.tell([result])
+                self._save(throttled=True)
+                self._show()
+        finally:
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()
+
+    def _profile(self, request: ProfileRequest) -> None:
+        t0 = time.monotonic()
+        if request.kind == "timesteps":
+            fn = getattr(self.pool, "timestep_costs", None)
+            if fn is None:
+                raise RuntimeError("the searcher needs timestep jump costs, which this evaluator pool does not "
+                                   "provide (timestep_costs)")
+            data: Any = np.asarray(fn(request.grid), dtype=float)
+        else:
+            raw = self.pool.profile(request.schedule)
+            data = {key: np.asarray(value, dtype=float) for key, value in raw.items()}
+        seconds = getattr(raw, "seconds", None) if request.kind != "timesteps" else None
+        self.profile_seconds += float(seconds) if seconds is not None else time.monotonic() - t0
+        self.profiles += 1
+        self.searcher.tell_profile(request, data)
+        self._save()
+        self._show(f"profiled ({request.tag})")
+
+    def _show(self, note: str = "") -> None:
+        if self.progress is None:
+            return
+        best = ""
+        if self.front:
+            vals = [self.objectives.values(r) for r in self.front]
+            parts = []
+            for i, o in enumerate(self.objectives):
+                column = [v[i] for v in vals]
+                parts.append(f"{o.name} {(max if o.maximize else min)(column):.3g}")
+            best = "best " + ", ".join(parts)
+        self.progress.update(self.evaluations, len(self.front), self.hv, note or best)

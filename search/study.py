@@ -1,0 +1,169 @@
+"""Assemble and run a study from a validated config: store, pool, space, searcher, loop.
+
+What is decided here and why:
+- A new study refuses an existing name (so two runs never mix silently); `resume=NAME` reopens it,
+  and the store checks the model signature, searcher, objectives and reference point still match.
+  The budget comes from the config given now, so a resumed study can be given more budget.
+- Schedules are built from the pool's own all-compute schedule (model spec *and* sampling, CFG mode
+  included), so what the searcher proposes is exactly what the evaluator accepts.
+- Seeds for a searcher (e.g. a DP study's front for ECAD) come from other studies in the same store
+  or from schedule files; they are projected into this study's space or left out.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from schedules import CostTable, Schedule, load_schedule
+
+from .base import Searcher
+from .bayes import BayesSearcher
+from .config import StudyConfig
+from .dp_searcher import DPSearcher
+from .ecad import EcadSearcher
+from .heuristics import HeuristicsSearcher
+from .loop import Budget, Outcome, SearchLoop
+from .progress import SearchProgress
+from .random_search import RandomSearcher
+from .space import SearchSpace, fine_grid
+from .synthetic import SyntheticPool
+
+SEARCHERS: dict[str, type[Searcher]] = {
+    cls.name: cls for cls in (EcadSearcher, DPSearcher, BayesSearcher, RandomSearcher, HeuristicsSearcher)}
+DEFAULT_DB = "sqlite:///cachesearch.db"
+
+
+class StudyError(RuntimeError):
+    """A study cannot start or resume; the message says why and what to do."""
+
+
+def normalize_db(db: str | None) -> str:
+    """A SQLAlchemy URL as is; a plain path becomes an absolute sqlite URL."""
+    if not db:
+        return DEFAULT_DB
+    if "://" in db:
+        return db
+    return f"sqlite:///{Path(db).expanduser().resolve()}"
+
+
+def make_pool(config: StudyConfig) -> Any:
+    if config.synthetic is not None:
+        s, sp = config.synthetic, config.space
+        grid = None
+        if "timesteps" in sp.kinds:
+            grid = tuple(sp.grid) if sp.grid else fine_grid(sp.fine_steps or 2 * s.num_steps, sp.num_train_timesteps)
+        return SyntheticPool(num_blocks=s.num_blocks, num_steps=s.num_steps, seed=s.seed, delay=s.delay, grid=grid)
+    from evaluators import make_pool as make_evaluator_pool
+    return make_evaluator_pool(config.evaluation)
+
+
+def pool_cost_table(pool: Any) -> CostTable | None:
+    """The pool's per-component MACs (DP's knapsack weights), wherever the pool exposes them."""
+    fn = getattr(pool, "cost_table", None)
+    if callable(fn):
+        return fn()
+    try:
+        info = pool.worker_info()
+    except Exception:
+        return None
+    doc = info[0].get("cost_table") if info else None
+    return CostTable.from_dict(doc) if doc else None
+
+
+def model_signature(config: StudyConfig) -> str:
+    if config.synthetic is not None:
+        s = config.synthetic
+        return f"synthetic:{s.num_blocks}x{s.num_steps}:seed{s.seed}"
+    return config.evaluation.model_signature()
+
+
+def make_space(config: StudyConfig, pool: Any) -> SearchSpace:
+    base = pool.all_compute_schedule()
+    sp = config.space
+    grid = None
+    if "timesteps" in sp.kinds:
+        if not getattr(pool, "supports_timesteps", False):
+            raise StudyError("the timesteps space needs an evaluator pool that samples at `sampling.timesteps`; "
+                             "this pool does not (yet): use kinds [cache] and/or [architecture]")
+        grid = tuple(sp.grid) if sp.grid else fine_grid(sp.fine_steps or 2 * base.num_steps, sp.num_train_timesteps)
+    try:
+        return SearchSpace(base.model, base.sampling, tuple(sp.kinds), grid, sp.min_changes)
+    except ValueError as exc:
+        raise StudyError(f"space: {exc}") from None
+
+
+def collect_seeds(config: StudyConfig, store: Any) -> list[Schedule]:
+    seeds: list[Schedule] = []
+    for name in config.seed_studies:
+        seeds += [store.schedule(r.schedule_hash) for r in store.front(name)]
+    for path in config.seed_schedules:
+        seeds.append(load_schedule(path))
+    return seeds
+
+
+def make_searcher(config: StudyConfig, space: SearchSpace, cost_table: CostTable | None,
+                  seeds: list[Schedule]) -> Searcher:
+    sc = config.searcher
+    cls = SEARCHERS[sc.name]
+    try:
+        return cls(space, config.resolved_objectives(), sc.settings, sc.seed, seeds=seeds, cost_table=cost_table)
+    except ValueError as exc:
+        raise StudyError(f"searcher: {exc}") from None
+
+
+def study_name(config: StudyConfig, source: str | None) -> str:
+    if config.study:
+        return config.study
+    stem = Path(source).stem if source else "study"
+    return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def open_store(db: str) -> Any:
+    from store import Store
+    return Store(normalize_db(db))
+
+
+def run_study(config: StudyConfig, *, source: str | None = None, db: str | None = None,
+              resume: str | None = None, show_progress: bool = True, pool: Any = None,
+              console: Any = None, log: Any = print) -> tuple[str, Outcome]:
+    """Run (or resume) a study to its budget; returns (study name, outcome). Ctrl-C returns cleanly."""
+    from store import ObjectiveSpec, StudyNotFound
+    store = open_store(db or config.db or DEFAULT_DB)
+    name = resume or study_name(config, source)
+    objectives = config.resolved_objectives()
+    if resume:
+        try:
+            store.get_study(resume)
+        except StudyNotFound as exc:
+            raise StudyError(str(exc)) from None
+    elif name in {s.name for s in store.list_studies()}:
+        raise StudyError(f"a study named '{name}' already exists in {store!r}: resume it with "
+                         f"--resume {name}, or set another `study:` name")
+    own_pool = pool is None
+    if own_pool:
+        log(f"loading the evaluator ({'synthetic' if config.synthetic else config.evaluation.model}) ...")
+        pool = make_pool(config)
+    try:
+        space = make_space(config, pool)
+        store.create_study(
+            name, config.to_document(), model_signature(config), config.searcher.name,
+            {"seed": config.searcher.seed, **config.searcher.settings.model_dump(mode="json")},
+            [ObjectiveSpec(o.name, o.maximize) for o in objectives],
+            {o.name: o.reference for o in objectives}, exist_ok=bool(resume))
+        if not resume and hasattr(pool, "reference_thumbnails"):
+            store.set_reference_thumbnails(name, pool.reference_thumbnails())
+        searcher = make_searcher(config, space, pool_cost_table(pool), collect_seeds(config, store))
+        b = config.budget
+        budget = Budget(b.evaluations, b.wall_time_s, b.evaluator_seconds)
+        batch = config.batch_size or max(1, len(getattr(pool, "worker_info", lambda: [])() or [1]))
+        progress = SearchProgress(b.evaluations, f"{name} [{config.searcher.name}]", show_progress, console)
+        loop = SearchLoop(store, name, searcher, pool, objectives, budget, batch_size=batch, progress=progress)
+        with progress:
+            outcome = loop.run()
+        return name, outcome
+    finally:
+        if own_pool:
+            pool.close()
+        store.close()
