@@ -1,0 +1,235 @@
+"""Search mechanics on the synthetic pool (an analytic quality, for mechanics only): the space and its
+genome, heuristics, every searcher through the real loop and a real SQLite store, resume equivalence,
+no duplicate evaluations, budgets, failures."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from schedules import Schedule
+from search.config import validate_config
+from search.heuristics import space_heuristics, warped_indices
+from search.objectives import Objective, Objectives
+from search.space import SearchSpace, fine_grid
+from search.study import SEARCHERS, run_study
+from search.synthetic import SyntheticPool
+
+OBJ = Objectives([Objective("quality", True, 0.0), Objective("mac_speedup", True, 1.0)])
+SETTINGS = {"ecad": {"population": 12}, "bayes": {"n_startup_trials": 6}, "dp": {"candidates": 10},
+            "random": {}, "heuristics": {}}
+
+
+# --------------------------------------------------------------------------- space and heuristics
+def test_genome_round_trip_in_every_space_combination():
+    pool = SyntheticPool(num_blocks=3, num_steps=6)
+    grid = fine_grid(12)
+    rng = random.Random(0)
+    for kinds in (("cache",), ("timesteps",), ("architecture",), ("cache", "timesteps", "architecture")):
+        space = SearchSpace(pool.spec, pool.sampling, kinds, grid)
+        for _ in range(20):
+            genome = space.random_genome(rng)
+            s = space.decode(genome)
+            assert space.encode(s) == genome or "architecture" in kinds  # cache bits under a skip are free
+            assert space.decode(space.encode(s)).hash == s.hash
+            assert all(set(row) <= {"1"} for g, c in s.components() for row in s.rows(g, c)[:1])
+            if "timesteps" in kinds:
+                assert len(s.sampling.timesteps) == 6 and s.sampling.timesteps[0] == grid[0]
+
+
+def test_min_change_constraint_excludes_the_baseline():
+    pool = SyntheticPool(num_blocks=2, num_steps=4)
+    space = SearchSpace(pool.spec, pool.sampling, min_changes=3)
+    assert not space.admissible(space.baseline())
+    bits = space.baseline_genome()
+    bits[0] = bits[1] = 0
+    assert not space.admissible(space.decode(bits))
+    bits[2] = 0
+    assert space.admissible(space.decode(bits))
+
+
+def test_architecture_space_skips_whole_blocks_and_keeps_one():
+    pool = SyntheticPool(num_blocks=3, num_steps=4)
+    space = SearchSpace(pool.spec, pool.sampling, ("architecture",))
+    s = space.decode(space.repair([0, 0, 0], random.Random(0)))
+    skipped = [b for b in range(3) if s.rows("transformer_blocks", "ff")[1][b] == "-"]
+    assert len(skipped) == 2
+    assert all(s.rows("transformer_blocks", c)[0] == "111" for c in ("attn1", "attn2", "ff"))
+
+
+def test_heuristics_cover_every_family_and_are_admissible_and_unique():
+    pool = SyntheticPool(num_blocks=6, num_steps=20)
+    space = SearchSpace(pool.spec, pool.sampling)
+    items = space_heuristics(space)
+    labels = {s.provenance["heuristic"] for s in items}
+    assert labels == {"fora", "tgate", "delta-dit", "toca-static", "even-component", "cache-dit-mask"}
+    assert len({s.hash for s in items}) == len(items)
+    assert all(space.admissible(s) for s in items)
+    fora3 = next(s for s in items if s.provenance["heuristic"] == "fora" and s.provenance["heuristic_params"]["interval"] == 3)
+    assert [row[0] for row in fora3.rows("transformer_blocks", "attn1")][:7] == list("1001001")
+    tgate = next(s for s in items if s.provenance["heuristic"] == "tgate")
+    k = tgate.provenance["heuristic_params"]["gate_step"]
+    attn2 = tgate.rows("transformer_blocks", "attn2")
+    assert all(set(r) == {"1"} for r in attn2[:k + 1]) and all(set(r) == {"0"} for r in attn2[k + 1:])
+
+
+def test_warped_indices_are_valid():
+    for m, k in ((40, 20), (20, 20), (30, 7)):
+        for p in (0.4, 1.0, 2.5):
+            idx = warped_indices(m, k, p)
+            assert len(idx) == k and idx[0] == 0 and idx == sorted(set(idx)) and idx[-1] < m
+
+
+# --------------------------------------------------------------------------- searchers through the loop
+def _config(name: str, n: int, seed: int = 0, **extra):
+    doc = {"study": f"s-{name}", "synthetic": {"num_blocks": 4, "num_steps": 8},
+           "searcher": {"name": name, "seed": seed, "settings": SETTINGS[name]}, "budget": {"evaluations": n}}
+    doc.update(extra)
+    return validate_config(doc)
+
+
+class InterruptingPool(SyntheticPool):
+    """Raises KeyboardInterrupt (a user's Ctrl-C) when asked for its `stop_at`-th evaluation."""
+
+    def __init__(self, stop_at: int, **kwargs):
+        super().__init__(**kwargs)
+        self.stop_at = stop_at
+
+    def evaluate(self, schedules):
+        for result in super().evaluate(schedules):
+            if len(self.evaluated) == self.stop_at:
+                raise KeyboardInterrupt
+            yield result
+
+
+def _front(db, study):
+    from store import Store
+    with Store(f"sqlite:///{db}") as store:
+        return sorted(r.schedule_hash for r in store.front(study, "quality", "mac_speedup"))
+
+
+@pytest.mark.parametrize("name", ["ecad", "bayes", "random", "dp", "heuristics"])
+def test_interrupted_and_resumed_study_equals_uninterrupted(tmp_path, name):
+    budget = 40
+    cfg = _config(name, budget)
+    full = SyntheticPool(num_blocks=4, num_steps=8)
+    run_study(cfg, db=str(tmp_path / "a.db"), show_progress=False, pool=full, log=lambda m: None)
+
+    first = InterruptingPool(17, num_blocks=4, num_steps=8)
+    _, out1 = run_study(cfg, db=str(tmp_path / "b.db"), show_progress=False, pool=first, log=lambda m: None)
+    assert out1.reason == "interrupted" and out1.evaluations == 16
+    second = SyntheticPool(num_blocks=4, num_steps=8)
+    _, out2 = run_study(cfg, db=str(tmp_path / "b.db"), resume=cfg.study, show_progress=False, pool=second,
+                        log=lambda m: None)
+    done_before = first.evaluated[:16]
+    assert not set(done_before) & set(second.evaluated), "a finished evaluation was repeated"
+    assert len(set(second.evaluated)) == len(second.evaluated)
+    assert done_before + second.evaluated == full.evaluated     # the very same sequence of evaluations
+    assert _front(tmp_path / "a.db", cfg.study) == _front(tmp_path / "b.db", cfg.study)
+    assert out2.evaluations == len(full.evaluated)
+
+
+@pytest.mark.parametrize("name", ["ecad", "bayes", "random"])
+def test_no_duplicates_and_every_ask_admissible(tmp_path, name):
+    pool = SyntheticPool(num_blocks=2, num_steps=5, components=("attn1", "ff"))
+    cfg = _config(name, 80, synthetic={"num_blocks": 2, "num_steps": 5})
+    _, out = run_study(cfg, db=str(tmp_path / "c.db"), show_progress=False, pool=pool, log=lambda m: None)
+    assert len(pool.evaluated) == len(set(pool.evaluated)) == out.evaluations
+    assert out.front and out.hypervolume > 0
+
+
+def test_ecad_generations_and_seeding(tmp_path):
+    pool = SyntheticPool(num_blocks=4, num_steps=8)
+    space = SearchSpace(pool.spec, pool.sampling)
+    searcher = SEARCHERS["ecad"](space, OBJ, {"population": 12, "generations": 3})
+    first = searcher.ask(100)
+    assert len(first) == 12 and searcher.ask(5) == []          # waits for the generation's results
+    heuristic = {s.hash for s in space_heuristics(space)}
+    assert all(s.hash in heuristic for s in first)               # 31 heuristics fill 12 seats
+    searcher.tell(list(pool.evaluate(first)))
+    while not searcher.finished:
+        batch = searcher.ask(7)
+        searcher.tell(list(pool.evaluate(batch)))
+    assert searcher.generation == 3 and len(pool.evaluated) == 48 and len(set(pool.evaluated)) == 48
+    assert len(searcher.population) == 12
+
+
+def test_ecad_and_bayes_beat_random_on_the_synthetic_objective(tmp_path):
+    hv = {}
+    for name in ("random", "ecad", "bayes"):
+        cfg = _config(name, 96, seed=3)
+        _, out = run_study(cfg, db=str(tmp_path / f"{name}.db"), show_progress=False,
+                           pool=SyntheticPool(num_blocks=4, num_steps=8), log=lambda m: None)
+        hv[name] = out.hypervolume
+    assert hv["ecad"] > hv["random"] and hv["bayes"] > hv["random"], hv
+
+
+def test_failed_evaluations_are_stored_and_searched_past(tmp_path):
+    probe = SyntheticPool(num_blocks=4, num_steps=8)
+    space = SearchSpace(probe.spec, probe.sampling)
+    bad = {s.hash for s in space_heuristics(space)[:5]}
+    pool = SyntheticPool(num_blocks=4, num_steps=8, fail_hashes=bad)
+    cfg = _config("ecad", 30)
+    _, out = run_study(cfg, db=str(tmp_path / "f.db"), show_progress=False, pool=pool, log=lambda m: None)
+    assert out.evaluations == 30
+    from store import Store
+    with Store(f"sqlite:///{tmp_path / 'f.db'}") as store:
+        failed = store.evaluations(cfg.study, "failed")
+    assert {r.schedule_hash for r in failed} == bad
+
+
+def test_evaluator_seconds_budget_counts_worker_time(tmp_path):
+    cfg = _config("random", 1000, budget={"evaluations": 1000, "evaluator_seconds": 0.25})
+    pool = SyntheticPool(num_blocks=4, num_steps=8, delay=0.05)
+    _, out = run_study(cfg, db=str(tmp_path / "t.db"), show_progress=False, pool=pool, log=lambda m: None)
+    assert out.reason == "budget: evaluator seconds" and 4 <= out.evaluations <= 7
+
+
+def test_seeding_ecad_from_a_dp_study_front(tmp_path):
+    db = str(tmp_path / "seed.db")
+    dp = _config("dp", 30)
+    run_study(dp, db=db, show_progress=False, pool=SyntheticPool(num_blocks=4, num_steps=8), log=lambda m: None)
+    from store import Store
+    with Store(f"sqlite:///{db}") as store:
+        dp_front = {r.schedule_hash for r in store.front(dp.study)}
+    cfg = _config("ecad", 12, seed_studies=[dp.study])
+    pool = SyntheticPool(num_blocks=4, num_steps=8)
+    run_study(cfg, db=db, show_progress=False, pool=pool, log=lambda m: None)
+    assert set(pool.evaluated[:min(12, len(dp_front))]) <= dp_front
+
+
+@pytest.mark.parametrize("name", ["ecad", "bayes", "random", "heuristics"])
+def test_state_is_json_and_restores_exactly(name):
+    pool = SyntheticPool(num_blocks=3, num_steps=6)
+    space = SearchSpace(pool.spec, pool.sampling)
+    cls = SEARCHERS[name]
+    a = cls(space, OBJ, SETTINGS[name], seed=5)
+    for _ in range(3):
+        batch = a.ask(5)
+        a.tell(list(pool.evaluate(batch[:3])))       # leave some pending
+    state = json.loads(json.dumps(a.state()))
+    b = cls.from_state(space, OBJ, SETTINGS[name], state)
+    assert b.state() == a.state()
+    assert [s.hash for s in b.pending()] == [s.hash for s in a.pending()]
+    rest = list(pool.evaluate(a.pending()))
+    a.tell(rest)
+    b.tell(rest)
+    assert [s.hash for s in a.ask(6)] == [s.hash for s in b.ask(6)]
+
+
+def test_bayes_gp_sampler_runs():
+    pool = SyntheticPool(num_blocks=2, num_steps=5)
+    space = SearchSpace(pool.spec, pool.sampling)
+    searcher = SEARCHERS["bayes"](space, OBJ, {"sampler": "gp", "n_startup_trials": 3, "warm_start": False}, seed=0)
+    for _ in range(5):
+        searcher.tell(list(pool.evaluate(searcher.ask(1))))
+    assert len(pool.evaluated) == 5 and len(set(pool.evaluated)) == 5
+
+
+def test_timesteps_space_end_to_end(tmp_path):
+    cfg = _config("ecad", 24, space={"kinds": ["cache", "timesteps"], "fine_steps": 16})
+    _, out = run_study(cfg, db=str(tmp_path / "ts.db"), show_progress=False, log=lambda m: None)
+    assert out.evaluations == 24
+    assert all(isinstance(r.schedule, Schedule) and r.schedule.sampling.timesteps for r in out.front)
