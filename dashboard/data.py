@@ -2,10 +2,13 @@
 
 - `load_*`: plain functions of a `Store` (no Streamlit), so the bench can time them and tests can call
   them directly.
-- Cached wrappers keyed by the database URL: `st.cache_resource` holds one `Store` per URL, and
-  `st.cache_data` keeps query results for a few seconds only, so a page redrawn while a search writes
-  shows new evaluations within `LIVE_TTL` seconds without re-reading 10,000 rows on every click.
-  Schedules are content-addressed and never change, so they are cached without expiry.
+- Cached wrappers keyed by the database URL: `st.cache_resource` holds one `Store` per URL. The study
+  list is cached for `LIVE_TTL` seconds only, so a page redrawn while a search writes shows new
+  evaluations within seconds. A study's evaluation table (and its front, knee, hypervolume) is keyed
+  by the study's *version* (last update time and counts from that list): it is re-read only after the
+  study changed, so clicking around a finished 10,000-evaluation study never re-reads it, and a running
+  one is re-read at most once per write. `MAX_AGE` is a backstop for changes that leave the version
+  alone. Schedules are content-addressed and never change, so they are cached without expiry.
 
 Every store failure is turned into a `DashboardError` with a message meant for the page (missing file,
 other schema version, not a store, database busy); the page shows it instead of a traceback.
@@ -15,22 +18,23 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Callable, TypeVar
 
-import pandas as pd
 import streamlit as st
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from schedules import Schedule
 from store import (
-    EvaluationRecord, ExportError, NothingQualifies, HVPoint, ObjectiveError, SchemaVersionError, Store,
+    EvaluationRecord, ExportError, HVPoint, NothingQualifies, ObjectiveError, SchemaVersionError, Store,
     StoreError, StudyInfo, StudySummary,
 )
 from store.export import annotated_schedule, choose, write_schedule
 
-from .frames import EvalTable, evaluation_table
+from .frames import EvalTable, evaluation_table, front_ids as _front_ids, knee_id as _knee_id
 
-LIVE_TTL = 3.0          # seconds a query result may be stale (a running search shows up this fast)
+LIVE_TTL = 3.0          # seconds the study list may be stale (a running search shows up this fast)
+MAX_AGE = 60.0          # seconds a versioned result is kept at most
+Version = tuple[float, int, int]   # (updated_at, finished evaluations, pending): changes on every write
 T = TypeVar("T")
 
 class DashboardError(Exception):
@@ -88,9 +92,8 @@ def load_evaluations(store: Store, study: str) -> EvalTable:
     return evaluation_table(study, store.evaluations(study, per_prompt=False))
 
 
-def load_front_ids(store: Store, study: str, quality: str, cost: str) -> list[int]:
-    """Ids of the study's front on (quality, cost), by cost ascending (the store's definition)."""
-    return [r.id for r in store.front(study, quality, cost)]
+def version(summary: StudySummary) -> Version:
+    return (summary.updated_at, summary.n_evaluations, summary.n_pending)
 
 
 def load_hypervolume(store: Store, study: str, quality: str, cost: str) -> list[HVPoint] | str:
@@ -138,18 +141,33 @@ def studies(url: str) -> tuple[list[StudySummary], dict[str, StudyInfo]]:
     return guarded(url, lambda: load_studies(store(url)))
 
 
-@st.cache_data(ttl=LIVE_TTL, show_spinner=False, max_entries=32)
-def evaluations(url: str, study: str) -> EvalTable:
+def _info(url: str, study: str) -> StudyInfo:
+    info = studies(url)[1].get(study)
+    if info is None:
+        raise DashboardError("error", f"study '{study}' is no longer in the database {url}")
+    return info
+
+
+@st.cache_data(ttl=MAX_AGE, show_spinner=False, max_entries=16)
+def evaluations(url: str, study: str, version: Version) -> EvalTable:
     return guarded(url, lambda: load_evaluations(store(url), study))
 
 
-@st.cache_data(ttl=LIVE_TTL, show_spinner=False, max_entries=64)
-def front_ids(url: str, study: str, quality: str, cost: str) -> list[int]:
-    return guarded(url, lambda: load_front_ids(store(url), study, quality, cost))
+@st.cache_data(ttl=MAX_AGE, show_spinner=False, max_entries=64)
+def front_ids(url: str, study: str, quality: str, cost: str, version: Version) -> list[int]:
+    """The study's front (see `frames.front_ids`), from the cached evaluation table."""
+    info = _info(url, study)
+    return _front_ids(evaluations(url, study, version), info, quality, cost)
 
 
-@st.cache_data(ttl=LIVE_TTL, show_spinner=False, max_entries=64)
-def hypervolume(url: str, study: str, quality: str, cost: str) -> list[HVPoint] | str:
+@st.cache_data(ttl=MAX_AGE, show_spinner=False, max_entries=64)
+def knee(url: str, study: str, quality: str, cost: str, version: Version) -> int | None:
+    info = _info(url, study)
+    return _knee_id(evaluations(url, study, version), info, quality, cost)
+
+
+@st.cache_data(ttl=MAX_AGE, show_spinner=False, max_entries=64)
+def hypervolume(url: str, study: str, quality: str, cost: str, version: Version) -> list[HVPoint] | str:
     return guarded(url, lambda: load_hypervolume(store(url), study, quality, cost))
 
 

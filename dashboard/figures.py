@@ -64,13 +64,14 @@ class FrontierSeries:
 
 def _custom(points: pd.DataFrame, quality_col: str) -> np.ndarray:
     """Hover/selection payload per point: id, short hash, fraction computed, both speedups, quality.
-    An object array, so ids stay integers and figures stay numbers in the JSON sent to the browser."""
+    An object array, so ids stay integers and figures stay numbers in the JSON sent to the browser;
+    figures rounded to 5 significant digits (hover shows 4), which halves that JSON for 10,000 points."""
     out = np.empty((len(points), 6), dtype=object)
     if len(points):
         out[:, 0] = points["id"].to_numpy()
         out[:, 1] = points["schedule_hash"].str.slice(0, 12).to_numpy()
         for j, col in enumerate(("compute_fraction", "mac_speedup", "latency_speedup", quality_col), start=2):
-            out[:, j] = points[col].to_numpy(dtype=float)
+            out[:, j] = [float(f"{v:.5g}") for v in points[col].to_numpy(dtype=float)]
     return out
 
 

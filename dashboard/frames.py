@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from store import COST_OBJECTIVES, DONE, EvaluationRecord, StudyInfo, StudySummary
+from store import COST_OBJECTIVES, DONE, EvaluationRecord, StudyInfo, StudySummary, pareto
 
 #: Columns of an evaluation table that are not metrics; metric `m` lives in column `metric:m`
 #: (a prefix, so a metric can never shadow a column such as `id` or `step`).
@@ -58,6 +58,29 @@ def evaluation_table(study: str, records: Sequence[EvaluationRecord]) -> EvalTab
     for c in _NUMERIC + tuple(f"metric:{m}" for m in metrics):
         frame[c] = pd.to_numeric(frame[c], errors="coerce").astype(float)
     return EvalTable(study, frame, tuple(metrics))
+
+
+def front_ids(table: EvalTable, info: StudyInfo, quality: str, cost: str) -> list[int]:
+    """Ids of the front on (quality, cost), ordered like `Store.front` (cost ascending, then id).
+    Same rule and same non-dominance code as the store (`store.pareto`), applied to the table the page
+    already holds, so a 10,000-evaluation study is read once per change, not once per question."""
+    pts = table.points(quality, cost)
+    if not len(pts):
+        return []
+    values = np.column_stack([pts[column(quality)].to_numpy(dtype=float), pts[column(cost)].to_numpy(dtype=float)])
+    mask = pareto.nondominated(values, [info.maximize(quality), info.maximize(cost)])
+    sign = 1.0 if info.maximize(cost) else -1.0
+    members = sorted(zip(sign * values[mask, 1], pts["id"].to_numpy()[mask]))
+    return [int(i) for _, i in members]
+
+
+def knee_id(table: EvalTable, info: StudyInfo, quality: str, cost: str) -> int | None:
+    """The knee of the front (`store.pareto.knee_index`, as `cachesearch export --pick knee`)."""
+    ids = front_ids(table, info, quality, cost)
+    if not ids:
+        return None
+    pts = table.frame.set_index("id").loc[ids, [column(quality), column(cost)]].to_numpy(dtype=float)
+    return ids[pareto.knee_index(pts, [info.maximize(quality), info.maximize(cost)])]
 
 
 def best_cost_at(table: EvalTable, info: StudyInfo, quality: str, cost: str, threshold: float) -> float | None:

@@ -33,8 +33,19 @@ class Context:
     quality: str
     cost: str
 
+    def version(self, study: str) -> data.Version:
+        for s in self.summaries:
+            if s.name == study:
+                return data.version(s)
+        raise data.DashboardError("error", f"study '{study}' is no longer in the database {self.url}")
+
     def table(self, study: str) -> EvalTable:
-        return data.evaluations(self.url, study)
+        """The study's evaluations (re-read only when the study changed)."""
+        return data.evaluations(self.url, study, self.version(study))
+
+    def front(self, study: str) -> list[int]:
+        """Front ids on the chosen objectives, by cost ascending."""
+        return data.front_ids(self.url, study, self.quality, self.cost, self.version(study))
 
     @property
     def info(self) -> StudyInfo | None:
@@ -81,7 +92,8 @@ def _sidebar(url: str, summaries: list[StudySummary], infos: dict[str, StudyInfo
         sb.selectbox("Study", names, key="study",
                      format_func=lambda n: f"{n} ({infos[n].searcher}, {infos[n].status})")
     study = st.session_state.get("study")
-    tables = [data.evaluations(url, study)] if study else []
+    tables = [data.evaluations(url, study, data.version(next(s for s in summaries if s.name == study)))] \
+        if study else []
     metrics = quality_metrics([infos[study]] if study else list(infos.values()), tables) or ["psnr"]
     state.choose("quality", metrics, infos[study].quality if study and _has_quality(infos[study]) else None)
     sb.selectbox("Quality metric", metrics, key="quality")

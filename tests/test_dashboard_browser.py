@@ -86,34 +86,35 @@ class DevTools:
         self._ws.close()
 
 
-@pytest.fixture()
-def server(tmp_path: Path):
-    url = fill_store(tmp_path / "results.db")
-    port = free_port()
+_GD = "document.querySelector('.js-plotly-plot')"
+_SELECTED = f"(() => {{ const gd = {_GD}; if (!gd || !gd.data) return null; const t = gd.data[gd.data.length - 1]; " \
+            "return t.name && t.name.startsWith('selected #') ? t.name : null; })()"
+
+
+def start_dashboard(url: str, port: int, log: Any) -> subprocess.Popen:
+    """`dashboard.launch` in a subprocess (as the CLI runs it), once it answers its health check."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    log = open(tmp_path / "server.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-c", "import sys, dashboard; sys.exit(dashboard.launch(sys.argv[1], "
                                "host='127.0.0.1', port=int(sys.argv[2])))", url, str(port)],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    wait_for(lambda: _health(port) or proc.poll() is not None, 90, "the dashboard server")
+    assert proc.poll() is None, f"the dashboard exited with {proc.returncode}"
+    return proc
+
+
+def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
+    proc.terminate()                          # launch() forwards SIGTERM to the Streamlit server
     try:
-        wait_for(lambda: _health(port) or proc.poll() is not None, 90, "the dashboard server")
-        assert proc.poll() is None, (tmp_path / "server.log").read_text()
-        yield port
-    finally:
-        proc.terminate()                      # launch() forwards SIGTERM to the Streamlit server
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-    wait_for(lambda: not _health(port), 30, "the server to stop after SIGTERM")
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
-@pytest.fixture()
-def browser(tmp_path: Path):
+def start_chromium(profile: str) -> tuple[subprocess.Popen, DevTools]:
+    """Headless Chromium with a DevTools port chosen by the browser, and a client on its page."""
     assert CHROMIUM is not None
-    profile = tempfile.mkdtemp(prefix="chromium-", dir=tmp_path)
     proc = subprocess.Popen(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -133,15 +134,62 @@ def browser(tmp_path: Path):
         assert port, "chromium did not open its DevTools port"
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
             page = next(t for t in json.load(r) if t["type"] == "page")
-        tools = DevTools(page["webSocketDebuggerUrl"])
+        return proc, DevTools(page["webSocketDebuggerUrl"])
+    except BaseException:
+        stop(proc, 20)
+        raise
+
+
+def load_frontier(tools: DevTools, port: int, study: str, timeout: float = 90) -> float:
+    """Navigate to the frontier page; seconds until the Plotly plot and its selection ring are drawn."""
+    t0 = time.monotonic()
+    tools.call("Page.navigate", url=f"http://127.0.0.1:{port}/?page=frontier&study={study}")
+    wait_for(lambda: tools.js("document.querySelectorAll('.js-plotly-plot .plot-container .main-svg').length"),
+             timeout, "the Plotly frontier plot", every=0.05)
+    wait_for(lambda: tools.js(_SELECTED), 30, "the selected-point ring", every=0.05)
+    return time.monotonic() - t0
+
+
+@pytest.fixture()
+def server(tmp_path: Path):
+    url = fill_store(tmp_path / "results.db")
+    port = free_port()
+    with open(tmp_path / "server.log", "w") as log:
+        proc = start_dashboard(url, port, log)
+        try:
+            yield port
+        finally:
+            stop(proc)
+    wait_for(lambda: not _health(port), 30, "the server to stop after SIGTERM")
+
+
+@pytest.fixture()
+def browser(tmp_path: Path):
+    proc, tools = start_chromium(tempfile.mkdtemp(prefix="chromium-", dir=tmp_path))
+    try:
+        tools.call("Page.enable")
         yield tools
         tools.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, 20)
+
+
+def _outside_addresses() -> list[str]:
+    """This machine's non-loopback IPv4 addresses (to check the server is not reachable on them)."""
+    try:
+        out = subprocess.run(["hostname", "-I"], capture_output=True, text=True, timeout=5).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [a for a in out if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", a) and not a.startswith("127.")]
+
+
+def test_server_binds_loopback_only(server: int) -> None:
+    for address in _outside_addresses():
+        with socket.socket() as s:
+            s.settimeout(2)
+            assert s.connect_ex((address, server)) != 0, f"dashboard reachable on {address}:{server}"
+    with socket.create_connection(("127.0.0.1", server), timeout=5):
+        pass
 
 
 def _keep(tools: DevTools, name: str) -> Path:
@@ -152,17 +200,8 @@ def _keep(tools: DevTools, name: str) -> Path:
     return shot
 
 
-_GD = "document.querySelector('.js-plotly-plot')"
-_SELECTED = f"(() => {{ const gd = {_GD}; if (!gd || !gd.data) return null; const t = gd.data[gd.data.length - 1]; " \
-            "return t.name && t.name.startsWith('selected #') ? t.name : null; })()"
-
-
 def test_frontier_page_renders_plot_and_click_selects(server: int, browser: DevTools) -> None:
-    browser.call("Page.enable")
-    browser.call("Page.navigate", url=f"http://127.0.0.1:{server}/?page=frontier&study=tiny-ecad")
-    wait_for(lambda: browser.js("document.querySelectorAll('.js-plotly-plot .plot-container .main-svg').length"),
-             90, "the Plotly frontier plot")
-    wait_for(lambda: browser.js(_SELECTED), 30, "the selected-point ring")
+    load_frontier(browser, server, "tiny-ecad")
     time.sleep(1.0)                                          # let WebGL points and fonts settle
     shot = _keep(browser, "dashboard_frontier")
     assert shot.stat().st_size > 20_000                      # a real rendering, not a blank page

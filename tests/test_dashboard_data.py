@@ -120,9 +120,21 @@ def test_load_evaluations_and_points(filled: str) -> None:
     assert (table.frame["status"] == "queued").sum() == 1 and (table.frame["status"] == "failed").sum() == 1
     pts = table.points("psnr", "mac_speedup")
     assert len(pts) == 39 and pts["metric:psnr"].notna().all()
-    front = data.load_front_ids(store, "tiny-ecad", "psnr", "mac_speedup")
-    assert front and set(front) <= set(pts["id"])
-    assert [r.id for r in store.front("tiny-ecad")] == front
+
+def test_front_and_knee_agree_with_the_store(filled: str) -> None:
+    """The dashboard computes fronts from the table it holds; they must be the store's fronts."""
+    from dashboard import data
+    from dashboard.frames import front_ids, knee_id
+    from store import choose
+    store = data.open_store(filled)
+    summaries, infos = data.load_studies(store)
+    for s in summaries:
+        table = data.load_evaluations(store, s.name)
+        for cost in ("mac_speedup", "latency_speedup"):
+            for quality in ("psnr", "ssim"):
+                expected = [r.id for r in store.front(s.name, quality, cost)]
+                assert front_ids(table, infos[s.name], quality, cost) == expected and expected
+            assert knee_id(table, infos[s.name], "psnr", cost) == choose(store, s.name, "knee", cost=cost).id
 
 
 def test_open_store_problems(tmp_path: Path) -> None:
@@ -187,7 +199,7 @@ def test_frontier_figure_marks_front_and_selection(filled: str) -> None:
     for name in ("tiny-ecad", "tiny-random"):
         table = data.load_evaluations(store, name)
         series.append(FrontierSeries(name, table.points("psnr", "mac_speedup"),
-                                     data.load_front_ids(store, name, "psnr", "mac_speedup")))
+                                     [r.id for r in store.front(name, "psnr", "mac_speedup")]))
     chosen = series[0].front_ids[0]
     fig = frontier_figure(series, "psnr", "mac_speedup", selected=chosen)
     names = [t.name for t in fig.data]

@@ -43,8 +43,8 @@ def row_label(row: pd.Series | None, evaluation_id: int, quality: str, cost: str
 
 def _default_id(ctx: Context, front: list[int], done_ids: list[int]) -> int | None:
     assert ctx.study is not None
-    knee = data.pick(ctx.url, ctx.study, "knee", ctx.quality, ctx.cost)
-    if isinstance(knee, int):
+    knee = data.knee(ctx.url, ctx.study, ctx.quality, ctx.cost, ctx.version(ctx.study))
+    if knee is not None:
         return knee
     return front[0] if front else (done_ids[-1] if done_ids else None)
 
@@ -58,7 +58,7 @@ def pick_evaluation(ctx: Context, where: str) -> EvaluationRecord | None:
     if frame.empty:
         st.info(f"Study `{ctx.study}` has no evaluations yet.")
         return None
-    front = data.front_ids(ctx.url, ctx.study, ctx.quality, ctx.cost)
+    front = ctx.front(ctx.study)
     done_ids = [int(i) for i in table.done()["id"]]
     by_id = frame.set_index("id", drop=False)
     chosen = state.selected_id()

@@ -45,7 +45,7 @@ def render(ctx: Context) -> None:
     for name in ss["compare"]:
         table = ctx.table(name)
         points = table.points(ctx.quality, ctx.cost)
-        front = data.front_ids(ctx.url, name, ctx.quality, ctx.cost) if len(points) else []
+        front = ctx.front(name) if len(points) else []
         series.append(FrontierSeries(f"{name} ({ctx.infos[name].searcher})", points, front))
         owner.update(dict.fromkeys(points["id"].tolist(), name))
     if not any(len(s.points) for s in series):

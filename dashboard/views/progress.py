@@ -25,7 +25,7 @@ def render(ctx: Context) -> None:
     studies = [s for s in ctx.summaries if ctx.infos[s.name].model_signature == model]
     histories, rows, problems = [], [], []
     for s in studies:
-        history = data.hypervolume(ctx.url, s.name, ctx.quality, ctx.cost)
+        history = data.hypervolume(ctx.url, s.name, ctx.quality, ctx.cost, ctx.version(s.name))
         if isinstance(history, str):
             problems.append(f"`{s.name}`: {history}")
             continue

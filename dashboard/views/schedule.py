@@ -21,7 +21,7 @@ def _diff_section(ctx: Context, schedule: Schedule, record_id: int) -> None:
     assert ctx.study is not None
     table = ctx.table(ctx.study)
     by_id = table.frame.set_index("id", drop=False)
-    front = list(reversed(data.front_ids(ctx.url, ctx.study, ctx.quality, ctx.cost)))
+    front = list(reversed(ctx.front(ctx.study)))
     options: list[object] = ["none", ALL_COMPUTE] + [i for i in front if i != record_id]
     ss = st.session_state
     if ss.get("diff_with") not in options:
