@@ -21,84 +21,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 from .errors import ScheduleError
-
-FORMAT = "cachesearch.schedule"
-FORMAT_VERSION = 1
-
-COMPUTE = "1"
-REUSE = "0"
-SKIP = "-"
-MODES: dict[str, str] = {
-    COMPUTE: "compute",
-    REUSE: "reuse the cached output",
-    SKIP: "skip (zero output, residual passes through)",
-}
-CFG_MODES = ("batched", "sequential", "none")
-
-_TOP_LEVEL_FIELDS = ("format", "version", "model", "sampling", "plan", "metrics", "provenance")
-
-
-@dataclass(frozen=True)
-class BlockGroup:
-    """A list of transformer blocks that share one structure (e.g. FLUX's dual vs single blocks)."""
-
-    name: str
-    num_blocks: int
-    components: tuple[str, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "num_blocks": self.num_blocks, "components": list(self.components)}
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What the schedule was made for; applying it elsewhere is an error that names the mismatch."""
-
-    family: str
-    transformer_class: str
-    block_groups: tuple[BlockGroup, ...]
-    model_id: str | None = None
-    revision: str | None = None
-
-    def group(self, name: str) -> BlockGroup:
-        for g in self.block_groups:
-            if g.name == name:
-                return g
-        raise KeyError(name)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "family": self.family,
-            "transformer_class": self.transformer_class,
-            "block_groups": [g.to_dict() for g in self.block_groups],
-            "model_id": self.model_id,
-            "revision": self.revision,
-        }
-
-
-@dataclass(frozen=True)
-class SamplingSpec:
-    """Sampling settings the schedule was searched with; step count is binding, the rest is a record."""
-
-    num_inference_steps: int
-    scheduler: str | None = None
-    timesteps: tuple[float, ...] | None = None
-    cfg: str = "batched"
-    guidance_scale: float | None = None
-    height: int | None = None
-    width: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "num_inference_steps": self.num_inference_steps,
-            "scheduler": self.scheduler,
-            "timesteps": list(self.timesteps) if self.timesteps is not None else None,
-            "cfg": self.cfg,
-            "guidance_scale": self.guidance_scale,
-            "height": self.height,
-            "width": self.width,
-        }
-
+from .spec import (  # noqa: F401  (re-exported with the Schedule type)
+    CFG_MODES, COMPUTE, FORMAT, FORMAT_VERSION, MODES, REUSE, SKIP, BlockGroup, ModelSpec, SamplingSpec,
+)
+from .validation import parse_document, validate_plan
 
 Plan = Mapping[str, Mapping[str, tuple[str, ...]]]
 
@@ -118,7 +44,7 @@ class Schedule:
     provenance: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _validate_plan(self.model, self.sampling, self.plan)
+        validate_plan(self.model, self.sampling, self.plan)
         # Normalise to canonical order and immutable rows, so equal plans compare and serialise equal.
         normalised = {g.name: {c: tuple(self.plan[g.name][c]) for c in g.components}
                       for g in self.model.block_groups}
@@ -176,7 +102,7 @@ class Schedule:
 
     @classmethod
     def from_dict(cls, doc: Any, source: str | None = None) -> "Schedule":
-        return _parse_document(doc, source)
+        return parse_document(doc, source)
 
     @classmethod
     def from_json(cls, text: str, source: str | None = None) -> "Schedule":
@@ -185,7 +111,7 @@ class Schedule:
         except json.JSONDecodeError as exc:
             raise ScheduleError(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
                                 source=source) from None
-        return _parse_document(doc, source)
+        return parse_document(doc, source)
 
     def with_info(self, metrics: Mapping[str, Any] | None = None,
                   provenance: Mapping[str, Any] | None = None) -> "Schedule":
@@ -302,177 +228,4 @@ def _mode_char(value: Any) -> str:
         return value
     return COMPUTE if bool(value) else REUSE
 
-
-# --------------------------------------------------------------------- validation
-def _validate_plan(model: ModelSpec, sampling: SamplingSpec, plan: Plan) -> None:
-    n = sampling.num_inference_steps
-    if not isinstance(plan, Mapping):
-        raise ScheduleError("must be an object keyed by block group", field="plan")
-    groups = {g.name: g for g in model.block_groups}
-    for name in plan:
-        if name not in groups:
-            raise ScheduleError(f"unknown block group '{name}' (model.block_groups has: "
-                                f"{', '.join(groups)})", field="plan")
-    for g in model.block_groups:
-        if g.name not in plan:
-            raise ScheduleError(f"missing block group '{g.name}'", field="plan")
-        comps = plan[g.name]
-        if not isinstance(comps, Mapping):
-            raise ScheduleError("must be an object keyed by component", field=f"plan.{g.name}")
-        for c in comps:
-            if c not in g.components:
-                raise ScheduleError(f"unknown component '{c}' (block group '{g.name}' has: "
-                                    f"{', '.join(g.components)})", field=f"plan.{g.name}")
-        for c in g.components:
-            where = f"plan.{g.name}.{c}"
-            if c not in comps:
-                raise ScheduleError("missing component", field=where)
-            rows = comps[c]
-            if isinstance(rows, str) or not isinstance(rows, Sequence):
-                raise ScheduleError("must be a list of strings, one per step", field=where)
-            if len(rows) != n:
-                raise ScheduleError(f"has {len(rows)} steps but sampling.num_inference_steps is {n}",
-                                    field=where)
-            for step, row in enumerate(rows):
-                if not isinstance(row, str):
-                    raise ScheduleError(f"must be a string, got {type(row).__name__}",
-                                        field=f"{where}[{step}]")
-                if len(row) != g.num_blocks:
-                    raise ScheduleError(f"has {len(row)} characters but block group '{g.name}' has "
-                                        f"{g.num_blocks} blocks", field=f"{where}[{step}]")
-                bad = sorted(set(row) - set(MODES))
-                if bad:
-                    raise ScheduleError(f"character(s) {bad} outside the alphabet "
-                                        f"{{{', '.join(repr(m) for m in MODES)}}}", field=f"{where}[{step}]")
-            if rows and set(rows[0]) != {COMPUTE}:
-                raise ScheduleError("step 0 must compute every block ('1'): nothing is cached yet",
-                                    field=f"{where}[0]")
-
-
-def _parse_document(doc: Any, source: str | None) -> Schedule:
-    def fail(msg: str, where: str | None = None) -> ScheduleError:
-        return ScheduleError(msg, field=where, source=source)
-
-    if not isinstance(doc, dict):
-        raise fail(f"a schedule document must be a JSON object, got {type(doc).__name__}")
-    unknown = sorted(set(doc) - set(_TOP_LEVEL_FIELDS))
-    if unknown:
-        raise fail(f"unknown field(s) {unknown}")
-    if doc.get("format") != FORMAT:
-        raise fail(f"must be '{FORMAT}', got {doc.get('format')!r}", "format")
-    version = doc.get("version")
-    if version != FORMAT_VERSION or isinstance(version, bool):
-        raise fail(f"unsupported version {version!r}; this cachesearch reads version {FORMAT_VERSION}",
-                   "version")
-    model = _parse_model(_require(doc, "model", dict, fail), fail)
-    sampling = _parse_sampling(_require(doc, "sampling", dict, fail), fail)
-    plan_doc = _require(doc, "plan", dict, fail)
-    plan = {
-        g: ({c: tuple(rows) if isinstance(rows, list) else rows for c, rows in comps.items()}
-            if isinstance(comps, dict) else comps)
-        for g, comps in plan_doc.items()
-    }
-    metrics = doc.get("metrics") or {}
-    provenance = doc.get("provenance") or {}
-    if not isinstance(metrics, dict):
-        raise fail("must be an object", "metrics")
-    if not isinstance(provenance, dict):
-        raise fail("must be an object", "provenance")
-    try:
-        return Schedule(model, sampling, plan, metrics=metrics, provenance=provenance)
-    except ScheduleError as exc:
-        if exc.source is None and source is not None:
-            raise ScheduleError(str(exc), field=None, source=source) from None
-        raise
-
-
-def _require(doc: dict, key: str, typ: type, fail: Any, prefix: str = "") -> Any:
-    where = f"{prefix}{key}"
-    if key not in doc:
-        raise fail("is required", where)
-    value = doc[key]
-    if typ is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise fail(f"must be an integer, got {value!r}", where)
-    if not isinstance(value, typ):
-        raise fail(f"must be {_TYPE_NAMES.get(typ, typ.__name__)}, got {type(value).__name__}", where)
-    return value
-
-
-_TYPE_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer"}
-
-
-def _optional(doc: dict, key: str, types: tuple[type, ...], fail: Any, prefix: str) -> Any:
-    value = doc.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, types):
-        raise fail(f"must be {' or '.join(t.__name__ for t in types)} or null, got {value!r}",
-                   f"{prefix}{key}")
-    return value
-
-
-def _parse_model(doc: dict, fail: Any) -> ModelSpec:
-    p = "model."
-    unknown = sorted(set(doc) - {"family", "transformer_class", "block_groups", "model_id", "revision"})
-    if unknown:
-        raise fail(f"unknown field(s) {unknown}", "model")
-    groups_doc = _require(doc, "block_groups", list, fail, p)
-    if not groups_doc:
-        raise fail("must list at least one block group", "model.block_groups")
-    groups = []
-    seen: set[str] = set()
-    for i, gd in enumerate(groups_doc):
-        gp = f"model.block_groups[{i}]."
-        if not isinstance(gd, dict):
-            raise fail("must be an object", gp[:-1])
-        name = _require(gd, "name", str, fail, gp)
-        if name in seen:
-            raise fail(f"duplicate block group '{name}'", gp + "name")
-        seen.add(name)
-        num = _require(gd, "num_blocks", int, fail, gp)
-        if num < 1:
-            raise fail(f"must be >= 1, got {num}", gp + "num_blocks")
-        comps = _require(gd, "components", list, fail, gp)
-        if not comps or not all(isinstance(c, str) and c for c in comps) or len(set(comps)) != len(comps):
-            raise fail("must be a non-empty list of distinct component names", gp + "components")
-        groups.append(BlockGroup(name, num, tuple(comps)))
-    return ModelSpec(
-        family=_require(doc, "family", str, fail, p),
-        transformer_class=_require(doc, "transformer_class", str, fail, p),
-        block_groups=tuple(groups),
-        model_id=_optional(doc, "model_id", (str,), fail, p),
-        revision=_optional(doc, "revision", (str,), fail, p),
-    )
-
-
-def _parse_sampling(doc: dict, fail: Any) -> SamplingSpec:
-    p = "sampling."
-    allowed = {"num_inference_steps", "scheduler", "timesteps", "cfg", "guidance_scale", "height", "width"}
-    unknown = sorted(set(doc) - allowed)
-    if unknown:
-        raise fail(f"unknown field(s) {unknown}", "sampling")
-    n = _require(doc, "num_inference_steps", int, fail, p)
-    if n < 1:
-        raise fail(f"must be >= 1, got {n}", p + "num_inference_steps")
-    timesteps = doc.get("timesteps")
-    if timesteps is not None:
-        if (not isinstance(timesteps, list)
-                or not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in timesteps)):
-            raise fail("must be a list of numbers or null", p + "timesteps")
-        if len(timesteps) != n:
-            raise fail(f"lists {len(timesteps)} timesteps but num_inference_steps is {n}", p + "timesteps")
-        timesteps = tuple(timesteps)
-    cfg = doc.get("cfg", "batched")
-    if cfg not in CFG_MODES:
-        raise fail(f"must be one of {list(CFG_MODES)}, got {cfg!r}", p + "cfg")
-    guidance = _optional(doc, "guidance_scale", (int, float), fail, p)
-    return SamplingSpec(
-        num_inference_steps=n,
-        scheduler=_optional(doc, "scheduler", (str,), fail, p),
-        timesteps=timesteps,
-        cfg=cfg,
-        guidance_scale=float(guidance) if guidance is not None else None,
-        height=_optional(doc, "height", (int,), fail, p),
-        width=_optional(doc, "width", (int,), fail, p),
-    )
 

@@ -1,0 +1,81 @@
+"""What a schedule is made for: the model's block groups and the sampling settings, plus the mode
+alphabet. Kept apart from the Schedule class so parsing and validation can use them without cycles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+FORMAT = "cachesearch.schedule"
+FORMAT_VERSION = 1
+
+COMPUTE = "1"
+REUSE = "0"
+SKIP = "-"
+MODES: dict[str, str] = {
+    COMPUTE: "compute",
+    REUSE: "reuse the cached output",
+    SKIP: "skip (zero output, residual passes through)",
+}
+CFG_MODES = ("batched", "sequential", "none")
+
+@dataclass(frozen=True)
+class BlockGroup:
+    """A list of transformer blocks that share one structure (e.g. FLUX's dual vs single blocks)."""
+
+    name: str
+    num_blocks: int
+    components: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "num_blocks": self.num_blocks, "components": list(self.components)}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the schedule was made for; applying it elsewhere is an error that names the mismatch."""
+
+    family: str
+    transformer_class: str
+    block_groups: tuple[BlockGroup, ...]
+    model_id: str | None = None
+    revision: str | None = None
+
+    def group(self, name: str) -> BlockGroup:
+        for g in self.block_groups:
+            if g.name == name:
+                return g
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "transformer_class": self.transformer_class,
+            "block_groups": [g.to_dict() for g in self.block_groups],
+            "model_id": self.model_id,
+            "revision": self.revision,
+        }
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """Sampling settings the schedule was searched with; step count is binding, the rest is a record."""
+
+    num_inference_steps: int
+    scheduler: str | None = None
+    timesteps: tuple[float, ...] | None = None
+    cfg: str = "batched"
+    guidance_scale: float | None = None
+    height: int | None = None
+    width: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "num_inference_steps": self.num_inference_steps,
+            "scheduler": self.scheduler,
+            "timesteps": list(self.timesteps) if self.timesteps is not None else None,
+            "cfg": self.cfg,
+            "guidance_scale": self.guidance_scale,
+            "height": self.height,
+            "width": self.width,
+        }
