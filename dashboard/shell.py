@@ -142,6 +142,10 @@ def main(views: dict[str, Callable[[Context], None]]) -> None:
             data.clear()
         show_problem(problem, url)
         return
+    except Exception as exc:        # never a traceback on the page; the log keeps it
+        log.exception("dashboard sidebar failed")
+        st.error(f"The dashboard failed to read {url}: {exc.__class__.__name__}: {exc}")
+        return
     state.sync_query_params()
     render = views[st.session_state.get("page", state.PAGES[0])]
     if st.session_state.get("live"):
