@@ -15,6 +15,7 @@ Any other URL (PostgreSQL) gets pre-ping pooling and the same JSON codec.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,13 @@ def make_engine(url: str | URL, *, create: bool = True, echo: bool = False) -> E
             if not create:
                 raise StoreError(f"no cachesearch database at {path} (run a search first, or check the path)")
             path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(u, echo=echo, connect_args={
-            "check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}, **json_args)
+        connect_args: dict[str, Any] = {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
+        creator: dict[str, Any] = {}
+        if not create:
+            # mode=rw: a reader (the dashboard) must never recreate a database file deleted under it.
+            rw_uri = f"{path.resolve().as_uri().replace('file://', 'file:', 1)}?mode=rw"
+            creator["creator"] = lambda: sqlite3.connect(rw_uri, uri=True, **connect_args)
+        engine = create_engine(u, echo=echo, connect_args=connect_args, **creator, **json_args)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:

@@ -277,3 +277,17 @@ def test_json_only_state_roundtrips_numpy_scalars(tmp_path: Path) -> None:
         s.save_searcher_state("n", {"x": np.float64(1.5), "k": np.int64(3), "v": [np.float32(-math.inf)]}, 7)
         assert s.load_searcher_state("n") == ({"x": 1.5, "k": 3, "v": [-math.inf]}, 7)
         assert json.dumps(s.load_searcher_state("n")[0]["k"]) == "3"
+
+
+def test_reader_never_recreates_a_deleted_database(tmp_path):
+    """The dashboard opens with create=False: if the file goes away under it, reads fail clearly
+    instead of silently creating a new empty database."""
+    path = tmp_path / "gone.db"
+    Store(f"sqlite:///{path}").close()
+    reader = Store(f"sqlite:///{path}", create=False)
+    reader._engine.dispose()
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"gone.db{suffix}").unlink(missing_ok=True)
+    with pytest.raises(Exception, match="unable to open database file"):
+        reader.list_studies()
+    assert not path.exists()
