@@ -74,6 +74,8 @@ class EvaluationConfig(BaseModel):
     revision: str | None = None
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     device: str = Field(default="auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...")
+    num_threads: int | None = Field(default=None, ge=1, description="torch intra-op CPU threads per worker (None: "
+                                    "torch's default; Ray CPU actors: cpus_per_actor). 1 is much faster on a busy CPU")
     height: int | None = Field(default=None, ge=8)
     width: int | None = Field(default=None, ge=8)
     num_inference_steps: int = Field(default=20, ge=1)
@@ -84,7 +86,8 @@ class EvaluationConfig(BaseModel):
     prompts: str = Field(default="calibration", description="built-in set name or a file (one per line, or a JSON list)")
     num_prompts: int | None = Field(default=None, ge=1, description="use only the first n prompts")
     seeds: list[int] | None = Field(default=None, description="default: the embedded model's seeds, else [0, 1]")
-    batch_size: int | None = Field(default=None, ge=1, description="(prompt, seed) pairs per pipeline call; default all")
+    batch_size: int | None = Field(default=32, ge=1, description="(prompt, seed) pairs per pipeline call (None: all "
+                                   "in one call); every batch is also one latency sample")
     metrics: list[MetricSpec] | None = Field(default=None, description="registry names or {name, path, options}")
     n_thumbnails: int = Field(default=4, ge=0)
     thumbnail_size: int = Field(default=128, ge=8)
@@ -172,7 +175,7 @@ class EvaluationConfig(BaseModel):
         from .metrics import validate_metric
         model = info.data.get("model", EMBEDDED)
         if v is None:
-            v = [MetricSpec(name=n) for n in (EMBEDDED_DEFAULT_METRICS if model == EMBEDDED else DEFAULT_METRICS)]
+            v = [MetricSpec(name=n) for n in default_metrics(model)]
         if not v:
             raise ValueError("needs at least one metric")
         seen: set[str] = set()
@@ -230,6 +233,14 @@ class EvaluationConfig(BaseModel):
         from .prompts import load_prompts
         return _sha({"signature": self.model_signature(), "prompts": load_prompts(self),
                      "seeds": list(self.seeds or [])})
+
+
+def default_metrics(model: str) -> tuple[str, ...]:
+    """Fidelity metrics always; the judge's too for the embedded model when its weights ship (asking
+    for a judge metric explicitly without them is a config error)."""
+    if model == EMBEDDED and (Path(__file__).parent / "embedded" / "weights" / "judge.safetensors").is_file():
+        return EMBEDDED_DEFAULT_METRICS
+    return DEFAULT_METRICS
 
 
 def _looks_like_path(v: str) -> bool:

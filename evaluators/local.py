@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Iterator
 
-from schedules import EvaluationResult, ModelSpec, SamplingSpec, Schedule
+from schedules import CostTable, EvaluationResult, ModelSpec, SamplingSpec, Schedule
 
 from .config import EvaluationConfig
 from .pool import EvaluatorPool, unique
@@ -27,6 +27,9 @@ class LocalPool(EvaluatorPool):
 
     def sampling_spec(self) -> SamplingSpec:
         return self.evaluator.sampling
+
+    def cost_table(self) -> CostTable:
+        return self.evaluator.cost_table
 
     def reference_thumbnails(self) -> list[bytes]:
         return self.evaluator.reference_thumbnails()

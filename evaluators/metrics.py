@@ -118,23 +118,26 @@ class SSIM(Metric):
 
 # ------------------------------------------------------------------------------ embedded judge
 class _JudgeMetric(Metric):
-    _judge: ClassVar[Any] = None   # one judge per process, shared by both judge metrics
+    _judges: ClassVar[dict[str, Any]] = {}   # one judge per device per process, shared by both metrics
 
     @classmethod
     def validate(cls, spec: "MetricSpec", model: str) -> None:
         if model != "embedded":
             raise ValueError("the embedded judge only scores the embedded model's images (model: embedded)")
-        if importlib.util.find_spec("evaluators.embedded") is None:
-            raise ValueError("evaluators.embedded is not available")
+        from .embedded.judge import JUDGE_WEIGHTS
+        if not JUDGE_WEIGHTS.exists():
+            raise ValueError(f"the embedded judge's weights {JUDGE_WEIGHTS} are missing from this install")
+
+    def __init__(self, spec: "MetricSpec", device: torch.device) -> None:
+        super().__init__(spec, device)
+        key = str(device)
+        if key not in _JudgeMetric._judges:   # loaded when the worker starts: a broken judge stops it there
+            from .embedded import load_judge
+            _JudgeMetric._judges[key] = load_judge(device)
+        self._judge = _JudgeMetric._judges[key]
 
     def judge(self) -> Any:
-        if _JudgeMetric._judge is None:
-            from .embedded import load_judge
-            _JudgeMetric._judge = load_judge()
-        judge = _JudgeMetric._judge
-        if hasattr(judge, "to"):
-            judge.to(self.device)
-        return judge
+        return self._judge
 
 
 class JudgeAdherence(_JudgeMetric):
@@ -163,8 +166,12 @@ class JudgeFD(_JudgeMetric):
         return None
 
     def result(self, values: list[float]) -> float:
+        import warnings
+
         from .embedded import frechet_distance
-        return float(frechet_distance(torch.cat(self._feats), torch.cat(self._ref_feats)))
+        with warnings.catch_warnings():   # fewer images than feature dims: singular covariances, expected
+            warnings.simplefilter("ignore")
+            return float(frechet_distance(torch.cat(self._feats), torch.cat(self._ref_feats)))
 
 
 # ------------------------------------------------------------------------------ plug-ins

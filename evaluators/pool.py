@@ -17,7 +17,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from schedules import EvaluationResult, ModelSpec, SamplingSpec, Schedule
+from schedules import CostTable, EvaluationResult, ModelSpec, SamplingSpec, Schedule
 
 from .config import EvaluationConfig
 
@@ -45,6 +45,16 @@ class EvaluatorPool(ABC):
     def all_compute_schedule(self) -> Schedule:
         """The reference schedule: every component computed at every step."""
         return Schedule.all_compute(self.model_spec(), self.sampling_spec())
+
+    @abstractmethod
+    def cost_table(self) -> CostTable:
+        """MACs per denoiser call and component, measured at the study's batch (`batch_size`) and
+        resolution: the knapsack weights of the DP searcher. `EvaluationResult.macs` is per image."""
+
+    @property
+    def num_workers(self) -> int:
+        """How many schedules the pool scores at once (submit at least this many per request)."""
+        return 1
 
     @abstractmethod
     def reference_thumbnails(self) -> list[bytes]:

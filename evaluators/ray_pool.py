@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from schedules import EvaluationResult, ModelSpec, SamplingSpec, Schedule
+from schedules import CostTable, EvaluationResult, ModelSpec, SamplingSpec, Schedule
 
 from .config import EvaluationConfig
 from .pool import EvaluatorPool, unique
@@ -86,6 +86,8 @@ class RayPool(EvaluatorPool):
         self.stats = {"submitted": 0, "retries": 0, "timeouts": 0, "actor_deaths": 0,
                       "eval_seconds": 0.0, "roundtrip_seconds": 0.0}
         self.actors: list[Any] = []
+        self._down_since: dict[int, float] = {}   # actor index -> when it was seen dead (Ray restarts it)
+        self._gone: set[int] = set()              # actors that never came back
         self._closed = False
         try:
             self._start_actors(device_type="cuda" if gpus > 0 else "cpu")
@@ -138,6 +140,13 @@ class RayPool(EvaluatorPool):
     def sampling_spec(self) -> SamplingSpec:
         return self._info["sampling_spec"]
 
+    def cost_table(self) -> CostTable:
+        return CostTable.from_dict(self._info["cost_table"])
+
+    @property
+    def num_workers(self) -> int:
+        return len(self.actors)
+
     def reference_thumbnails(self) -> list[bytes]:
         return self._call_any(lambda a: a.reference_thumbnails.remote(), "reference_thumbnails")
 
@@ -145,19 +154,34 @@ class RayPool(EvaluatorPool):
         return self._call_any(lambda a: a.profile.remote(schedule), "profile")
 
     def worker_info(self) -> list[dict[str, Any]]:
-        return self._get([a.info.remote() for a in self.actors], "worker_info")
+        """One dict per actor, in actor order; an actor that is restarting reports only that."""
+        out = []
+        for i, actor in enumerate(self.actors):
+            try:
+                out.append(self._ray.get(actor.info.remote(), timeout=60))
+            except (self._ray.exceptions.GetTimeoutError, *self._lost_worker_errors()) as exc:
+                out.append({"name": f"ray-{i}", "status": "restarting", "error": type(exc).__name__})
+        return out
 
     def _call_any(self, call: Any, what: str) -> Any:
-        """A one-off call on actor 0, retried if the actor dies under it."""
-        errors = self._lost_worker_errors()
-        for attempt in range(self.config.pool.max_retries + 1):
+        """A one-off call, moved to the next actor when one dies under it (at most `max_retries`
+        times) and waiting while an actor restarts."""
+        unavailable = getattr(self._ray.exceptions, "ActorUnavailableError", ())
+        lost = self._lost_worker_errors()
+        deaths, k, start = 0, 0, time.perf_counter()
+        while True:
             try:
-                return self._ray.get(call(self.actors[0]))
-            except errors:
+                return self._ray.get(call(self.actors[k % len(self.actors)]))
+            except unavailable:
+                if time.perf_counter() - start > _RESTART_GIVE_UP_S:
+                    raise RuntimeError(f"{what}: no evaluator actor came back within {_RESTART_GIVE_UP_S:g} s") from None
+                time.sleep(_PROBE_INTERVAL_S)
+            except lost:
                 self.stats["actor_deaths"] += 1
-                if attempt == self.config.pool.max_retries:
+                deaths += 1
+                if deaths > self.config.pool.max_retries:
                     raise
-        raise AssertionError("unreachable")
+            k += 1
 
     def _lost_worker_errors(self) -> tuple[type, ...]:
         ex = self._ray.exceptions
@@ -171,11 +195,11 @@ class RayPool(EvaluatorPool):
         timeout = self.config.pool.task_timeout_s
         queue = collections.deque(unique(schedules))
         attempts: collections.Counter[str] = collections.Counter()
-        idle = list(range(len(self.actors)))
+        down_since = self._down_since          # actors restarting, possibly since an earlier request
+        idle = [i for i in range(len(self.actors)) if i not in down_since]
         running: dict[Any, _Task] = {}
         probes: dict[Any, int] = {}            # __ray_ready__ ref -> actor index (actor restarting)
-        probe_due: dict[int, float] = {}       # actor index -> when to probe it (again)
-        down_since: dict[int, float] = {}
+        probe_due: dict[int, float] = {i: time.perf_counter() for i in down_since if i not in self._gone}
         self._running = running
 
         def fail(schedule: Schedule, reason: str) -> EvaluationResult:
@@ -211,7 +235,8 @@ class RayPool(EvaluatorPool):
                         ray.get(ref)
                     except lost_worker:
                         if time.perf_counter() - down_since[i] > _RESTART_GIVE_UP_S:
-                            continue   # this actor is gone for good; the others carry on
+                            self._gone.add(i)   # this actor is gone for good; the others carry on
+                            continue
                         probe_due[i] = time.perf_counter() + _PROBE_INTERVAL_S
                         continue
                     down_since.pop(i, None)

@@ -47,6 +47,8 @@ class NonFiniteOutput(RuntimeError):
 class Evaluator:
     def __init__(self, config: EvaluationConfig, name: str | None = None, pipe: Any = None) -> None:
         t0 = time.perf_counter()
+        if config.num_threads is not None:
+            torch.set_num_threads(config.num_threads)
         self.config = config
         self.name = name or f"local@{socket.gethostname()}:{os.getpid()}"
         self.pipe = pipe if pipe is not None else load_model(config)
@@ -165,6 +167,9 @@ class Evaluator:
         if schedule.num_steps != self.config.num_inference_steps:
             raise ScheduleError(f"the schedule has {schedule.num_steps} steps; the study samples "
                                 f"{self.config.num_inference_steps}", field="sampling.num_inference_steps")
+        if schedule.sampling.timesteps is not None:
+            raise ScheduleError("explicit sampling.timesteps are not supported by this evaluator yet (it samples "
+                                "at the pipeline's own timesteps)", field="sampling.timesteps")
         if schedule.sampling.cfg != self.sampling.cfg:
             raise ScheduleError(f"the schedule was made for cfg={schedule.sampling.cfg!r}; this pipeline runs "
                                 f"cfg={self.sampling.cfg!r} (build schedules from pool.sampling_spec())",
