@@ -28,10 +28,12 @@ FEATURE_DIM = 128
 
 
 class JudgeNet(nn.Module):
-    """conv stack (24 -> 12 -> 6 -> 3 px) -> 128-d features -> one linear head per attribute.
+    """conv-BN stack (24 -> 12 -> 6 -> 3 px) -> 128-d features -> one linear head per attribute.
 
     Flattening the 3x3 map (instead of global pooling) keeps where the shape is, which the position
-    and size heads need.
+    and size heads need.  Batch norm was needed for the small shapes (7 px circle vs ring vs
+    diamond): without it, 1000 steps read shapes at 0.74; with it, 2500 steps read every attribute
+    at 1.000 (TRAINING.md).
     """
 
     def __init__(self) -> None:
@@ -39,7 +41,8 @@ class JudgeNet(nn.Module):
 
         def block(cin: int, cout: int) -> nn.Sequential:
             return nn.Sequential(
-                nn.Conv2d(cin, cout, 3, padding=1), nn.GELU(), nn.Conv2d(cout, cout, 3, padding=1), nn.GELU(), nn.MaxPool2d(2)
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.GELU(),
+                nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.GELU(), nn.MaxPool2d(2),
             )
 
         self.body = nn.Sequential(block(3, 16), block(16, 32), block(32, 64), nn.Flatten())

@@ -9,6 +9,7 @@ space in [-1, 1], so the "latents" are the image itself (no VAE).
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -61,7 +62,10 @@ class EmbeddedPipeline:
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "EmbeddedPipeline":
         """Move the denoiser (the text encoder stays on CPU; its cached outputs follow the denoiser)."""
-        self.transformer.to(device=device, dtype=dtype)
+        if device is not None:
+            self.transformer.to(device)
+        if dtype is not None and dtype != self.dtype:  # skip a no-op cast (diffusers warns on any dtype cast)
+            self.transformer.to(dtype=dtype)
         self._encoder.to(self.device, self.dtype)
         return self
 
@@ -103,6 +107,8 @@ class EmbeddedPipeline:
         x = latents.to(device, dtype) * self.scheduler.init_noise_sigma
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
+        # stochastic solvers (e.g. SDE-DPM++) draw their per-step noise from the same generators
+        step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
         for t in self.scheduler.timesteps:
             x_in = torch.cat([x, x]) if do_cfg else x
             x_in = self.scheduler.scale_model_input(x_in, t)
@@ -117,7 +123,7 @@ class EmbeddedPipeline:
             if do_cfg:
                 eps_uncond, eps_cond = eps.chunk(2)
                 eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
-            x = self.scheduler.step(eps, t, x, return_dict=False)[0]
+            x = self.scheduler.step(eps, t, x, return_dict=False, **step_kwargs)[0]
 
         images = ((x.float().clamp(-1, 1) + 1) / 2).cpu()
         out: list[Image.Image] | torch.Tensor | np.ndarray = images
