@@ -44,13 +44,17 @@ class _Strict(BaseModel):
 class ObjectiveConfig(_Strict):
     name: str = Field(description="a metric of the evaluation (psnr, ssim, latent_mse, ...) or mac_speedup / "
                                   "latency_speedup")
-    maximize: bool | None = Field(None, description="default: true, false for latent_mse / *_fd / *mse")
+    maximize: bool | None = Field(None, description="default: the metric's own direction (latent_mse, judge_fd: "
+                                                    "lower is better), true for speedups")
     reference: float = Field(description="hypervolume reference: the worst value that still counts")
 
     def resolved(self) -> Objective:
         maximize = self.maximize
         if maximize is None:
-            maximize = not (self.name.endswith("mse") or self.name.endswith("_fd") or self.name in ("fid", "lpips"))
+            maximize = True
+            if self.name not in COSTS:
+                from evaluators.metrics import REGISTRY, higher_is_better
+                maximize = higher_is_better(self.name) if self.name in REGISTRY else True
         return Objective(self.name, maximize, self.reference)
 
 

@@ -1,0 +1,63 @@
+"""A small line chart drawn with Pillow (a dependency already), so the benchmark needs no plotting
+package: hypervolume against evaluations, one mean line per searcher with a min-max band."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from PIL import Image, ImageDraw, ImageFont
+
+COLORS = {"ecad": (214, 39, 40), "dp": (31, 119, 180), "bayes": (44, 160, 44), "random": (127, 127, 127),
+          "heuristics": (255, 127, 14)}
+W, H, L, R, T, B = 900, 560, 80, 170, 50, 60
+
+
+def line_chart(curves: Mapping[str, Sequence[Sequence[float]]], path: Path, title: str,
+               xlabel: str = "evaluations", ylabel: str = "hypervolume") -> Path:
+    """`curves[name]` = one hypervolume-per-evaluation list per searcher seed."""
+    img = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    xmax = max(len(c) for runs in curves.values() for c in runs)
+    ymax = max(max(c) for runs in curves.values() for c in runs if c) or 1.0
+    ymax *= 1.05
+
+    def px(i: float, v: float) -> tuple[float, float]:
+        return L + (W - L - R) * i / max(1, xmax), H - B - (H - T - B) * v / ymax
+
+    d.rectangle([L, T, W - R, H - B], outline="black")
+    for k in range(6):
+        v = ymax * k / 5
+        x0, y = px(0, v)
+        d.line([L - 4, y, L, y], fill="black")
+        d.text((8, y - 6), f"{v:.3g}", fill="black", font=font)
+        d.line([L, y, W - R, y], fill=(230, 230, 230))
+    for k in range(6):
+        i = xmax * k / 5
+        x, y0 = px(i, 0)
+        d.line([x, H - B, x, H - B + 4], fill="black")
+        d.text((x - 8, H - B + 8), f"{i:.0f}", fill="black", font=font)
+    d.text((W / 2 - 40, H - 25), xlabel, fill="black", font=font)
+    d.text((8, T - 30), ylabel, fill="black", font=font)
+    d.text((L, 12), title, fill="black", font=font)
+    stats = {}
+    for name, runs in curves.items():
+        length = max(len(c) for c in runs)
+        cols = [[c[min(i, len(c) - 1)] for c in runs if c] for i in range(length)]
+        stats[name] = ([min(v) for v in cols], [max(v) for v in cols], [sum(v) / len(v) for v in cols])
+    for name, runs in curves.items():        # bands first, so no band hides another searcher's line
+        lo, hi, _ = stats[name]
+        band = [px(i + 1, v) for i, v in enumerate(hi)] + [px(i + 1, v) for i, v in reversed(list(enumerate(lo)))]
+        if len(runs) > 1 and len(band) > 2:
+            color = COLORS.get(name, (0, 0, 0))
+            d.polygon(band, fill=tuple(int(c + (255 - c) * 0.85) for c in color))
+    for n, (name, runs) in enumerate(curves.items()):
+        color = COLORS.get(name, (0, 0, 0))
+        d.line([px(i + 1, v) for i, v in enumerate(stats[name][2])], fill=color, width=3)
+        ly = T + 10 + 20 * n
+        d.line([W - R + 12, ly + 6, W - R + 40, ly + 6], fill=color, width=3)
+        d.text((W - R + 46, ly), f"{name} ({len(runs)} seed{'s' if len(runs) > 1 else ''})", fill="black", font=font)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
