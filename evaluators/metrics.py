@@ -54,6 +54,8 @@ class Batch:
     latents: torch.Tensor | None          # B x ... final latents (before decoding)
     ref_images: torch.Tensor
     ref_latents: torch.Tensor | None
+    offset: int = 0                       # position of the first pair in the study's pair list; the
+                                          # references never change, so metrics may cache their work by it
 
 
 class Metric:
@@ -154,15 +156,22 @@ class JudgeFD(_JudgeMetric):
     higher_is_better = False
     per_sample = False
 
+    def __init__(self, spec: "MetricSpec", device: torch.device) -> None:
+        super().__init__(spec, device)
+        self._ref_cache: dict[tuple[int, int], torch.Tensor] = {}   # reference features, once per worker
+
     def begin(self) -> None:
         self._feats: list[torch.Tensor] = []
         self._ref_feats: list[torch.Tensor] = []
 
     def update(self, batch: Batch) -> None:
         judge = self.judge()
+        key = (batch.offset, batch.images.shape[0])
         with torch.no_grad():
             self._feats.append(judge.features(batch.images.float()).double().cpu())
-            self._ref_feats.append(judge.features(batch.ref_images.float()).double().cpu())
+            if key not in self._ref_cache:
+                self._ref_cache[key] = judge.features(batch.ref_images.float()).double().cpu()
+        self._ref_feats.append(self._ref_cache[key])
         return None
 
     def result(self, values: list[float]) -> float:

@@ -227,7 +227,11 @@ class RayPool(EvaluatorPool):
                 wait_s = min(wait_s, oldest + timeout - time.perf_counter())
             if probe_due:
                 wait_s = min(wait_s, min(probe_due.values()) - time.perf_counter())
-            done, _ = ray.wait(list(running) + list(probes), num_returns=1, timeout=max(0.0, wait_s))
+            refs = list(running) + list(probes)
+            if not refs:   # only restarting actors, none due for a probe yet
+                time.sleep(max(0.0, wait_s))
+                continue
+            done, _ = ray.wait(refs, num_returns=1, timeout=max(0.0, wait_s))
             for ref in done:
                 if ref in probes:
                     i = probes.pop(ref)

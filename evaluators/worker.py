@@ -55,18 +55,18 @@ class Evaluator:
         self.denoiser = find_denoiser(self.pipe)
         self.device = next(self.denoiser.parameters()).device
         self.runner = PipelineRunner(self.pipe, config)
+        self.metrics = build_metrics(config, self.device)   # first: a plug-in that cannot load fails fast
         self.pairs = study_pairs(config)
         size = config.batch_size or len(self.pairs)
         self.batches = [self.pairs[i:i + size] for i in range(0, len(self.pairs), size)]
         self.spec = describe(self.pipe, model_id=EMBEDDED_MODEL_ID if config.is_embedded else config.model)
         self.cost_table, cfg_mode = self._measure_cost()
         self.store = ReferenceStore(config, self.device.type)
-        self.references = self.store.get_or_compute(self.batches, self._compute_reference)
-        height, width = self.references[0].image.shape[-2:]
+        self._ref_batches = self._stack_references(self.store.get_or_compute(self.batches, self._compute_reference))
+        height, width = self._ref_batches[0][0].shape[-2:]
         self.sampling = SamplingSpec(
             num_inference_steps=config.num_inference_steps, scheduler=type(self.pipe.scheduler).__name__,
             cfg=cfg_mode, guidance_scale=config.guidance_scale, height=int(height), width=int(width))
-        self.metrics = build_metrics(config, self.device)
         self.prompt_set_hash = config.prompt_set_hash()
         self.reference_latency_s = self._reference_latency()
         self.thumbnail_index = self._thumbnail_index()
@@ -108,6 +108,16 @@ class Evaluator:
         return [Reference(out.images[i].detach().cpu(), lat[i].detach().cpu() if lat is not None else None)
                 for i in range(len(prompts))]
 
+    def _stack_references(self, references: list[Reference]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """References stacked per batch once (CPU), so scoring only moves them to the device."""
+        out, offset = [], 0
+        for batch in self.batches:
+            refs = references[offset:offset + len(batch)]
+            latents = None if any(r.latents is None for r in refs) else torch.stack([r.latents for r in refs])
+            out.append((torch.stack([r.image for r in refs]), latents))
+            offset += len(batch)
+        return out
+
     def _reference_latency(self) -> float:
         prompts, seeds = self._batch_lists(self.batches[0])
         for _ in range(self.config.latency.warmup):
@@ -134,7 +144,8 @@ class Evaluator:
         return Schedule.all_compute(self.spec, self.sampling)
 
     def reference_thumbnails(self) -> list[bytes]:
-        return [self._png(self.references[i].image) for i in self.thumbnail_index]
+        size = len(self.batches[0])
+        return [self._png(self._ref_batches[i // size][0][i % size]) for i in self.thumbnail_index]
 
     def info(self) -> dict[str, Any]:
         return {
@@ -185,7 +196,7 @@ class Evaluator:
         wanted = set(self.thumbnail_index)
         offset = 0
         with apply_schedule(self.pipe, schedule):
-            for batch in self.batches:
+            for b, batch in enumerate(self.batches):
                 prompts, seeds = self._batch_lists(batch)
                 with Timer(self.device) as t:
                     out = self.runner(prompts, seeds)
@@ -194,10 +205,9 @@ class Evaluator:
                 bad = _first_non_finite(out, batch)
                 if bad:
                     raise NonFiniteOutput(f"non-finite output under the schedule: {bad}")
-                refs = self.references[offset:offset + len(batch)]
-                scored = Batch(prompts, seeds, out.images, out.latents,
-                               torch.stack([r.image for r in refs]).to(self.device),
-                               _stack_latents(refs, self.device))
+                ref_images, ref_latents = self._ref_batches[b]
+                scored = Batch(prompts, seeds, out.images, out.latents, ref_images.to(self.device),
+                               ref_latents.to(self.device) if ref_latents is not None else None, offset)
                 for m in self.metrics:
                     values = m.update(scored)
                     if m.per_sample:
@@ -253,12 +263,6 @@ class Evaluator:
         buf = io.BytesIO()
         img.save(buf, format="PNG")
         return buf.getvalue()
-
-
-def _stack_latents(refs: list[Reference], device: torch.device) -> torch.Tensor | None:
-    if any(r.latents is None for r in refs):
-        return None
-    return torch.stack([r.latents for r in refs]).to(device)  # type: ignore[misc]
 
 
 def _first_non_finite(out: Outputs, batch: list[tuple[str, int]]) -> str | None:

@@ -27,7 +27,7 @@ from evaluators.models import ModelLoadError, load_model
 from evaluators.prompts import load_prompts, pairs
 from evaluators.references import Reference, ReferenceStore
 from schedules import Schedule
-from tiny_pipelines import TINY_PIXART_KWARGS, save_tiny_pixart
+from tiny_pipelines import TINY_PIXART_KWARGS, save_tiny_clip, save_tiny_pixart
 
 STEPS = 10
 GROUP = "transformer_blocks"
@@ -126,6 +126,18 @@ def test_plugin_weights_checked_at_config_time(tmp_path):
     else:
         with pytest.raises(ValidationError, match="does not exist"):
             EvaluationConfig(metrics=[{"name": "lpips", "path": str(tmp_path / "alexnet.pth")}])
+
+
+def test_clip_score_plugin_from_local_folder(tmp_path):
+    from evaluators.metrics import Batch, build_metrics
+    folder = save_tiny_clip(tmp_path / "tiny-clip")
+    cfg = EvaluationConfig(metrics=[{"name": "clip_score", "path": str(folder)}])
+    [metric] = build_metrics(cfg, torch.device("cpu"))
+    images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    values = metric.update(Batch(["a red circle", "a blue square", "a ring"], [0, 0, 0], images, None, images, None))
+    assert len(values) == 3 and all(0.0 <= v <= 100.0 for v in values)
+    assert values == metric.update(Batch(["a red circle", "a blue square", "a ring"], [0, 0, 0], images, None,
+                                         images, None))
 
 
 def test_prompt_files(tmp_path, tiny_path, cache_dir):

@@ -52,3 +52,25 @@ def save_tiny_pixart(path: str | Path, **kwargs) -> Path:
     path = Path(path)
     build_tiny_pixart(**kwargs).save_pretrained(path)
     return path
+
+
+def save_tiny_clip(path: str | Path) -> Path:
+    """A random 1-layer CLIP (16 px vision, the word-level tokenizer) saved as a transformers folder,
+    the layout the `clip_score` plug-in loads from its local `path`."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+    torch.manual_seed(0)
+    tokenizer, vocab_size = _tokenizer()
+    config = CLIPConfig(
+        text_config=dict(vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=32, bos_token_id=0, eos_token_id=1,
+                         pad_token_id=0),
+        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=16, patch_size=8),
+        projection_dim=8)
+    path = Path(path)
+    CLIPModel(config).save_pretrained(path)
+    processor = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 16},
+                                                                 crop_size={"height": 16, "width": 16}),
+                              tokenizer=tokenizer)
+    processor.save_pretrained(path)
+    return path
