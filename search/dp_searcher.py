@@ -3,6 +3,9 @@
 Phases, all driven through the loop's ask/tell and profile requests (so profiling runs count against
 the evaluator-seconds budget like evaluations do):
 
+0. the heuristic schedules are evaluated first: every study's baselines, and the data that
+   calibrates the error model (see `search.calibrate`: drift weighted per component and step phase,
+   fitted to measured quality; refitted every round with the DP's own verified candidates);
 1. (timesteps space) ask the pool for the fine grid's one-jump cost matrix; BOSS DP picks K of M.
 2. ask for a drift profile along the current target (all compute first);
 3. per unit (block x component, component, or whole step) segment costs and the Bellman recurrence
@@ -28,6 +31,8 @@ from schedules import EvaluationResult, Schedule, mac_speedup
 
 from .base import Profile, ProfileRequest, Searcher, SearcherSettings
 from .dp import Unit, bellman_all_budgets, boss_path, knapsack_front, lagrangian_front, segment_costs, spread
+from .calibrate import fit_weights, weighted_profile
+from .heuristics import space_heuristics
 from .objectives import pick_on_front
 
 
@@ -42,6 +47,10 @@ class DPSettings(SearcherSettings):
     knapsack_bins: int = Field(400, ge=10)
     min_speedup: float = Field(1.05, ge=1.0, description="predicted MAC speedup below which candidates are dropped")
     max_speedup: float | None = Field(None, description="predicted MAC speedup above which candidates are dropped")
+    heuristics: bool = Field(True, description="evaluate the heuristics first (baselines + calibration data)")
+    calibrate: bool = Field(True, description="fit drift weights per component and step phase to measured quality")
+    phases: int = Field(4, ge=1, description="step phases of the calibrated weights")
+    ridge: float = Field(0.05, ge=0, description="pull of the calibrated weights toward one shared value")
 
 
 class DPSearcher(Searcher):
@@ -53,12 +62,16 @@ class DPSearcher(Searcher):
         if "cache" not in self.space.kinds and "timesteps" not in self.space.kinds:
             raise ValueError("the dp searcher covers the cache and timesteps spaces, not architecture alone")
         self.phase = "timesteps" if "timesteps" in self.space.kinds else "profile"
+        self.queue: list[dict] = []              # schedules not yet asked (heuristics, then candidates)
+        if self.settings.heuristics and "cache" in self.space.kinds:
+            self.queue = [s.to_dict() for s in space_heuristics(self.space)]
+            self.phase = "heuristics" if self.queue else self.phase
         self.round = 0
         self.ts_indices: list[int] | None = None
         self.target: dict | None = None          # schedule (dict) to profile along; None = all compute
-        self.queue: list[dict] = []              # candidate schedules not yet asked
         self.verified: list[list[float]] = []    # objective values of told candidates
         self.verified_docs: list[dict] = []
+        self.weights: list | None = None         # last calibrated W[component, phase] (for the record)
 
     def step(self) -> int:
         return self.round
@@ -94,6 +107,16 @@ class DPSearcher(Searcher):
         self._advance()
 
     # ------------------------------------------------------------------ the solve
+    def calibrated(self, profile: Profile) -> dict:
+        """The profile with drift weighted by the error model fitted to everything measured so far."""
+        keys = [(g.name, c) for g in self.space.model.block_groups for c in g.components]
+        weights = None
+        if self.settings.calibrate and self.verified:
+            weights = fit_weights([Schedule.from_dict(d) for d in self.verified_docs], [v[0] for v in self.verified],
+                                  self.objectives[0], profile, self.settings.phases, self.settings.ridge)
+        self.weights = weights.round(4).tolist() if weights is not None else None
+        return weighted_profile(profile, keys, weights, self.space.num_steps)
+
     def units(self, profile: Profile) -> tuple[list[Unit], list[list[tuple[str, str, int]]], list[np.ndarray]]:
         """DP units for the configured granularity: (Unit, which (group, comp, block) it drives, D)."""
         table = self.cost_table
@@ -126,7 +149,7 @@ class DPSearcher(Searcher):
 
     def solve(self, profile: Profile) -> list[Schedule]:
         """Candidate schedules from one profile, spread over the predicted speedup range."""
-        units, groups, ds = self.units(profile)
+        units, groups, ds = self.units(self.calibrated(profile))
         paths = [bellman_all_budgets(segment_costs(d))[1] for d in ds]
         if self.settings.combine == "lagrangian":
             choices = lagrangian_front(units)
@@ -166,7 +189,7 @@ class DPSearcher(Searcher):
         while self.queue and len(out) < n:
             s = Schedule.from_dict(self.queue.pop(0))
             if self.fresh(s, out):
-                out.append(s)
+                out.append(s if "searcher" in s.provenance else self.tag(s, round=self.round))
         if not out:
             self._advance()
         return out
@@ -181,7 +204,12 @@ class DPSearcher(Searcher):
 
     def _advance(self) -> None:
         """End of a verification round: re-profile along the picked schedule, or finish."""
-        if self.phase != "verify" or self.queue or self._pending:
+        if self.queue or self._pending:
+            return
+        if self.phase == "heuristics":
+            self.phase = "timesteps" if "timesteps" in self.space.kinds else "profile"
+            return
+        if self.phase != "verify":
             return
         if self.round >= self.settings.refine_rounds or not self.verified or "cache" not in self.space.kinds:
             self.finished = True
@@ -195,7 +223,8 @@ class DPSearcher(Searcher):
     # ------------------------------------------------------------------ state
     def _state(self) -> dict[str, Any]:
         return {"phase": self.phase, "round": self.round, "ts_indices": self.ts_indices, "target": self.target,
-                "queue": self.queue, "verified": self.verified, "verified_docs": self.verified_docs}
+                "queue": self.queue, "verified": self.verified, "verified_docs": self.verified_docs,
+                "weights": self.weights}
 
     def _load_state(self, extra: Mapping[str, Any]) -> None:
         self.phase = extra["phase"]
@@ -205,3 +234,4 @@ class DPSearcher(Searcher):
         self.queue = list(extra["queue"])
         self.verified = [list(v) for v in extra["verified"]]
         self.verified_docs = list(extra["verified_docs"])
+        self.weights = extra.get("weights")

@@ -9,6 +9,8 @@ the cost of a plan is exactly the sum of "compute at a, reuse until b" segment c
 optimises, and the DP's front is the true front. Timestep choices add the one-jump cost
 C[i, j] = v_i * (j - i - 1)^2 of each jump on the fine grid (the same matrix `timestep_costs` hands
 to the BOSS DP), minus the cost of the default even spacing. MACs come from a fixed CostTable.
+`sensitivity` scales a component's true cost without showing in the profile (what the DP's
+calibration has to discover).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class SyntheticPool:
     def __init__(self, num_blocks: int = 4, num_steps: int = 8, seed: int = 0, q0: float = 40.0,
                  scale: float = 4.0, skip_penalty: float = 3.0, delay: float = 0.0,
                  components: Sequence[str] = ("attn1", "attn2", "ff"), fail_hashes: Iterable[str] = (),
-                 grid: Sequence[float] | None = None):
+                 grid: Sequence[float] | None = None, sensitivity: dict[str, float] | None = None):
         self.spec = synthetic_spec(num_blocks, components)
         self.sampling = SamplingSpec(num_steps, scheduler="synthetic", cfg="none")
         rng = np.random.default_rng(seed)
@@ -55,6 +57,7 @@ class SyntheticPool:
                                 for g in self.spec.block_groups}, other_macs=20)
         self.fail_hashes = set(fail_hashes)
         self.grid = tuple(grid) if grid is not None else None
+        self.sensitivity = dict(sensitivity or {})   # hidden from `profile`: what calibration must learn
         self.evaluated: list[str] = []
         self.profiles = 0
         self.num_workers = 1
@@ -107,6 +110,7 @@ class SyntheticPool:
         cum = np.cumsum(self.rates)
         total = 0.0
         for (g, c), w in self.weights.items():
+            w = w * self.sensitivity.get(c, 1.0)
             rows = schedule.rows(g, c)
             for b in range(len(w)):
                 last = 0

@@ -111,7 +111,7 @@ def test_dp_searcher_timesteps_space_uses_boss():
     grid = fine_grid(12)
     pool = SyntheticPool(num_blocks=2, num_steps=4, components=("attn1",), grid=grid)
     space = SearchSpace(pool.spec, pool.sampling, ("cache", "timesteps"), grid)
-    searcher = DPSearcher(space, OBJ, {"refine_rounds": 0}, cost_table=pool.cost_table())
+    searcher = DPSearcher(space, OBJ, {"refine_rounds": 0, "heuristics": False}, cost_table=pool.cost_table())
     request = searcher.profile_request()
     assert request.kind == "timesteps"
     searcher.tell_profile(request, pool.timestep_costs(grid))
@@ -124,15 +124,44 @@ def test_dp_searcher_timesteps_space_uses_boss():
     assert batch and all(s.sampling.timesteps == tuple(grid[i] for i in best) for s in batch)
 
 
+def _run_dp(pool, space, settings):
+    searcher = DPSearcher(space, OBJ, settings, cost_table=pool.cost_table())
+    points = []
+    while not searcher.finished:
+        request = searcher.profile_request()
+        if request is not None:
+            searcher.tell_profile(request, pool.profile(request.schedule))
+            continue
+        results = list(pool.evaluate(searcher.ask(8)))
+        searcher.tell(results)
+        points += [OBJ.values(r) for r in results]
+    return OBJ.hypervolume(points), searcher
+
+
+def test_calibration_learns_what_the_profile_hides():
+    """True cost of attn1 is 5x what its drift says: the calibrated DP finds a better front."""
+    pool = SyntheticPool(num_blocks=4, num_steps=10, sensitivity={"attn1": 5.0})
+    space = SearchSpace(pool.spec, pool.sampling)
+    common = {"candidates": 12, "refine_rounds": 1}
+    plain, _ = _run_dp(pool, space, {**common, "calibrate": False})
+    calibrated, searcher = _run_dp(pool, space, {**common, "calibrate": True})
+    weights = np.array(searcher.weights)
+    assert weights[0].mean() > 2 * weights[1:].mean()      # attn1 (row 0) learned to be costlier
+    assert calibrated > plain
+
+
 def test_dp_state_round_trips_through_json():
     import json
     pool = SyntheticPool(num_blocks=2, num_steps=5)
     space = SearchSpace(pool.spec, pool.sampling)
-    a = DPSearcher(space, OBJ, {"candidates": 4}, cost_table=pool.cost_table())
+    settings = {"candidates": 4}
+    a = DPSearcher(space, OBJ, settings, cost_table=pool.cost_table())
+    while a.phase == "heuristics":
+        a.tell(list(pool.evaluate(a.ask(8))))
     request = a.profile_request()
     a.tell_profile(request, pool.profile(None))
     a.tell(list(pool.evaluate(a.ask(2))))
     state = json.loads(json.dumps(a.state()))
-    b = DPSearcher.from_state(space, OBJ, {"candidates": 4}, state, cost_table=pool.cost_table())
+    b = DPSearcher.from_state(space, OBJ, settings, state, cost_table=pool.cost_table())
     assert b.state() == a.state()
     assert [s.hash for s in b.ask(10)] == [s.hash for s in a.ask(10)]
