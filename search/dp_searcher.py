@@ -48,6 +48,7 @@ class DPSettings(SearcherSettings):
     min_speedup: float = Field(1.05, ge=1.0, description="predicted MAC speedup below which candidates are dropped")
     max_speedup: float | None = Field(None, description="predicted MAC speedup above which candidates are dropped")
     heuristics: bool = Field(True, description="evaluate the heuristics first (baselines + calibration data)")
+    max_heuristics: int | None = Field(None, ge=3, description="evaluate only this many, spread over all families")
     calibrate: bool = Field(True, description="fit drift weights per component and step phase to measured quality")
     phases: int = Field(4, ge=1, description="step phases of the calibrated weights")
     ridge: float = Field(0.05, ge=0, description="pull of the calibrated weights toward one shared value")
@@ -64,7 +65,11 @@ class DPSearcher(Searcher):
         self.phase = "timesteps" if "timesteps" in self.space.kinds else "profile"
         self.queue: list[dict] = []              # schedules not yet asked (heuristics, then candidates)
         if self.settings.heuristics and "cache" in self.space.kinds:
-            self.queue = [s.to_dict() for s in space_heuristics(self.space)]
+            items = space_heuristics(self.space)
+            cap = self.settings.max_heuristics
+            if cap is not None and len(items) > cap:   # evenly strided: every family keeps members
+                items = [items[round(i * (len(items) - 1) / (cap - 1))] for i in range(cap)]
+            self.queue = [s.to_dict() for s in items]
             self.phase = "heuristics" if self.queue else self.phase
         self.round = 0
         self.ts_indices: list[int] | None = None

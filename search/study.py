@@ -157,7 +157,8 @@ def run_study(config: StudyConfig, *, source: str | None = None, db: str | None 
         searcher = make_searcher(config, space, pool_cost_table(pool), collect_seeds(config, store))
         b = config.budget
         budget = Budget(b.evaluations, b.wall_time_s, b.evaluator_seconds)
-        batch = config.batch_size or max(1, len(getattr(pool, "worker_info", lambda: [])() or [1]))
+        workers = getattr(pool, "num_workers", 1)
+        batch = config.batch_size or max(1, int(workers() if callable(workers) else workers))
         progress = SearchProgress(b.evaluations, f"{name} [{config.searcher.name}]", show_progress, console)
         loop = SearchLoop(store, name, searcher, pool, objectives, budget, batch_size=batch, progress=progress)
         with progress:
