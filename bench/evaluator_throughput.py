@@ -16,6 +16,7 @@ Machines here are shared and noisy: only ratios measured in the same run mean an
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -159,7 +160,10 @@ def main() -> None:
     out = [f"# bench/evaluator_throughput.py  {time.strftime('%Y-%m-%d %H:%M:%S')}  model={args.model}",
            f"# {platform.platform()}, torch {torch.__version__}, {args.threads} torch thread(s) per worker, "
            f"cuda={torch.cuda.is_available()}",
-           "# command: python bench/evaluator_throughput.py " + " ".join(sys.argv[1:])]
+           "# command: python bench/evaluator_throughput.py " + " ".join(sys.argv[1:]),
+           "# load average at start: {:.1f} {:.1f} {:.1f} on {} CPUs (shared machine: per-call times swing; "
+           "the share of evaluator time outside the pipeline call is the stable figure)".format(
+               *os.getloadavg(), os.cpu_count())]
     with tempfile.TemporaryDirectory() as cache:
         bench_local(args, cache, out)
         print("\n".join(out), flush=True)

@@ -131,11 +131,9 @@ class EvaluationConfig(BaseModel):
         if v == "auto":
             return v
         try:
-            dev = torch.device(v)
+            torch.device(v)
         except RuntimeError as exc:
             raise ValueError(f"not a torch device: {v!r}") from exc
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {v!r} requested but CUDA is not available")
         return v
 
     @field_validator("prompts")
@@ -193,6 +191,15 @@ class EvaluationConfig(BaseModel):
     def _resolution_pair(self) -> "EvaluationConfig":
         if (self.height is None) != (self.width is None):
             raise ValueError("height and width must be given together")
+        return self
+
+    @model_validator(mode="after")
+    def _cuda_here(self) -> "EvaluationConfig":
+        """A local pool needs CUDA on this machine; Ray workers may have GPUs the driver lacks."""
+        import torch
+        if self.pool.kind == "local" and self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r} requested for the local pool but CUDA is not available "
+                             "(use device: auto, or pool.kind: ray for GPU workers)")
         return self
 
     # ------------------------------------------------------------------ views

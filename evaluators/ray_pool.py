@@ -78,7 +78,8 @@ class RayPool(EvaluatorPool):
             self._owns_ray = True
         pc = config.pool
         cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
-        gpus = pc.gpus_per_actor if pc.gpus_per_actor is not None else (1.0 if cluster_gpus >= 1 else 0.0)
+        wants_gpu = config.device != "cpu" and cluster_gpus >= 1
+        gpus = pc.gpus_per_actor if pc.gpus_per_actor is not None else (1.0 if wants_gpu else 0.0)
         default_actors = max(1, int(cluster_gpus // gpus)) if gpus > 0 else 1
         self.num_actors = pc.num_actors or default_actors
         self._actor_cls = ray.remote(EvaluatorActor).options(
