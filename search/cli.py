@@ -81,6 +81,8 @@ def search(config: Path = typer.Argument(..., help="Study config (YAML); see `ca
                                   console=console, log=lambda m: console.print(m, style="dim"))
     except _user_errors() as exc:
         _fail(str(exc))
+    except KeyboardInterrupt:     # a second Ctrl-C while the first one was being handled
+        _fail("interrupted again while saving; the last saved state and every stored result are kept", 130)
     objectives = cfg.resolved_objectives()
     console.print(f"[bold]{name}[/]: {outcome.reason}; {outcome.evaluations} evaluations "
                   f"({outcome.evaluated_now} in this run), {outcome.evaluator_seconds:.0f} evaluator-s, "
