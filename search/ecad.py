@@ -150,15 +150,22 @@ class EcadSearcher(Searcher):
 
     def _initial_genomes(self) -> list[list[int]]:
         mu, space = self.settings.population, self.space
-        seeds = list(self.seeds)
-        if self.settings.include_heuristics:
-            seeds += space_heuristics(space)
         base = []
         taken: set[str] = set()
-        for s in seeds:
-            if self.fresh(s) and s.hash not in taken and len(base) < mu:
-                base.append(space.encode(s))
-                taken.add(s.hash)
+
+        def add(items: list[Schedule]) -> None:
+            for s in items:
+                if self.fresh(s) and s.hash not in taken and len(base) < mu:
+                    base.append(space.encode(s))
+                    taken.add(s.hash)
+
+        add(list(self.seeds))
+        if self.settings.include_heuristics:
+            items = [s for s in space_heuristics(space) if self.fresh(s) and s.hash not in taken]
+            room = mu - len(base)
+            if len(items) > room > 0:     # evenly strided, so every heuristic family keeps a seat
+                items = [items[round(i * (len(items) - 1) / max(1, room - 1))] for i in range(room)]
+            add(items)
         out = list(base)
         indpb = self.settings.seed_flips
         while len(out) < mu:
