@@ -70,7 +70,8 @@ class EvaluationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
     model: str = Field(default=EMBEDDED, description="'embedded', a diffusers hub id, or a local folder")
-    pipeline_class: str | None = Field(default=None, description="diffusers pipeline class; default: from model_index.json")
+    pipeline_class: str | None = Field(default=None,
+                                       description="diffusers pipeline class; default: from model_index.json")
     revision: str | None = None
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     device: str = Field(default="auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...")
@@ -83,7 +84,8 @@ class EvaluationConfig(BaseModel):
     scheduler: str | None = Field(default=None, description="diffusers scheduler class replacing the pipeline's")
     pipeline_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments of every "
                                             "pipeline call (e.g. use_resolution_binning: false); part of the signature")
-    prompts: str = Field(default="calibration", description="built-in set name or a file (one per line, or a JSON list)")
+    prompts: str = Field(default="calibration",
+                         description="built-in set name or a file (one per line, or a JSON list)")
     num_prompts: int | None = Field(default=None, ge=1, description="use only the first n prompts")
     seeds: list[int] | None = Field(default=None, description="default: the embedded model's seeds, else [0, 1]")
     batch_size: int | None = Field(default=32, ge=1, description="(prompt, seed) pairs per pipeline call (None: all "

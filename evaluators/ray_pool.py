@@ -175,7 +175,8 @@ class RayPool(EvaluatorPool):
                 return self._ray.get(call(self.actors[k % len(self.actors)]))
             except unavailable:
                 if time.perf_counter() - start > _RESTART_GIVE_UP_S:
-                    raise RuntimeError(f"{what}: no evaluator actor came back within {_RESTART_GIVE_UP_S:g} s") from None
+                    raise RuntimeError(f"{what}: no evaluator actor came back within "
+                                       f"{_RESTART_GIVE_UP_S:g} s") from None
                 time.sleep(_PROBE_INTERVAL_S)
             except lost:
                 self.stats["actor_deaths"] += 1

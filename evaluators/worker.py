@@ -22,8 +22,16 @@ from typing import Any
 import torch
 
 from schedules import (
-    DONE, EvaluationResult, SamplingSpec, Schedule, ScheduleError, apply_schedule, describe, mac_speedup,
-    measure_cost_table, schedule_macs,
+    DONE,
+    EvaluationResult,
+    SamplingSpec,
+    Schedule,
+    ScheduleError,
+    apply_schedule,
+    describe,
+    mac_speedup,
+    measure_cost_table,
+    schedule_macs,
 )
 from schedules.adapters import find_denoiser
 
@@ -49,6 +57,7 @@ class Evaluator:
         t0 = time.perf_counter()
         if config.num_threads is not None:
             torch.set_num_threads(config.num_threads)
+            self._blas_limit = _limit_blas_threads(config.num_threads)
         self.config = config
         self.name = name or f"local@{socket.gethostname()}:{os.getpid()}"
         self.pipe = pipe if pipe is not None else load_model(config)
@@ -263,6 +272,15 @@ class Evaluator:
         buf = io.BytesIO()
         img.save(buf, format="PNG")
         return buf.getvalue()
+
+
+def _limit_blas_threads(n: int) -> Any:
+    """numpy/scipy's BLAS pools get the same thread budget as torch (kept alive with the worker)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return None
+    return threadpool_limits(limits=n, user_api="blas")
 
 
 def _first_non_finite(out: Outputs, batch: list[tuple[str, int]]) -> str | None:

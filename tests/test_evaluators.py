@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 from pydantic import ValidationError
+from tiny_pipelines import TINY_PIXART_KWARGS, save_tiny_clip, save_tiny_pixart
 
 from evaluators import EvaluationConfig, LocalPool, make_pool
 from evaluators.metrics import PSNR_CAP_DB
@@ -27,7 +28,6 @@ from evaluators.models import ModelLoadError, load_model
 from evaluators.prompts import load_prompts, pairs
 from evaluators.references import Reference, ReferenceStore
 from schedules import Schedule
-from tiny_pipelines import TINY_PIXART_KWARGS, save_tiny_clip, save_tiny_pixart
 
 STEPS = 10
 GROUP = "transformer_blocks"
@@ -82,7 +82,8 @@ def test_config_defaults_and_hashes(tiny_path, cache_dir):
     guided = tiny_config(tiny_path, cache_dir, guidance_scale=5.0)
     assert guided.model_signature() != base.model_signature()
     # round trip as the study YAML will embed it
-    assert EvaluationConfig.model_validate(json.loads(base.model_dump_json())).prompt_set_hash() == base.prompt_set_hash()
+    restored = EvaluationConfig.model_validate(json.loads(base.model_dump_json()))
+    assert restored.prompt_set_hash() == base.prompt_set_hash()
 
 
 @pytest.mark.parametrize("doc, field, needle", [

@@ -10,8 +10,8 @@ from evaluators.metrics import PSNR_CAP_DB
 from schedules import Schedule
 
 embedded = pytest.importorskip("evaluators.embedded")
-from evaluators.embedded.model import DENOISER_WEIGHTS  # noqa: E402
 from evaluators.embedded.judge import JUDGE_WEIGHTS  # noqa: E402
+from evaluators.embedded.model import DENOISER_WEIGHTS  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not DENOISER_WEIGHTS.exists(), reason="embedded denoiser weights not shipped yet")
 JUDGE = JUDGE_WEIGHTS.exists()
