@@ -128,22 +128,20 @@ def judge_record() -> dict:
 def frechet_distance(feats_a: torch.Tensor | np.ndarray, feats_b: torch.Tensor | np.ndarray) -> float:
     """Frechet distance between Gaussians fitted to two feature sets (N x D each, N >= 2).
 
-    ||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)), computed in float64; the imaginary part
-    that ``sqrtm`` returns from rounding is dropped, and a small ridge keeps near-singular covariances
-    of small sample sets finite.
+    ||mu_a - mu_b||^2 + Tr(S_a) + Tr(S_b) - 2 Tr((S_a S_b)^(1/2)), in float64.  The last trace is
+    computed as sum(sqrt(eig(A^(1/2) S_b A^(1/2)))) with A^(1/2) from a symmetric eigendecomposition:
+    exact for the singular covariances that small sample sets (N < D) always give, where
+    ``scipy.linalg.sqrtm`` of a non-symmetric product returns rounding noise or complex values.
     """
-    from scipy import linalg
-
     a = np.asarray(feats_a.detach().cpu() if isinstance(feats_a, torch.Tensor) else feats_a, dtype=np.float64)
     b = np.asarray(feats_b.detach().cpu() if isinstance(feats_b, torch.Tensor) else feats_b, dtype=np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
         raise ValueError(f"need two N x D feature sets with N >= 2, got {a.shape} and {b.shape}")
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
-    if not np.isfinite(covmean).all():
-        eps = 1e-6 * np.eye(a.shape[1])
-        covmean = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
-    covmean = np.real(covmean)
+    w, v = np.linalg.eigh(cov_a)
+    sqrt_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    inner = sqrt_a @ cov_b @ sqrt_a
+    tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((inner + inner.T) / 2), 0, None)).sum()
     diff = mu_a - mu_b
-    return float(max(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean), 0.0))
+    return float(max(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2 * tr_covmean, 0.0))

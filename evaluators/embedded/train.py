@@ -373,6 +373,11 @@ def write_training_md() -> None:
             f"- accuracy on 4000 fresh generator images (all valid combinations, never trained on): {acc}\n"
             f"- machine: {json.dumps(r['machine'])}\n\n![judge loss](judge_loss.png)\n"
         )
+    parts.append(
+        "\n## Quality\n\nMeasured by `python bench/embedded_quality.py`, recorded in "
+        "`bench/results/embedded_quality.txt` (adherence per attribute, Frechet distance, sampling time, and "
+        "how PSNR/adherence respond to cache schedules).\n"
+    )
     TRAINING_MD.write_text("".join(parts))
 
 
