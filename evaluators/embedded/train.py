@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", choices=["denoiser", "judge", "all"], default="all")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eps-steps", type=int, default=1000, help="phase 1: epsilon-prediction warm-start steps")
-    p.add_argument("--steps", type=int, default=2000, help="phase 2: v-prediction steps (the shipped weights)")
+    p.add_argument("--steps", type=int, default=2778, help="phase 2: v-prediction steps (2778 = the shipped weights)")
     p.add_argument("--init", type=Path, default=None, help="skip phase 1 and warm-start from these weights")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=8e-4)
@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--judge-steps", type=int, default=2500)
     p.add_argument("--log", type=Path, default=Path("embedded_train.log"))
     p.add_argument("--embed-cache", type=Path, default=None, help="folder to cache the caption-bank encodings in")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (part of what makes a run reproducible)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (part of what makes a run reproducible; shipped: 1)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
