@@ -6,13 +6,15 @@ drift than reusing late steps or the feed-forward. So the DP weighs the drift of
 reuse step s by W[c, phase(s)], fitted to every schedule evaluated so far (the heuristics first,
 then the DP's own verified candidates) by non-negative least squares:
 
-    loss_i  ~  b + sum_{c, phase} W[c, phase] * F_i[c, phase]
+    loss_i^p  ~  b + sum_{c, phase} W[c, phase] * F_i[c, phase]
 
 where F_i sums the profiled drift of schedule i's reuse slots (compute at a, reuse at s costs
-D[a, s]) by component and step phase, and loss_i is the quality turned into an additive error
+D[a, s]^p) by component and step phase, and loss_i is the quality turned into an additive error
 (PSNR -> RMSE, SSIM -> 1 - SSIM, MSE -> its root, other metrics -> distance to the best seen). A
 ridge pulls W toward one shared value, so with few evaluations the model degrades to the plain
-profile instead of overfitting.
+profile instead of overfitting, and every weight keeps a floor (a fraction of the shared value): a
+zero weight would let the DP reuse that component in that phase "for free" wherever the data say
+nothing about it, which is exactly where it would go.
 """
 
 from __future__ import annotations
@@ -47,8 +49,9 @@ def phase_of(num_steps: int, phases: int) -> np.ndarray:
     return np.minimum((np.arange(num_steps) * phases) // max(1, num_steps), phases - 1)
 
 
-def features(schedule: Schedule, profile: Mapping[Key, np.ndarray], phases: int) -> np.ndarray:
-    """F[c, phase]: profiled drift of the schedule's reuse slots, summed per component and phase."""
+def features(schedule: Schedule, profile: Mapping[Key, np.ndarray], phases: int, power: float = 1.0) -> np.ndarray:
+    """F[c, phase]: profiled drift (to the `power`) of the schedule's reuse slots, summed per
+    component and phase."""
     keys = list(schedule.components())
     n = schedule.num_steps
     phase = phase_of(n, phases)
@@ -61,19 +64,20 @@ def features(schedule: Schedule, profile: Mapping[Key, np.ndarray], phases: int)
             for s in range(n):
                 ch = rows[s][b]
                 if ch == REUSE:
-                    out[ci, phase[s]] += d[b, last, s]
+                    out[ci, phase[s]] += d[b, last, s] ** power
                 elif ch != "-":
                     last = s
     return out
 
 
 def fit_weights(schedules: Sequence[Schedule], values: Sequence[float], objective: Objective,
-                profile: Mapping[Key, np.ndarray], phases: int = 4, ridge: float = 0.05) -> np.ndarray | None:
+                profile: Mapping[Key, np.ndarray], phases: int = 4, ridge: float = 0.05,
+                floor: float = 0.3, power: float = 1.0) -> np.ndarray | None:
     """W[c, phase] >= 0 normalised to mean 1, or None when there is nothing to fit."""
     if len(schedules) < 3:
         return None
-    x = np.stack([features(s, profile, phases).ravel() for s in schedules])
-    y = quality_loss(objective, values)
+    x = np.stack([features(s, profile, phases, power).ravel() for s in schedules])
+    y = quality_loss(objective, values) ** power
     if not np.isfinite(y).all() or np.ptp(y) <= 0 or not x.any():
         return None
     total = x.sum(axis=1)
@@ -82,11 +86,15 @@ def fit_weights(schedules: Sequence[Schedule], values: Sequence[float], objectiv
     shared = max(float(np.linalg.lstsq(a, y, rcond=None)[0][0]), 1e-12)
     k = x.shape[1]
     scale = np.sqrt(ridge * len(y)) * np.mean(np.abs(total)) / k     # ~ one column's worth of data
-    # columns: W (k, >= 0), intercept as +b and -b (free sign); ridge rows pull W toward `shared`
+    # W = floor + V with V >= 0: no weight may reach zero, or the DP would reuse that component in
+    # that phase "for free" wherever the data happen to be silent about it.
+    lo = floor * shared
+    # columns: V (k, >= 0), intercept as +b and -b (free sign); ridge rows pull W toward `shared`
     design = np.concatenate([x, np.ones((len(y), 1)), -np.ones((len(y), 1))], axis=1)
     reg = np.concatenate([scale * np.eye(k), np.zeros((k, 2))], axis=1)
-    w, _ = nnls(np.concatenate([design, reg]), np.concatenate([y, scale * shared * np.ones(k)]), maxiter=50 * k)
-    weights = w[:k]
+    target = np.concatenate([y - lo * total, scale * (shared - lo) * np.ones(k)])
+    w, _ = nnls(np.concatenate([design, reg]), target, maxiter=50 * k)
+    weights = w[:k] + lo
     if weights.sum() <= 0:
         return None
     return (weights / weights.mean()).reshape(-1, phases)

@@ -41,6 +41,8 @@ class DPSettings(SearcherSettings):
         "block", description="what one DP unit schedules: a component of one block, a component across "
                              "all blocks, or whole steps")
     combine: Literal["knapsack", "lagrangian"] = "knapsack"
+    error_power: float = Field(2.0, gt=0, description="errors add as drift**p: 2 = independent errors add "
+                                                       "in quadrature (favours many small reuses), 1 = linearly")
     candidates: int = Field(16, ge=1, description="schedules verified per round")
     refine_rounds: int = Field(2, ge=0, description="on-policy re-profiling rounds after the first")
     refine_pick: Literal["knee", "fastest", "median"] = "knee"
@@ -52,6 +54,9 @@ class DPSettings(SearcherSettings):
     calibrate: bool = Field(True, description="fit drift weights per component and step phase to measured quality")
     phases: int = Field(4, ge=1, description="step phases of the calibrated weights")
     ridge: float = Field(0.05, ge=0, description="pull of the calibrated weights toward one shared value")
+    floor: float = Field(0.3, ge=0, le=1, description="least calibrated weight, as a fraction of the shared one")
+    reach: float = Field(1.5, ge=1.0, description="candidates stop at this multiple of the fastest measured "
+                                                  "speedup whose quality still beats the reference point")
 
 
 class DPSearcher(Searcher):
@@ -118,7 +123,8 @@ class DPSearcher(Searcher):
         weights = None
         if self.settings.calibrate and self.verified:
             weights = fit_weights([Schedule.from_dict(d) for d in self.verified_docs], [v[0] for v in self.verified],
-                                  self.objectives[0], profile, self.settings.phases, self.settings.ridge)
+                                  self.objectives[0], profile, self.settings.phases, self.settings.ridge,
+                                  self.settings.floor, self.settings.error_power)
         self.weights = weights.round(4).tolist() if weights is not None else None
         return weighted_profile(profile, keys, weights, self.space.num_steps)
 
@@ -132,9 +138,11 @@ class DPSearcher(Searcher):
             g, c, b = slot
             return float(table.component_macs[g][c][b]) if table is not None else 1.0
 
+        power = self.settings.error_power
+
         def dist(slot: tuple[str, str, int]) -> np.ndarray:
             g, c, b = slot
-            return np.asarray(profile[(g, c)][b], dtype=float)
+            return np.asarray(profile[(g, c)][b], dtype=float) ** power
 
         gran = self.settings.granularity
         if gran == "block":
@@ -162,6 +170,7 @@ class DPSearcher(Searcher):
             choices = knapsack_front(units, self.settings.knapsack_bins)
         n = self.space.num_steps
         base = self._base()
+        limit = self._reach()
         scored: list[tuple[float, float, Schedule]] = []
         for choice in choices:
             masks = {(g.name, c): [[False] * g.num_blocks for _ in range(n)]
@@ -173,7 +182,7 @@ class DPSearcher(Searcher):
             s = Schedule.from_masks(self.space.model, base.sampling, masks)
             error = float(sum(u.errors[k - 1] for u, k in zip(units, choice)))
             speed = self._speedup(s)
-            if speed < self.settings.min_speedup or (self.settings.max_speedup and speed > self.settings.max_speedup):
+            if speed < self.settings.min_speedup or speed > limit:
                 continue
             if self.fresh(s):
                 scored.append((speed, error, s))
@@ -182,6 +191,17 @@ class DPSearcher(Searcher):
         picks = spread([np.log(sp) for sp, _, _ in scored], self.settings.candidates)
         return [self.tag(scored[i][2], round=self.round, predicted_error=round(scored[i][1], 6),
                          predicted_speedup=round(scored[i][0], 4)) for i in picks]
+
+    def _reach(self) -> float:
+        """Largest predicted speedup worth verifying: `max_speedup`, and `reach` x the fastest speedup
+        measured so far whose quality still counts (beats the reference): candidates far beyond it
+        would land outside the hypervolume box and waste evaluations."""
+        limit = self.settings.max_speedup or float("inf")
+        q, speed = self.objectives[0], self.objectives[-1]
+        useful = [v[-1] for v in self.verified if (v[0] > q.reference if q.maximize else v[0] < q.reference)]
+        if useful and speed.name in ("mac_speedup", "latency_speedup"):
+            limit = min(limit, self.settings.reach * max(useful))
+        return limit
 
     def _speedup(self, schedule: Schedule) -> float:
         if self.cost_table is not None:

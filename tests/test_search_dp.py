@@ -85,7 +85,8 @@ def test_dp_searcher_finds_the_true_front_of_the_synthetic_pool(combine):
     pool = SyntheticPool(num_blocks=1, num_steps=6, components=("attn1", "ff"))
     space = SearchSpace(pool.spec, pool.sampling)
     searcher = DPSearcher(space, OBJ, {"combine": combine, "candidates": 100, "refine_rounds": 1,
-                                       "min_speedup": 1.0}, cost_table=pool.cost_table())
+                                       "min_speedup": 1.0, "error_power": 1.0},   # the synthetic truth is linear
+                          cost_table=pool.cost_table())
     points = []
     while not searcher.finished:
         request = searcher.profile_request()
@@ -142,7 +143,7 @@ def test_calibration_learns_what_the_profile_hides():
     """True cost of attn1 is 5x what its drift says: the calibrated DP finds a better front."""
     pool = SyntheticPool(num_blocks=4, num_steps=10, sensitivity={"attn1": 5.0})
     space = SearchSpace(pool.spec, pool.sampling)
-    common = {"candidates": 12, "refine_rounds": 1}
+    common = {"candidates": 12, "refine_rounds": 1, "error_power": 1.0}
     plain, _ = _run_dp(pool, space, {**common, "calibrate": False})
     calibrated, searcher = _run_dp(pool, space, {**common, "calibrate": True})
     weights = np.array(searcher.weights)
