@@ -3,15 +3,19 @@
 Phases, all driven through the loop's ask/tell and profile requests (so profiling runs count against
 the evaluator-seconds budget like evaluations do):
 
-0. the heuristic schedules are evaluated first: every study's baselines, and the data that
-   calibrates the error model (see `search.calibrate`: drift weighted per component and step phase,
-   fitted to measured quality; refitted every round with the DP's own verified candidates);
+0. the heuristic schedules are evaluated first: every study's baselines, the yardstick for how far
+   candidates should reach in speedup, and (optionally, `calibrate`) the data that fits the error
+   model's weights per component and step phase (`search.calibrate`);
 1. (timesteps space) ask the pool for the fine grid's one-jump cost matrix; BOSS DP picks K of M.
 2. ask for a drift profile along the current target (all compute first);
 3. per unit (block x component, component, or whole step) segment costs and the Bellman recurrence
    for every compute budget; units combined by the knapsack or the Lagrangian sweep over MACs (the
    pool's CostTable); `candidates` points spread over the predicted MAC speedup range are verified
-   by real evaluation;
+   by real evaluation. Errors add as drift**2 by default (independent errors add in quadrature).
+   Granularity `auto` runs all three and shares the candidates by how many front members each
+   produced: on the embedded model whole-step reuse (coherent: every component reuses the same
+   step's output) beats the sum-of-parts model that finer units assume, while finer units win at
+   small speedups (e.g. cross-attention, which barely drifts);
 4. on-policy refinement: the knee (or fastest/median) of the verified front is re-profiled *along its
    own schedule* (drift as the cached trajectory really sees it) and step 3 repeats, for
    `refine_rounds` rounds. Then the searcher is finished; its front can seed `ecad`.
@@ -37,9 +41,9 @@ from .objectives import pick_on_front
 
 
 class DPSettings(SearcherSettings):
-    granularity: Literal["block", "component", "step"] = Field(
-        "block", description="what one DP unit schedules: a component of one block, a component across "
-                             "all blocks, or whole steps")
+    granularity: Literal["auto", "block", "component", "step"] = Field(
+        "auto", description="what one DP unit schedules: a component of one block, a component across all "
+                            "blocks, or whole steps; auto = all three, candidates shared by front success")
     combine: Literal["knapsack", "lagrangian"] = "knapsack"
     error_power: float = Field(2.0, gt=0, description="errors add as drift**p: 2 = independent errors add "
                                                        "in quadrature (favours many small reuses), 1 = linearly")
@@ -51,7 +55,8 @@ class DPSettings(SearcherSettings):
     max_speedup: float | None = Field(None, description="predicted MAC speedup above which candidates are dropped")
     heuristics: bool = Field(True, description="evaluate the heuristics first (baselines + calibration data)")
     max_heuristics: int | None = Field(None, ge=3, description="evaluate only this many, spread over all families")
-    calibrate: bool = Field(True, description="fit drift weights per component and step phase to measured quality")
+    calibrate: bool = Field(False, description="fit drift weights per component and step phase to measured "
+                                               "quality (see search.calibrate)")
     phases: int = Field(4, ge=1, description="step phases of the calibrated weights")
     ridge: float = Field(0.05, ge=0, description="pull of the calibrated weights toward one shared value")
     floor: float = Field(0.3, ge=0, le=1, description="least calibrated weight, as a fraction of the shared one")
@@ -128,8 +133,9 @@ class DPSearcher(Searcher):
         self.weights = weights.round(4).tolist() if weights is not None else None
         return weighted_profile(profile, keys, weights, self.space.num_steps)
 
-    def units(self, profile: Profile) -> tuple[list[Unit], list[list[tuple[str, str, int]]], list[np.ndarray]]:
-        """DP units for the configured granularity: (Unit, which (group, comp, block) it drives, D)."""
+    def units(self, profile: Profile, gran: str) -> tuple[list[Unit], list[list[tuple[str, str, int]]], list]:
+        """DP units of one granularity: (Unit, the (group, comp, block) slots it drives, its best
+        compute steps for every budget)."""
         table = self.cost_table
         slots: list[tuple[str, str, int]] = [(g.name, c, b) for g in self.space.model.block_groups
                                              for c in g.components for b in range(g.num_blocks)]
@@ -144,7 +150,6 @@ class DPSearcher(Searcher):
             g, c, b = slot
             return np.asarray(profile[(g, c)][b], dtype=float) ** power
 
-        gran = self.settings.granularity
         if gran == "block":
             groups = [[s] for s in slots]
         elif gran == "component":
@@ -152,26 +157,23 @@ class DPSearcher(Searcher):
             groups = [[s for s in slots if s[:2] == gc] for gc in pairs]
         else:
             groups = [slots]
-        units, ds = [], []
+        units, paths = [], []
         for members in groups:
-            d = sum(dist(s) for s in members)
-            errors, _ = bellman_all_budgets(segment_costs(d))
+            errors, unit_paths = bellman_all_budgets(segment_costs(sum(dist(s) for s in members)))
             units.append(Unit(errors, sum(macs(s) for s in members)))
-            ds.append(d)
-        return units, groups, ds
+            paths.append(unit_paths)
+        return units, groups, paths
 
-    def solve(self, profile: Profile) -> list[Schedule]:
-        """Candidate schedules from one profile, spread over the predicted speedup range."""
-        units, groups, ds = self.units(self.calibrated(profile))
-        paths = [bellman_all_budgets(segment_costs(d))[1] for d in ds]
+    def candidates(self, profile: Profile, gran: str) -> list[tuple[float, float, Schedule]]:
+        """(predicted speedup, predicted error, schedule) of every front choice of one granularity
+        that is new, admissible and within the useful speedup range."""
+        units, groups, paths = self.units(profile, gran)
         if self.settings.combine == "lagrangian":
             choices = lagrangian_front(units)
         else:
             choices = knapsack_front(units, self.settings.knapsack_bins)
-        n = self.space.num_steps
-        base = self._base()
-        limit = self._reach()
-        scored: list[tuple[float, float, Schedule]] = []
+        n, base, limit = self.space.num_steps, self._base(), self._reach()
+        out: list[tuple[float, float, Schedule]] = []
         for choice in choices:
             masks = {(g.name, c): [[False] * g.num_blocks for _ in range(n)]
                      for g in self.space.model.block_groups for c in g.components}
@@ -180,17 +182,41 @@ class DPSearcher(Searcher):
                     for g, c, b in members:
                         masks[(g, c)][step][b] = True
             s = Schedule.from_masks(self.space.model, base.sampling, masks)
-            error = float(sum(u.errors[k - 1] for u, k in zip(units, choice)))
             speed = self._speedup(s)
-            if speed < self.settings.min_speedup or speed > limit:
+            if self.settings.min_speedup <= speed <= limit and self.fresh(s):
+                out.append((speed, float(sum(u.errors[k - 1] for u, k in zip(units, choice))), s))
+        return out
+
+    def _allocation(self, grans: list[str]) -> dict[str, int]:
+        """Candidates per granularity this round: equal at first, then in proportion to how many
+        members of the measured front each granularity produced (plus one, so none starves)."""
+        total = self.settings.candidates
+        if len(grans) == 1:
+            return {grans[0]: total}
+        wins = {g: 1.0 for g in grans}
+        if self.verified:
+            mask = self.objectives.front_mask(self.verified)
+            for keep, doc in zip(mask, self.verified_docs):
+                g = (doc.get("provenance") or {}).get("granularity")
+                if keep and g in wins:
+                    wins[g] += 1.0
+        share = {g: max(1, int(round(total * w / sum(wins.values())))) for g, w in wins.items()}
+        return share
+
+    def solve(self, profile: Profile) -> list[Schedule]:
+        """Candidate schedules from one profile, spread over the predicted speedup range."""
+        weighted = self.calibrated(profile)
+        grans = ["step", "component", "block"] if self.settings.granularity == "auto" else [self.settings.granularity]
+        out: list[Schedule] = []
+        for gran, count in self._allocation(grans).items():
+            scored = [c for c in self.candidates(weighted, gran) if self.fresh(c[2], out)]
+            if not scored:
                 continue
-            if self.fresh(s):
-                scored.append((speed, error, s))
-        if not scored:
-            return []
-        picks = spread([np.log(sp) for sp, _, _ in scored], self.settings.candidates)
-        return [self.tag(scored[i][2], round=self.round, predicted_error=round(scored[i][1], 6),
-                         predicted_speedup=round(scored[i][0], 4)) for i in picks]
+            for i in spread([np.log(sp) for sp, _, _ in scored], count):
+                speed, error, s = scored[i]
+                out.append(self.tag(s, round=self.round, granularity=gran, predicted_error=round(error, 6),
+                                    predicted_speedup=round(speed, 4)))
+        return out
 
     def _reach(self) -> float:
         """Largest predicted speedup worth verifying: `max_speedup`, and `reach` x the fastest speedup

@@ -171,9 +171,10 @@ def test_failed_evaluations_are_stored_and_searched_past(tmp_path):
     space = SearchSpace(probe.spec, probe.sampling)
     bad = {s.hash for s in space_heuristics(space)[:5]}
     pool = SyntheticPool(num_blocks=4, num_steps=8, fail_hashes=bad)
-    cfg = _config("ecad", 30)
+    cfg = validate_config({**_config("ecad", 40).model_dump(exclude={"evaluation"}),
+                           "searcher": {"name": "ecad", "settings": {"population": 32}}})   # seats every heuristic
     _, out = run_study(cfg, db=str(tmp_path / "f.db"), show_progress=False, pool=pool, log=lambda m: None)
-    assert out.evaluations == 30
+    assert out.evaluations == 40
     from store import Store
     with Store(f"sqlite:///{tmp_path / 'f.db'}") as store:
         failed = store.evaluations(cfg.study, "failed")
