@@ -188,12 +188,13 @@ class DPSearcher(Searcher):
         return out
 
     def _allocation(self, grans: list[str]) -> dict[str, int]:
-        """Candidates per granularity this round: equal at first, then in proportion to how many
-        members of the measured front each granularity produced (plus one, so none starves)."""
+        """Candidates per granularity this round, in proportion to a prior (whole steps 2, finer
+        units 1 each: coherent reuse is the safer bet) plus how many members of the measured front
+        each granularity produced."""
         total = self.settings.candidates
         if len(grans) == 1:
             return {grans[0]: total}
-        wins = {g: 1.0 for g in grans}
+        wins = {g: (2.0 if g == "step" else 1.0) for g in grans}
         if self.verified:
             mask = self.objectives.front_mask(self.verified)
             for keep, doc in zip(mask, self.verified_docs):

@@ -36,6 +36,8 @@ class EcadSettings(SearcherSettings):
     crossover_points: int = Field(4, ge=1, description="k of k-point crossover (ECAD: 4)")
     mutation_prob: float = Field(1.0, ge=0, le=1, description="probability an offspring is mutated")
     mutation_flips: float = Field(2.0, gt=0, description="expected bits flipped by one mutation (light)")
+    step_mutation_prob: float = Field(0.3, ge=0, le=1, description="probability an offspring also gets a whole "
+                                      "step set to compute-all or reuse-all (coherent reuse; 0 = ECAD's operators only)")
     seed_flips: float = Field(0.03, gt=0, lt=1, description="fraction of bits flipped when mutating seeds")
     generations: int | None = Field(None, ge=0, description="offspring generations (None: until the budget ends)")
     include_heuristics: bool = True
@@ -204,6 +206,8 @@ class EcadSearcher(Searcher):
         for child in children:
             if self.rng.random() < s.mutation_prob:
                 child = self._mutate(child, indpb)
+            if self.rng.random() < s.step_mutation_prob:
+                child = self._step_mutate(child)
             child = self._unique(self.space.repair(child, self.rng), taken, indpb)
             if child is not None:
                 out.append(child)
@@ -230,6 +234,18 @@ class EcadSearcher(Searcher):
         with _deap_rng(self.rng):
             tools.mutFlipBit(ind, indpb)
         return self.space.repair(ind, self.rng)
+
+    def _step_mutate(self, genome: list[int]) -> list[int]:
+        """Set every slot of one random step to compute or to reuse: whole-step (coherent) reuse is
+        much kinder to quality than the same number of scattered reuses, and bit flips alone rarely
+        assemble it."""
+        slots = self.space.step_slots(self.rng.randrange(1, max(2, self.space.num_steps)))
+        if slots:
+            value = self.rng.randrange(2)
+            genome = list(genome)
+            for i in slots:
+                genome[i] = value
+        return genome
 
     def _unique(self, genome: list[int], taken: set[str], indpb: float) -> list[int] | None:
         """The genome, re-mutated until it is new and admissible; a random one as a last resort."""

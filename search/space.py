@@ -79,6 +79,18 @@ class SearchSpace:
     def length(self) -> int:
         return self.cache_length + self.timestep_length + self.arch_length
 
+    def step_slots(self, step: int) -> list[int]:
+        """Genome positions of every (component, block) slot at `step` (>= 1) in the cache part."""
+        if "cache" not in self.kinds or not 1 <= step < self.num_steps:
+            return []
+        out, offset = [], 0
+        for g in self.model.block_groups:
+            for _c in g.components:
+                start = offset + (step - 1) * g.num_blocks
+                out.extend(range(start, start + g.num_blocks))
+                offset += (self.num_steps - 1) * g.num_blocks
+        return out
+
     def default_indices(self) -> list[int]:
         """Grid indices of the evenly spaced K-of-M choice (the scheduler's own schedule)."""
         m, k = len(self.grid or ()), self.num_steps
