@@ -8,8 +8,9 @@ bayes, random) run with several searcher seeds, dp and heuristics are determinis
 serves every study, and identical schedules are scored once (a memo by content hash: scoring is
 deterministic on CPU), so a heuristic that ECAD re-proposes costs nothing twice; each study still
 counts it as one of its evaluations. Hypervolumes come from the store (moocore) against the study's
-fixed reference point. Also checked: which heuristic schedules each searcher's final front
-dominates (>= quality at >= MAC speedup).
+fixed reference point. `dp+ecad` is ECAD seeded with the dp study's front, its budget reduced by the
+dp study's evaluations (the curve continues dp's). Also checked: which heuristic schedules each
+searcher's final front dominates (>= quality at >= MAC speedup).
 
 Writes bench/results/search_hypervolume.{json,md,png}.
 """
@@ -33,11 +34,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from search_plot import line_chart  # noqa: E402
 
+import numpy as np  # noqa: E402
+
 from search.config import validate_config  # noqa: E402
+from store.pareto import hypervolume_history, nondominated  # noqa: E402
 from search.study import run_study  # noqa: E402
 
-SETTINGS = {"ecad": {"population": 16}, "dp": {"candidates": 12, "refine_rounds": 2}, "bayes": {},
-            "random": {}, "heuristics": {}}
+SETTINGS = {"ecad": {"population": 16}, "dp": {"max_heuristics": 12, "candidates": 12, "refine_rounds": 2},
+            "bayes": {}, "random": {}, "heuristics": {}, "dp+ecad": {"population": 16}}
 DETERMINISTIC = ("dp", "heuristics")
 
 
@@ -69,6 +73,10 @@ class MemoPool:
         return self.profiles[key]
 
 
+def _url(db: str) -> str:
+    return db if "://" in db else f"sqlite:///{db}"
+
+
 def dominated(heuristics, front):
     """Heuristic points weakly dominated by a front: (quality, speedup) both >=."""
     return sum(any(q >= hq and s >= hs for q, s in front) for hq, hs in heuristics)
@@ -78,7 +86,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--budget", type=int, default=64)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--searchers", nargs="+", default=["heuristics", "dp", "ecad", "bayes", "random"])
+    ap.add_argument("--searchers", nargs="+", default=["heuristics", "dp", "ecad", "bayes", "random", "dp+ecad"])
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--image-seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--reference", type=float, default=15.0, help="PSNR hypervolume reference")
@@ -103,18 +111,27 @@ def main() -> None:
     for name in args.searchers:
         for seed in (args.seeds[:1] if name in DETERMINISTIC else args.seeds):
             study = f"bench-{name}-s{seed}"
+            searcher, budget, seeds_from, prior = name, args.budget, [], []
+            if name == "dp+ecad":      # ECAD seeded with the dp study's front; dp's evaluations count
+                searcher, seeds_from = "ecad", ["bench-dp-s0"]
+                with Store(_url(db)) as store:
+                    prior = [(r.objective("psnr"), r.mac_speedup, r.status) for r in store.evaluations("bench-dp-s0")]
+                budget = args.budget - len(prior)
             cfg = validate_config({"study": study, "evaluation": evaluation, "objectives": objectives,
-                                   "searcher": {"name": name, "seed": seed, "settings": SETTINGS[name]},
-                                   "budget": {"evaluations": args.budget}})
+                                   "searcher": {"name": searcher, "seed": seed, "settings": SETTINGS[name]},
+                                   "budget": {"evaluations": max(1, budget)}, "seed_studies": seeds_from})
             t = time.time()
             _, outcome = run_study(cfg, db=db, pool=pool, show_progress=False, log=lambda m: None)
-            with Store(f"sqlite:///{db}" if "://" not in db else db) as store:
-                curve = [p.hypervolume for p in store.hypervolume_history(study)]
-                front = [(r.objective("psnr"), r.mac_speedup) for r in store.front(study)]
-                points = [(r.objective("psnr"), r.mac_speedup) for r in store.evaluations(study, "done")]
+            with Store(_url(db)) as store:
+                mine = [(r.objective("psnr"), r.mac_speedup, r.status) for r in store.evaluations(study)]
+            points = [(q, c) for q, c, st in prior + mine if st == "done" and q is not None]
+            curve = hypervolume_history([(q, c) if st == "done" and q is not None else None
+                                         for q, c, st in prior + mine], [args.reference, 1.0], [True, True])
+            front = [tuple(p) for p, keep in zip(points, nondominated(np.array(points), [True, True])) if keep] \
+                if points else []
             runs.setdefault(name, []).append({
                 "seed": seed, "study": study, "curve": curve, "front": front, "points": points,
-                "evaluations": outcome.evaluations, "reason": outcome.reason, "seconds": time.time() - t,
+                "evaluations": len(prior) + outcome.evaluations, "reason": outcome.reason, "seconds": time.time() - t,
                 "evaluator_seconds": outcome.evaluator_seconds})
             print(f"{study}: {outcome.evaluations} evaluations, HV {curve[-1] if curve else 0:.4g}, "
                   f"{outcome.reason}, {time.time() - t:.0f} s (memo hits {pool.hits}, misses {pool.misses})",
