@@ -204,7 +204,9 @@ class SearchLoop:
                 close()
 
     def _profile(self, request: ProfileRequest) -> None:
+        """Run a measurement the searcher asked for; its worker time counts like an evaluation's."""
         t0 = time.monotonic()
+        seconds = None
         if request.kind == "timesteps":
             fn = getattr(self.pool, "timestep_costs", None)
             if fn is None:
@@ -213,8 +215,8 @@ class SearchLoop:
             data: Any = np.asarray(fn(request.grid), dtype=float)
         else:
             raw = self.pool.profile(request.schedule)
+            seconds = getattr(raw, "seconds", None)      # the worker's own timing (DriftProfile)
             data = {key: np.asarray(value, dtype=float) for key, value in raw.items()}
-        seconds = getattr(raw, "seconds", None) if request.kind != "timesteps" else None
         self.profile_seconds += float(seconds) if seconds is not None else time.monotonic() - t0
         self.profiles += 1
         self.searcher.tell_profile(request, data)
