@@ -123,7 +123,8 @@ def main() -> None:
             t = time.time()
             _, outcome = run_study(cfg, db=db, pool=pool, show_progress=False, log=lambda m: None)
             with Store(_url(db)) as store:
-                mine = [(r.objective("psnr"), r.mac_speedup, r.status) for r in store.evaluations(study)]
+                mine = [(r.objective("psnr"), r.mac_speedup, r.status) for r in store.evaluations(study)
+                        if not r.provenance.get("imported_from")]     # dp's front, already in `prior`
             points = [(q, c) for q, c, st in prior + mine if st == "done" and q is not None]
             curve = hypervolume_history([(q, c) if st == "done" and q is not None else None
                                          for q, c, st in prior + mine], [args.reference, 1.0], [True, True])

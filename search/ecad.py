@@ -10,8 +10,9 @@ Why a scoped global RNG: DEAP's operators draw from the module-level `random`; `
 this searcher's own generator for the duration of the call, so the searcher's randomness is all in
 its JSON state and other code's use of `random` cannot change the search.
 
-Initial population: the extra seeds given (e.g. a DP front), the heuristic schedules, then mutations
-of those (ECAD's seeding) up to the population size; random genomes only if there is nothing to seed.
+Initial population: the extra seeds given (e.g. a DP front), the heuristic schedules (all of them, up
+to `max_seeds`, even beyond the population: survival trims), then mutations of those (ECAD's
+seeding) up to the population size; random genomes only if there is nothing to seed.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class EcadSettings(SearcherSettings):
     seed_flips: float = Field(0.03, gt=0, lt=1, description="fraction of bits flipped when mutating seeds")
     generations: int | None = Field(None, ge=0, description="offspring generations (None: until the budget ends)")
     include_heuristics: bool = True
+    max_seeds: int = Field(64, ge=0, description="seeds (given + heuristics) evaluated in generation 0 even "
+                                                 "beyond the population; NSGA-II survival then trims")
     max_tries: int = Field(50, ge=1, description="re-mutations before a duplicate child is replaced by a random one")
 
 
@@ -155,19 +158,20 @@ class EcadSearcher(Searcher):
         base = []
         taken: set[str] = set()
 
-        def add(items: list[Schedule]) -> None:
+        def add(items: list[Schedule], cap: int) -> None:
             for s in items:
-                if self.fresh(s) and s.hash not in taken and len(base) < mu:
+                if self.fresh(s) and s.hash not in taken and len(base) < cap:
                     base.append(space.encode(s))
                     taken.add(s.hash)
 
-        add(list(self.seeds))
+        seats = max(mu, self.settings.max_seeds)     # generation 0 may exceed the population: survival trims
+        add(list(self.seeds), seats)
         if self.settings.include_heuristics:
             items = [s for s in space_heuristics(space) if self.fresh(s) and s.hash not in taken]
-            room = mu - len(base)
+            room = seats - len(base)
             if len(items) > room > 0:     # evenly strided, so every heuristic family keeps a seat
                 items = [items[round(i * (len(items) - 1) / max(1, room - 1))] for i in range(room)]
-            add(items)
+            add(items, seats)
         out = list(base)
         indpb = self.settings.seed_flips
         while len(out) < mu:

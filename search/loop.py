@@ -60,6 +60,7 @@ class SearchLoop:
         self.save_interval_s = save_interval_s
         self._last_save = 0.0
         self.known: dict[str, EvaluationResult] = {}
+        self.imported = 0
         self.front: list[EvaluationResult] = []
         self.hv = 0.0
         self.profile_seconds = 0.0
@@ -71,12 +72,13 @@ class SearchLoop:
     # ------------------------------------------------------------------ accounting
     @property
     def evaluations(self) -> int:
-        return len(self.known)
+        """Finished evaluations of this study; results imported from a seed study do not count."""
+        return len(self.known) - self.imported
 
     @property
     def evaluator_seconds(self) -> float:
         spent = sum((r.finished_at or 0.0) - (r.started_at or 0.0) for r in self.known.values()
-                    if r.finished_at and r.started_at)
+                    if r.finished_at and r.started_at and not r.schedule.provenance.get("imported_from"))
         return spent + self.profile_seconds
 
     @property
@@ -131,6 +133,8 @@ class SearchLoop:
         return [s for s in pending if s.hash not in self.known]
 
     def _remember(self, result: EvaluationResult) -> None:
+        if result.schedule.hash not in self.known and result.schedule.provenance.get("imported_from"):
+            self.imported += 1
         self.known[result.schedule.hash] = result
         if self.objectives.values(result) is None:
             return

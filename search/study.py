@@ -103,6 +103,26 @@ def collect_seeds(config: StudyConfig, store: Any) -> list[Schedule]:
     return seeds
 
 
+def import_seed_results(store: Any, name: str, config: StudyConfig) -> int:
+    """Copy the front results of `seed_studies` scored on the same model, sampling, prompts and seeds
+    into the new study (provenance `imported_from`), so seeding a searcher with them costs no
+    evaluation; they do not count toward this study's evaluation budget. Studies scored differently
+    only lend their schedules (re-evaluated here)."""
+    signature = model_signature(config)
+    prompt_set = config.evaluation.prompt_set_hash() if config.evaluation is not None else "synthetic"
+    n = 0
+    for seed_study in config.seed_studies:
+        if store.get_study(seed_study).model_signature != signature:
+            continue
+        front = {r.schedule_hash for r in store.front(seed_study)}
+        for r in store.results(seed_study):
+            if r.ok and r.schedule.hash in front and r.prompt_set_hash == prompt_set:
+                r.schedule = r.schedule.with_info(provenance={"imported_from": seed_study})
+                store.record_evaluation(name, r)
+                n += 1
+    return n
+
+
 def make_searcher(config: StudyConfig, space: SearchSpace, cost_table: CostTable | None,
                   seeds: list[Schedule]) -> Searcher:
     sc = config.searcher
@@ -154,6 +174,8 @@ def run_study(config: StudyConfig, *, source: str | None = None, db: str | None 
             {o.name: o.reference for o in objectives}, exist_ok=bool(resume))
         if not resume and hasattr(pool, "reference_thumbnails"):
             store.set_reference_thumbnails(name, pool.reference_thumbnails())
+        if not resume and config.seed_studies:
+            log(f"imported {import_seed_results(store, name, config)} front results from {config.seed_studies}")
         searcher = make_searcher(config, space, pool_cost_table(pool), collect_seeds(config, store))
         b = config.budget
         budget = Budget(b.evaluations, b.wall_time_s, b.evaluator_seconds)

@@ -145,14 +145,15 @@ def test_ecad_generations_and_seeding(tmp_path):
     space = SearchSpace(pool.spec, pool.sampling)
     searcher = SEARCHERS["ecad"](space, OBJ, {"population": 12, "generations": 3})
     first = searcher.ask(100)
-    assert len(first) == 12 and searcher.ask(5) == []          # waits for the generation's results
     heuristic = {s.hash for s in space_heuristics(space)}
-    assert all(s.hash in heuristic for s in first)               # 31 heuristics fill 12 seats
+    assert {s.hash for s in first} == heuristic                  # generation 0: every heuristic (31)
+    assert searcher.ask(5) == []                                 # waits for the generation's results
     searcher.tell(list(pool.evaluate(first)))
+    assert len(searcher.population) == 12                       # survival trims to the population
     while not searcher.finished:
         batch = searcher.ask(7)
         searcher.tell(list(pool.evaluate(batch)))
-    assert searcher.generation == 3 and len(pool.evaluated) == 48 and len(set(pool.evaluated)) == 48
+    assert searcher.generation == 3 and len(pool.evaluated) == 31 + 36 == len(set(pool.evaluated))
     assert len(searcher.population) == 12
 
 
@@ -197,8 +198,14 @@ def test_seeding_ecad_from_a_dp_study_front(tmp_path):
         dp_front = {r.schedule_hash for r in store.front(dp.study)}
     cfg = _config("ecad", 12, seed_studies=[dp.study])
     pool = SyntheticPool(num_blocks=4, num_steps=8)
-    run_study(cfg, db=db, show_progress=False, pool=pool, log=lambda m: None)
-    assert set(pool.evaluated[:min(12, len(dp_front))]) <= dp_front
+    _, out = run_study(cfg, db=db, show_progress=False, pool=pool, log=lambda m: None)
+    assert not set(pool.evaluated) & dp_front          # the DP front came in with its results: no re-evaluation
+    assert out.evaluations == len(pool.evaluated) == 12
+    with Store(f"sqlite:///{db}") as store:
+        imported = [r for r in store.evaluations(cfg.study) if r.provenance.get("imported_from") == dp.study]
+        assert {r.schedule_hash for r in imported} == dp_front
+        ecad_front = {r.schedule_hash for r in store.front(cfg.study)}
+    assert ecad_front & dp_front                         # the seeds are part of the study's front
 
 
 @pytest.mark.parametrize("name", ["ecad", "bayes", "random", "heuristics"])
