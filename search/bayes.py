@@ -135,13 +135,13 @@ class BayesSearcher(Searcher):
                 p["timestep_power"] = 1.0
             return p
 
-        out = [point(lambda c, k=k: k) for k in (2, 3, 4) if k < n]
+        out = [point(lambda c, k=k: k) for k in (2, 3, 4, 5) if k < n]                       # FORA
         if cross:
-            out.append(point(lambda c: hi_iv if c in cross else 1, warmup=n // 2))
+            out.append(point(lambda c: hi_iv if c in cross else 1, warmup=n // 2))            # TGATE
         comps = sorted({c for g in sp.model.block_groups for c in g.components})
-        out += [point(lambda c, comp=comp: 2 if c == comp else 1) for comp in comps]
-        out.append(point(lambda c: 3, warmup=max(1, n // 5), fn=1, bn=0))
-        return out
+        out += [point(lambda c, comp=comp: 2 if c == comp else 1) for comp in comps]      # per component
+        out += [point(lambda c, k=k: k, warmup=max(1, n // 5), fn=1, bn=0) for k in (2, 3, 4)]  # cache-dit
+        return [p for i, p in enumerate(out) if p not in out[:i]]
 
     def step(self) -> int:
         return len(self.trials)
