@@ -52,11 +52,12 @@ def line_chart(curves: Mapping[str, Sequence[Sequence[float]]], path: Path, titl
         if len(runs) > 1 and len(band) > 2:
             color = COLORS.get(name, (0, 0, 0))
             d.polygon(band, fill=tuple(int(c + (255 - c) * 0.85) for c in color))
-    for n, (name, runs) in enumerate(curves.items()):
-        color = COLORS.get(name, (0, 0, 0))
-        d.line([px(i + 1, v) for i, v in enumerate(stats[name][2])], fill=color, width=3)
+    widths = {name: max(2, 2 * (len(curves) - n)) for n, name in enumerate(curves)}
+    for n, (name, runs) in enumerate(curves.items()):   # earlier curves wider: one that a later curve
+        color = COLORS.get(name, (0, 0, 0))              # repeats (dp+ecad starts as dp) still shows
+        d.line([px(i + 1, v) for i, v in enumerate(stats[name][2])], fill=color, width=widths[name])
         ly = T + 10 + 20 * n
-        d.line([W - R + 12, ly + 6, W - R + 40, ly + 6], fill=color, width=3)
+        d.line([W - R + 12, ly + 6, W - R + 40, ly + 6], fill=color, width=min(6, widths[name]))
         d.text((W - R + 46, ly), f"{name} ({len(runs)} seed{'s' if len(runs) > 1 else ''})", fill="black", font=font)
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
