@@ -37,8 +37,9 @@ class EcadSettings(SearcherSettings):
     crossover_points: int = Field(4, ge=1, description="k of k-point crossover (ECAD: 4)")
     mutation_prob: float = Field(1.0, ge=0, le=1, description="probability an offspring is mutated")
     mutation_flips: float = Field(2.0, gt=0, description="expected bits flipped by one mutation (light)")
-    step_mutation_prob: float = Field(0.3, ge=0, le=1, description="probability an offspring also gets a whole "
-                                      "step set to compute-all or reuse-all (coherent reuse; 0 = ECAD's operators only)")
+    step_mutation_prob: float = Field(0.3, ge=0, le=1, description=(
+        "probability an offspring also gets a whole step set to compute-all or reuse-all "
+        "(coherent reuse; 0 = ECAD's operators only)"))
     seed_flips: float = Field(0.03, gt=0, lt=1, description="fraction of bits flipped when mutating seeds")
     generations: int | None = Field(None, ge=0, description="offspring generations (None: until the budget ends)")
     include_heuristics: bool = True

@@ -91,7 +91,6 @@ class SyntheticPool:
     def profile(self, schedule: Schedule | None = None) -> dict[tuple[str, str], np.ndarray]:
         """D[b, a, s] for every unit: the same drift whatever trajectory is followed."""
         self.profiles += 1
-        n = self.sampling.num_inference_steps
         cum = np.cumsum(self.rates)
         drift = np.abs(cum[None, :] - cum[:, None])          # [a, s] = r_{a+1} + ... + r_s
         return {key: w[:, None, None] * drift[None, :, :] for key, w in self.weights.items()}

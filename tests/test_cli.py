@@ -26,9 +26,11 @@ def _run(*args: str):
 
 
 @pytest.mark.parametrize("doc, field", [
-    ({"synthetic": {}, "searcher": {"name": "ecad", "settings": {"population": "many"}}}, "searcher.settings.population"),
+    ({"synthetic": {}, "searcher": {"name": "ecad", "settings": {"population": "many"}}},
+     "searcher.settings.population"),
     ({"synthetic": {}, "searcher": {"name": "ecad"}, "budget": {"evaluations": 0}}, "budget.evaluations"),
-    ({"synthetic": {}, "searcher": {"name": "dp", "settings": {"granularity": "pixel"}}}, "searcher.settings.granularity"),
+    ({"synthetic": {}, "searcher": {"name": "dp", "settings": {"granularity": "pixel"}}},
+     "searcher.settings.granularity"),
     ({"synthetic": {}, "searcher": {"name": "nsga3"}}, "searcher"),
     ({"synthetic": {}, "searcher": {"name": "random"}, "space": {"kinds": ["cache", "tokens"]}}, "space.kinds[1]"),
     ({"searcher": {"name": "random"}, "evaluation": {"num_inference_steps": 0}}, "evaluation.num_inference_steps"),

@@ -67,7 +67,8 @@ def test_heuristics_cover_every_family_and_are_admissible_and_unique():
     assert labels == {"fora", "tgate", "delta-dit", "toca-static", "even-component", "cache-dit-mask"}
     assert len({s.hash for s in items}) == len(items)
     assert all(space.admissible(s) for s in items)
-    fora3 = next(s for s in items if s.provenance["heuristic"] == "fora" and s.provenance["heuristic_params"]["interval"] == 3)
+    fora3 = next(s for s in items
+                 if s.provenance["heuristic"] == "fora" and s.provenance["heuristic_params"]["interval"] == 3)
     assert [row[0] for row in fora3.rows("transformer_blocks", "attn1")][:7] == list("1001001")
     tgate = next(s for s in items if s.provenance["heuristic"] == "tgate")
     k = tgate.provenance["heuristic_params"]["gate_step"]
