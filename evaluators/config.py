@@ -39,9 +39,12 @@ class MetricSpec(BaseModel):
 class LatencyConfig(BaseModel):
     """Latency is timed on the scoring calls themselves, so it costs no extra images.
 
-    `warmup` untimed calls and `repeats` timed calls are run once per worker for the all-compute
-    reference latency; a schedule gets extra timed calls only when its scoring made fewer than
-    `min_timed_calls` pipeline calls.
+    `warmup` untimed calls and `repeats` timed calls give each worker its all-compute reference
+    latency; a schedule gets extra timed calls only when its scoring made fewer than
+    `min_timed_calls` pipeline calls.  Why re-time: a search runs for hours on machines whose load
+    changes (other jobs, thermal limits); a reference timed once at start-up would turn a change of
+    load into a change of "speedup".  Every `reference_every` evaluations the worker times one more
+    all-compute call, and the reference is the median of the last `reference_window` such timings.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -49,6 +52,9 @@ class LatencyConfig(BaseModel):
     warmup: int = Field(default=1, ge=0)
     repeats: int = Field(default=3, ge=1)
     min_timed_calls: int = Field(default=1, ge=1)
+    reference_every: int = Field(default=8, ge=0, description="re-time the all-compute reference after every N "
+                                                              "evaluations (0 = only at start-up)")
+    reference_window: int = Field(default=3, ge=1, description="recent reference timings whose median is used")
 
 
 class PoolConfig(BaseModel):

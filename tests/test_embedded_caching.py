@@ -54,7 +54,7 @@ def test_all_compute_schedule_is_bit_identical(measured):
 
 def test_mild_reuse_barely_changes_quality(measured):
     psnr, adherence, _ = measured["mild"]
-    assert psnr >= 27.0, measured["mild"][:2]  # ~29.5 dB measured (bench/results/embedded_quality.txt)
+    assert psnr >= 28.0, measured["mild"][:2]  # 31.1 dB on these 8 images, 36.8 dB over 32 (bench/results/embedded_quality.txt)
     assert adherence >= measured["all-compute"][1] - 0.1
 
 

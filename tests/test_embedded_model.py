@@ -167,13 +167,32 @@ def test_adherence_and_frechet_distance(judge):
 
 
 def test_shipped_model_follows_heldout_prompts(pipe, judge):
-    """The shipped weights render colour, background and size of held-out prompts; shape and position
-    are not learned yet (~chance, see bench/results/embedded_quality.txt), so overall adherence is
-    ~0.65 rather than the 0.85 goal.  This pins what the model does today so a regression shows."""
-    prompts = prompt_set("heldout")[:8]
-    images = pipe(prompts, num_inference_steps=20, generator=_gens(range(8)), output_type="pt").images
+    """The shipped weights render colour, background, position and size of held-out prompts (never-seen
+    combinations and wordings); shape is the weakest attribute (0.59 over 128 images in
+    bench/results/embedded_quality.txt, chance 1/6).  Thresholds sit below the measured figures with
+    room for 16 images' sampling noise, so a regression in any attribute shows."""
+    prompts = prompt_set("heldout")[:16]
+    images = pipe(prompts, num_inference_steps=20, generator=_gens(range(16)), output_type="pt").images
     pred = judge.predict(images)
     target = data.attributes_to_tensor([parse_prompt(p) for p in prompts])
-    for k in ("color", "background"):
-        assert (pred[k] == target[k]).float().mean() >= 0.75, k
-    assert judge.adherence(images, prompts).mean() >= 0.5
+    stated = {k: target[k] >= 0 for k in data.ATTRIBUTES}  # prompts may leave position or size unsaid
+    accuracy = {k: float((pred[k] == target[k])[stated[k]].float().mean()) for k in data.ATTRIBUTES}
+    for k in ("color", "background", "position", "size"):
+        assert accuracy[k] >= 0.85, accuracy
+    assert accuracy["shape"] >= 0.3, accuracy  # well above chance (1/6)
+    assert judge.adherence(images, prompts).mean() >= 0.8, accuracy
+
+
+def test_text_encoder_concatenates_the_configured_layers():
+    """The denoiser is conditioned on MiniLM layers 0 and -1 (text.py says why); a layer outside the model
+    is refused by name instead of failing inside the transformer."""
+    from evaluators.embedded.text import MINILM_DIM, MiniLMTextEncoder
+
+    both, one = MiniLMTextEncoder(layers=(0, -1)), MiniLMTextEncoder(layers=(-1,))
+    states, mask = both.encode(["a red circle at the top left on a black background"], cache=False)
+    last, _ = one.encode(["a red circle at the top left on a black background"], cache=False)
+    assert states.shape[-1] == 2 * MINILM_DIM and last.shape[-1] == MINILM_DIM
+    assert torch.equal(states[..., MINILM_DIM:], last)
+    assert mask.sum() > 0
+    with pytest.raises(ValueError, match="text layers"):
+        MiniLMTextEncoder(layers=(99,))

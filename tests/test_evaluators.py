@@ -229,6 +229,27 @@ def test_nan_output_fails_and_pool_keeps_working(local_pool):
     assert again.ok and again.metrics["psnr"] == PSNR_CAP_DB
 
 
+def test_reference_latency_is_retimed_when_the_machine_slows_down(tiny_path, cache_dir):
+    """Every transformer call becomes 50 ms slower after start-up (another job took the machine): the
+    all-compute schedule first looks ~3x *slower* than its own reference, and once the reference is
+    re-timed (every 2nd evaluation, window 1) its speedup is back near 1.  One batch of all 6 images, so
+    the per-call sleep costs every timed call the same per image."""
+    config = tiny_config(tiny_path, cache_dir, batch_size=6, latency={"warmup": 0, "repeats": 1,
+                                                                      "reference_every": 2, "reference_window": 1})
+    with LocalPool(config) as pool:
+        base = pool.all_compute_schedule()
+        before = pool.evaluator.reference_latency_s
+        handle = pool.evaluator.pipe.transformer.register_forward_pre_hook(lambda *_: time.sleep(0.05))
+        try:
+            [stale] = pool.evaluate([base])        # evaluation 1: start-up reference
+            [retimed] = pool.evaluate([base])      # evaluation 2: reference re-timed first
+        finally:
+            handle.remove()
+    assert stale.latency_speedup < 0.7, stale.latency_speedup
+    assert pool.evaluator.reference_latency_s > 1.5 * before
+    assert 0.7 < retimed.latency_speedup < 1.4, retimed.latency_speedup
+
+
 def test_profile_drift(local_pool):
     prof = local_pool.profile(None)
     assert prof.seconds > 0 and prof.schedule_hash is None and prof.num_pairs == 2
