@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -30,7 +31,7 @@ import torch  # noqa: E402
 from evaluators import EvaluationConfig, LocalPool  # noqa: E402
 
 
-def _hog(stop: "mp.synchronize.Event") -> None:
+def _hog(stop: Any) -> None:
     x = 0
     while not stop.is_set():
         for _ in range(100_000):
@@ -55,7 +56,7 @@ def run_mode(name: str, reference_every: int, args: argparse.Namespace, cache: s
             for h in hogs:
                 h.join()
     settled = loaded[args.settle:]
-    print(f"{name:14s} quiet {['%.2f' % v for v in quiet]}  loaded {['%.2f' % v for v in loaded]}", flush=True)
+    print(f"{name:14s} quiet {[f'{v:.2f}' for v in quiet]}  loaded {[f'{v:.2f}' for v in loaded]}", flush=True)
     return {"quiet": statistics.median(quiet), "loaded": statistics.median(settled),
             "loaded_min": min(settled), "loaded_max": max(settled)}
 

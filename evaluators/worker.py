@@ -2,9 +2,10 @@
 
 Built once per worker: load the pipeline, measure the cost table (one short call at the study's batch
 and resolution), load or compute the all-compute references, build the metrics, time the all-compute
-pipeline (warm-up + median of repeats). Then `evaluate(schedule)` runs the study's (prompt, seed)
-pairs under the schedule, batch by batch, and scores them against the references. The scoring calls
-are also the latency samples, so scoring a schedule costs exactly the images it generates.
+pipeline (warm-up + median of repeats; re-timed as the study goes, see `LatencyConfig`). Then
+`evaluate(schedule)` runs the study's (prompt, seed) pairs under the schedule, batch by batch, and
+scores them against the references. The scoring calls are also the latency samples, so scoring a
+schedule costs exactly the images it generates.
 
 `evaluate` never raises for a bad schedule or bad numbers: a mismatch, a NaN/inf output or a metric
 that cannot be computed is a 'failed' result naming the reason, and the worker stays usable.
