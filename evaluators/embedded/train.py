@@ -188,6 +188,7 @@ def train_denoiser(
             log.flush()
         if done % 250 == 0:
             _checkpoint(ema, model, curve, run_loss, done, steps, batch_size, seed, lr, bank_size, len(uniq), time.time() - start, prediction_type, min_snr)
+    log.close()
     return _checkpoint(ema, model, curve, run_loss, done, steps, batch_size, seed, lr, bank_size, len(uniq), time.time() - start, prediction_type, min_snr)
 
 
