@@ -129,10 +129,15 @@ def schedule_macs(schedule: Schedule, table: CostTable) -> int:
         raise ScheduleMismatchError(f"cost table is for {table.transformer_class}, schedule for "
                                     f"{schedule.model.transformer_class}")
     per_call = table.other_macs * schedule.num_steps
+    listed = set(schedule.components())
     for g, c in schedule.components():
         macs = table.component_macs[g][c]
         for row in schedule.rows(g, c):
             per_call += sum(m for m, ch in zip(macs, row) if ch == COMPUTE)
+    for g, comps in table.component_macs.items():   # what a subset schedule leaves out computes every step
+        for c, macs in comps.items():
+            if (g, c) not in listed:
+                per_call += sum(macs) * schedule.num_steps
     return per_call * calls_per_step(schedule)
 
 

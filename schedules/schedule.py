@@ -109,8 +109,10 @@ class Schedule:
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ScheduleError(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
+            raise ScheduleError(f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
                                 source=source) from None
+        except RecursionError:
+            raise ScheduleError("not a schedule: the JSON is nested too deeply", source=source) from None
         return parse_document(doc, source)
 
     def with_info(self, metrics: Mapping[str, Any] | None = None,
