@@ -162,3 +162,31 @@ def test_cache_dit_refuses_other_layouts() -> None:
     unet = ModelSpec("unet", "UNet2DConditionModel", (BlockGroup("down_blocks", 2, ("block",)),))
     with pytest.raises(ExportError, match="UNet"):
         cache_dit_config(Schedule.all_compute(unet, SamplingSpec(3)))
+
+
+@pytest.mark.parametrize("hostile", ["/somewhere/escaped/pwned", "../../escaped", "..", "a\\b:c*?\n", "x" * 400])
+def test_file_names_from_study_names_never_leave_their_folder(tmp_path: Path, hostile: str) -> None:
+    """New studies cannot have such names; a database written before the rule (or by another
+    program) still can: `export --all-front` and the dashboard's download name stay in their folder."""
+    import sqlite3
+
+    from dashboard import data
+    from store import StudyNameError
+    db = tmp_path / "legacy.db"
+    with Store(url_of(db)) as s:
+        fill_points(s)
+        with pytest.raises(StudyNameError, match=r"letters, digits, '\.', '_' or '-'"):
+            s.create_study(hostile, {}, "sig", "random", {}, [ObjectiveSpec("psnr")], {"psnr": 0})
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE studies SET name = ? WHERE name = 'p'", (hostile,))
+    folder = tmp_path / "work" / "front"
+    with Store(url_of(db)) as s:
+        written = export_front(s, hostile, folder)
+        info = s.get_study(hostile)
+        _, name = data.export_bytes(s, info, s.front(hostile)[0], "cachesearch")
+    assert len(written) == 5 and all(p.parent == folder for p in written)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in written)
+    assert "/" not in name and "\\" not in name and not name.startswith(".") and len(name) <= 130
+    everything = {p.relative_to(tmp_path) for p in tmp_path.rglob("*")}
+    assert everything <= {Path("legacy.db"), Path("legacy.db-wal"), Path("legacy.db-shm"), Path("work"),
+                          Path("work/front")} | {p.relative_to(tmp_path) for p in written}

@@ -1,5 +1,6 @@
 """The same store against a real PostgreSQL server, started in a temporary folder for this module
-(Debian's `postgresql` package; the test skips when its binaries or psycopg2 are missing).
+(Debian's `postgresql` package; the test skips when its binaries or psycopg, the `postgres` extra's
+driver, are missing). The URL is the README's plain `postgresql://` form.
 
 Run as root (CI containers), the server runs as the `postgres` system user, since PostgreSQL refuses
 to run as root. It listens on a Unix socket only.
@@ -23,7 +24,7 @@ import pytest
 from store import ObjectiveSpec, SchemaVersionError, Store, StudyExists
 from test_store import POINTS, fill_points, make_result
 
-pytest.importorskip("psycopg2")
+pytest.importorskip("psycopg")
 
 
 def _pg_bin() -> Path | None:
@@ -65,7 +66,7 @@ def pg_url() -> Iterator[str]:
     run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-t", "60", "-o",
         f"-p {port} -k {root} -c listen_addresses='' -c fsync=off", "start")
     try:
-        yield f"postgresql+psycopg2://cachesearch@/postgres?host={root}&port={port}"
+        yield f"postgresql://cachesearch@/postgres?host={root}&port={port}"
     finally:
         subprocess.run(prefix + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True, timeout=60)
