@@ -18,8 +18,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 def ray_cluster():
     """One local Ray cluster for the whole test session: ~3 s to start, shared by every Ray test."""
     ray = pytest.importorskip("ray")
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    from evaluators import PoolConfig
+    from evaluators.ray_pool import local_cluster_options
+    if not ray.is_initialized():   # the pools' own options: workers at niceness 0, as in a study
+        ray.init(num_cpus=2, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+                 **local_cluster_options(PoolConfig()))
     yield ray
     ray.shutdown()
