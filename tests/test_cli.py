@@ -283,3 +283,24 @@ def test_kill_before_the_evaluator_started_still_resumes(tmp_path):
     assert _wait_for(lambda: _status(db, "early").startswith("stale"), "the study to go stale")
     resumed = _run("search", str(cfg), "--db", db, "-q", "--resume", "early")
     assert resumed.exit_code == 0 and "6 evaluations (6 in this run)" in resumed.output, resumed.output
+
+
+def test_ctrl_c_during_evaluator_start_up_says_how_to_resume(tmp_path, monkeypatch):
+    """The first Ctrl-C while the evaluator (e.g. Ray) starts is a clean interruption with the resume
+    command, not 'interrupted again while saving'."""
+    import search.study as study
+
+    def start_up(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(study, "make_pool", start_up)
+    db = str(tmp_path / "cs.db")
+    cfg = _write(tmp_path / "syn.yaml", {"study": "cc", "synthetic": {}, "searcher": {"name": "random"},
+                                         "budget": {"evaluations": 4}})
+    result = _run("search", str(cfg), "--db", db, "-q")
+    assert result.exit_code == 130, result.output
+    assert "interrupted during start-up" in result.output and f"--resume cc --db {db}" in result.output
+    assert "again" not in result.output
+    assert _status(db, "cc") == "interrupted"
+    monkeypatch.undo()
+    resumed = _run("search", str(cfg), "--db", db, "-q", "--resume", "cc")
+    assert resumed.exit_code == 0 and "4 evaluations (4 in this run)" in resumed.output, resumed.output

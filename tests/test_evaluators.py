@@ -332,9 +332,46 @@ def test_second_worker_reuses_cached_references(local_pool):
 def ray_pool(ray_cluster, tiny_path, cache_dir, local_pool):
     # same prompts as the local pool: its references are cached, so both actors start in parallel
     cfg = tiny_config(tiny_path, cache_dir, pool={"kind": "ray", "num_actors": 2, "task_timeout_s": 120})
-    pool = make_pool(cfg)
+    reports: list[tuple] = []
+    pool = make_pool(cfg, lambda *args: reports.append(args))
+    pool.start_up_reports = reports
     yield pool
     pool.close()
+
+
+@pytest.mark.ray
+def test_ray_pool_reports_start_up_and_workers_are_not_niced(ray_pool):
+    """Ray starts workers at niceness 15 by default, which starved a 2-actor study for ~10 minutes on
+    a loaded machine; our clusters run them at 0 and the driver reports the actors' progress."""
+    reports = ray_pool.start_up_reports
+    assert reports[-1] == ("evaluator actors ready", 2, 2)
+    assert all(r[0] == "evaluator actors ready" and 0 <= r[1] <= 2 for r in reports), reports
+    assert [info["niceness"] for info in ray_pool.worker_info()] == [0, 0]
+
+
+def test_ray_start_up_failure_is_one_message_with_the_setting(tiny_path, cache_dir, monkeypatch):
+    """`ray.init` failing (on a loaded machine: "node timed out during startup") is retried
+    `pool.start_attempts` times, then one PoolStartError saying what to change."""
+    import ray
+
+    from evaluators.pool import PoolStartError
+    from evaluators.ray_pool import RayPool
+    calls: list[dict] = []
+
+    def failing_init(**kwargs):
+        calls.append(kwargs)
+        raise Exception("The current node timed out during startup. This could happen because some of the "
+                        "raylet failed to startup or the GCS has become overloaded.")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", failing_init)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    cfg = tiny_config(tiny_path, cache_dir, pool={"kind": "ray", "start_attempts": 3})
+    with pytest.raises(PoolStartError) as err:
+        RayPool(cfg)
+    message = str(err.value)
+    assert "\n" not in message and "could not start a local Ray cluster after 3 attempt(s)" in message
+    assert "timed out during startup" in message and "pool.start_attempts" in message and "pool.kind: local" in message
+    assert len(calls) == 3 and calls[0]["_system_config"] == {"worker_niceness": 0}
 
 
 @pytest.mark.ray
@@ -413,3 +450,21 @@ def test_load_model_takes_a_model_string(tiny_path):
         load_model(42)
     with pytest.raises(ModelLoadError, match="does not exist"):
         load_model("./no/such/folder")
+
+
+def test_start_up_reports_each_phase_and_reference_progress(tiny_path, tmp_path):
+    """The slow start-up is visible: each phase in order, and the reference runs advance with every
+    denoiser call (not only per batch), ending at all pairs; a second start-up hits the cache."""
+    reports: list[tuple] = []
+    config = tiny_config(tiny_path, tmp_path / "fresh-cache", latency={"warmup": 1, "repeats": 2})
+    LocalPool(config, progress=lambda *args: reports.append(args))
+    phases = list(dict.fromkeys(r[0] for r in reports))
+    assert phases == [f"loading the model ({tiny_path})", "measuring MACs per component",
+                      "all-compute references (pairs)", "timing the all-compute pipeline (calls)"]
+    refs = [r[1] for r in reports if r[0] == "all-compute references (pairs)"]
+    assert refs == sorted(refs) and refs[-1] == 6 and len(refs) >= 2 * STEPS      # 2 batches x 10 steps
+    assert any(0 < v < 4 for v in refs) and 4 in refs                           # inside batch 1, then its end
+    assert [r[1:] for r in reports if r[0].startswith("timing")] == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    again: list[tuple] = []
+    LocalPool(config, progress=lambda *args: again.append(args))
+    assert [r[1:] for r in again if r[0] == "all-compute references (pairs)"] == [(4, 6), (6, 6)]

@@ -242,3 +242,48 @@ def test_timesteps_space_end_to_end(tmp_path):
     _, out = run_study(cfg, db=str(tmp_path / "ts.db"), show_progress=False, log=lambda m: None)
     assert out.evaluations == 24
     assert all(isinstance(r.schedule, Schedule) and r.schedule.sampling.timesteps for r in out.front)
+
+
+# ------------------------------------------------------------------------------------------ progress
+def test_eta_comes_from_the_budget():
+    from search.loop import Budget, budget_eta
+    kw = dict(evaluations=10, evaluated_now=4, run_seconds=40.0, wall_time_s=100.0, evaluator_seconds=30.0,
+              evaluator_seconds_now=20.0)
+    assert budget_eta(Budget(evaluations=30), **kw) == pytest.approx(200.0)        # 20 left x 10 s
+    assert budget_eta(Budget(evaluations=30, wall_time_s=160.0), **kw) == pytest.approx(60.0)
+    assert budget_eta(Budget(evaluator_seconds=50.0), **kw) == pytest.approx(40.0)  # 20 s left at 2 s/s
+    assert budget_eta(Budget(evaluations=30), **{**kw, "evaluated_now": 0}) is None  # nothing to go on yet
+    assert budget_eta(Budget(wall_time_s=600.0), **{**kw, "evaluated_now": 0}) == pytest.approx(500.0)
+    assert budget_eta(Budget(evaluations=5), **kw) == 0.0
+
+
+def test_progress_prints_plain_throttled_lines_when_not_a_terminal():
+    import io
+
+    from rich.console import Console
+
+    from search.progress import SearchProgress, StartupProgress
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=200)
+    now = [0.0]
+    startup = StartupProgress(True, console, log_every_s=10.0, clock=lambda: now[0])
+    for done in (0, 1, 2, 3):
+        now[0] += 4.0
+        startup("all-compute references (pairs)", done, 3)
+    startup("timing the all-compute pipeline (calls)", 0, 1)
+    startup.close()
+    progress = SearchProgress(6, "s [ecad]", True, console, log_every_s=10.0, clock=lambda: now[0])
+    with progress:
+        for done in range(1, 7):
+            now[0] += 3.0
+            progress.update(done, 2, 1.5, "best psnr 30", eta_s=3.0 * (6 - done))
+    lines = [ln.split(" ", 1)[1] for ln in out.getvalue().splitlines()]
+    assert lines == [
+        "all-compute references (pairs) 0/3",            # first line of a phase (1/3, 2/3: < 10 s later)
+        "all-compute references (pairs) 3/3",            # the end of a phase
+        "timing the all-compute pipeline (calls) 0/1",   # a new phase
+        "s [ecad]: 1/6 evaluations, front 2, HV 1.5, ETA 0:00:15 · best psnr 30",   # then 12 s later:
+        "s [ecad]: 5/6 evaluations, front 2, HV 1.5, ETA 0:00:03 · best psnr 30",
+        "s [ecad]: 6/6 evaluations, front 2, HV 1.5, ETA 0:00:00 · best psnr 30",
+    ]
+    assert "\x1b[" not in out.getvalue()
