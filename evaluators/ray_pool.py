@@ -157,7 +157,7 @@ class RayPool(EvaluatorPool):
         if refs is not None and not self._references_cached(refs):
             self._info = self._wait_started([first], refs)[0]
         self.actors.extend(self._actor_cls.remote(self.config, i) for i in range(1, self.num_actors))
-        infos = self._wait_started(self.actors, refs)
+        infos = self._wait_started(self.actors, None)   # references are on disk by now
         self._info = infos[0]
         self._warn_niceness(infos)
 

@@ -102,7 +102,8 @@ def search(config: Path = typer.Argument(..., help="Study config (YAML); see `ca
         console.print(front_table(front, objectives[0].name, objectives[-1].name, f"front of {name}", top))
     if outcome.reason.startswith("interrupted"):
         console.print(f"interrupted; everything finished is stored. Continue with:\n"
-                      f"  cachesearch search {config} --resume {name}" + (f" --db {db}" if db else ""))
+                      f"  cachesearch search {config} --resume {name}" + (f" --db {db}" if db else ""),
+                      soft_wrap=True, highlight=False, markup=False)
         raise typer.Exit(130)
 
 
