@@ -104,3 +104,27 @@ def test_postgres_round_trip_fronts_and_errors(pg_url: str) -> None:
             conn.exec_driver_sql("UPDATE cachesearch_schema SET value = '2' WHERE key = 'version'")
     with pytest.raises(SchemaVersionError, match="schema version 2"):
         Store(pg_url)
+
+
+def test_cli_reads_the_readme_postgresql_url_and_reports_a_dead_server_in_one_line(pg_url: str) -> None:
+    """`--db postgresql://...` (the README's form, no driver named) works with what the `postgres`
+    extra installs; a server that is not there is one line, exit 2."""
+    from typer.testing import CliRunner
+
+    from search.cli import app
+    assert pg_url.startswith("postgresql://")
+    from sqlalchemy import create_engine, text
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("CREATE DATABASE cli"))
+    admin.dispose()
+    pg_url = pg_url.replace("/postgres?", "/cli?")
+    with Store(pg_url) as s:
+        s.create_study("pg-cli", {}, "sig", "random", {}, [ObjectiveSpec("psnr"), ObjectiveSpec("mac_speedup")],
+                       {"psnr": 20.0})
+    listing = CliRunner().invoke(app, ["studies", "--db", pg_url])
+    assert listing.exit_code == 0 and "pg-cli" in listing.output, listing.output
+    dead = pg_url.rsplit("port=", 1)[0] + f"port={_free_port()}"
+    failed = CliRunner().invoke(app, ["studies", "--db", dead])
+    assert failed.exit_code == 2 and failed.output.startswith("error: cannot connect to the database postgresql://")
+    assert len(failed.output.strip().splitlines()) == 1, failed.output
