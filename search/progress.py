@@ -18,6 +18,7 @@ import time
 from typing import Any, Callable
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 LOG_EVERY_S = 10.0
@@ -73,19 +74,23 @@ class StartupProgress:
         if self.terminal:
             if phase not in self._tasks:
                 if self._phase in self._tasks:   # the previous phase is over: show it complete
-                    task = self._tasks[self._phase]
-                    self._progress.update(task, completed=self._progress.tasks[task].total or 1)
+                    self._complete(self._tasks[self._phase])
                 self._progress.start()
-                self._tasks[phase] = self._progress.add_task(phase, total=total, count=count)
+                self._tasks[phase] = self._progress.add_task(escape(phase), total=total, count=count)
             self._progress.update(self._tasks[phase], completed=done or 0, total=total, count=count)
         else:
             self._lines.emit(phase, f"{phase} {count}".rstrip(), force=phase != self._phase or done == total)
         self._phase = phase
 
+    def _complete(self, task: Any) -> None:
+        total = next(t.total for t in self._progress.tasks if t.id == task) or 1
+        self._progress.update(task, total=total, completed=total)
+        self._progress.stop_task(task)
+
     def close(self) -> None:
         if self.terminal:
             for task in self._tasks.values():
-                self._progress.update(task, completed=self._progress.tasks[task].total or 1)
+                self._complete(task)
             self._progress.stop()
 
 
@@ -102,7 +107,7 @@ class SearchProgress:
             TextColumn("front [cyan]{task.fields[front]}[/] · HV [green]{task.fields[hv]}[/] · {task.fields[note]}"),
             TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"),
             console=self.console, disable=not self.terminal, transient=False)
-        self._task = self._progress.add_task(description, total=total, front=0, hv="-", note="", eta="-")
+        self._task = self._progress.add_task(escape(description), total=total, front=0, hv="-", note="", eta="-")
         self._last_text = ""
 
     def __enter__(self) -> "SearchProgress":
