@@ -16,7 +16,7 @@ calibration has to discover).
 from __future__ import annotations
 
 import time
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -44,7 +44,11 @@ class SyntheticPool:
     def __init__(self, num_blocks: int = 4, num_steps: int = 8, seed: int = 0, q0: float = 40.0,
                  scale: float = 4.0, skip_penalty: float = 3.0, delay: float = 0.0,
                  components: Sequence[str] = ("attn1", "attn2", "ff"), fail_hashes: Iterable[str] = (),
-                 grid: Sequence[float] | None = None, sensitivity: dict[str, float] | None = None):
+                 grid: Sequence[float] | None = None, sensitivity: dict[str, float] | None = None,
+                 clock: Callable[[], float] = time.time):
+        """`clock` stamps each evaluation's start and end (what evaluator-second budgets count); tests
+        give a deterministic one."""
+        self.clock = clock
         self.spec = synthetic_spec(num_blocks, components)
         self.sampling = SamplingSpec(num_steps, scheduler="synthetic", cfg="none")
         rng = np.random.default_rng(seed)
@@ -74,19 +78,19 @@ class SyntheticPool:
 
     def evaluate(self, schedules: Sequence[Schedule]) -> Iterator[EvaluationResult]:
         for s in schedules:
-            start = time.time()
+            start = self.clock()
             if self.delay:
                 time.sleep(self.delay)
             self.evaluated.append(s.hash)
             if s.hash in self.fail_hashes:
                 yield EvaluationResult.failed(s, "synthetic failure", worker="synthetic",
-                                              started_at=start, finished_at=time.time())
+                                              started_at=start, finished_at=self.clock())
                 continue
             q = self.quality(s)
             yield EvaluationResult(
                 schedule=s, status="done", metrics={self.metric: q}, per_prompt={self.metric: [q]},
                 macs=schedule_macs(s, self.table), mac_speedup=mac_speedup(s, self.table),
-                worker="synthetic", started_at=start, finished_at=time.time(), prompt_set_hash="synthetic")
+                worker="synthetic", started_at=start, finished_at=self.clock(), prompt_set_hash="synthetic")
 
     def profile(self, schedule: Schedule | None = None) -> dict[tuple[str, str], np.ndarray]:
         """D[b, a, s] for every unit: the same drift whatever trajectory is followed."""

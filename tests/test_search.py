@@ -184,10 +184,17 @@ def test_failed_evaluations_are_stored_and_searched_past(tmp_path):
 
 
 def test_evaluator_seconds_budget_counts_worker_time(tmp_path):
+    """Each evaluation takes exactly 0.0625 worker-seconds on the pool's (injected) clock, so a 0.25 s
+    budget is exactly 4 evaluations, however busy the machine."""
+    now = [1000.0]
+
+    def clock() -> float:   # every reading is 0.0625 s after the last: start -> finish of one evaluation
+        now[0] += 0.0625
+        return now[0]
     cfg = _config("random", 1000, budget={"evaluations": 1000, "evaluator_seconds": 0.25})
-    pool = SyntheticPool(num_blocks=4, num_steps=8, delay=0.05)
+    pool = SyntheticPool(num_blocks=4, num_steps=8, clock=clock)
     _, out = run_study(cfg, db=str(tmp_path / "t.db"), show_progress=False, pool=pool, log=lambda m: None)
-    assert out.reason == "budget: evaluator seconds" and 4 <= out.evaluations <= 7
+    assert out.reason == "budget: evaluator seconds" and out.evaluations == 4
 
 
 def test_seeding_ecad_from_a_dp_study_front(tmp_path):
