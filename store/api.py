@@ -125,11 +125,10 @@ class Store(FrontierQueries):
         """Create a study. `objectives` lists the primary objectives (first quality metric and first
         cost are the defaults for fronts); `reference_point` fixes the hypervolume reference per
         objective name (costs default to 1.0, i.e. no speedup) so hypervolumes are comparable across
-        studies of the same model and prompt set. `name` must follow `names.STUDY_NAME_RULE` (it
-        becomes part of exported file names). With `exist_ok`, an existing study of that name is
+        studies of the same model and prompt set. A new study's `name` must follow
+        `names.STUDY_NAME_RULE` (it becomes part of exported file names). With `exist_ok`, an existing study of that name is
         returned when its model signature, searcher, objectives and reference point match (resume),
         else `StudyExists` says what differs."""
-        check_study_name(name)
         objectives = tuple(o if isinstance(o, ObjectiveSpec) else ObjectiveSpec(str(o)) for o in objectives)
         if not objectives:
             raise ObjectiveError(f"study '{name}' needs at least one objective (e.g. psnr and mac_speedup)")
@@ -159,6 +158,7 @@ class Store(FrontierQueries):
                 if diffs:
                     raise StudyExists(f"study '{name}' exists with different settings; " + "; ".join(diffs))
                 return info
+            check_study_name(name)          # new studies only: a database may hold older names
             now = time.time()
             row = Study(name=name, config=config, model_signature=model_signature, searcher=searcher,
                         searcher_settings=searcher_settings, objectives=[o.to_dict() for o in objectives],

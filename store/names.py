@@ -17,10 +17,10 @@ from pathlib import Path
 from .errors import StoreError
 
 STUDY_NAME_MAX = 100
-STUDY_NAME_RULE = (f"1-{STUDY_NAME_MAX} characters: letters, digits, '.', '_' or '-', starting with a "
+STUDY_NAME_RULE = (f"1-{STUDY_NAME_MAX} characters: letters, digits, '.', '_', '-' or '+', starting with a "
                    "letter or digit")
-_STUDY_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{STUDY_NAME_MAX - 1}}}")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_STUDY_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._+-]{{0,{STUDY_NAME_MAX - 1}}}")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 FILENAME_MAX = 120
 
 
@@ -38,7 +38,7 @@ def check_study_name(name: object) -> str:
 
 def safe_filename(*parts: object, max_length: int = FILENAME_MAX) -> str:
     """One path component made of `parts` joined by '_': every run of characters outside
-    [A-Za-z0-9._-] (separators, '..', spaces, control characters) becomes '_', leading dots are
+    [A-Za-z0-9._+-] (separators, '..', spaces, control characters) becomes '_', leading dots are
     dropped (no hidden files, no '..'); never empty. A name longer than `max_length` is cut and ends
     in a hash of the whole text, so names that differ only past the cut stay different."""
     text = "_".join(str(p) for p in parts)

@@ -175,7 +175,7 @@ def test_file_names_from_study_names_never_leave_their_folder(tmp_path: Path, ho
     db = tmp_path / "legacy.db"
     with Store(url_of(db)) as s:
         fill_points(s)
-        with pytest.raises(StudyNameError, match=r"letters, digits, '\.', '_' or '-'"):
+        with pytest.raises(StudyNameError, match=r"letters, digits, '\.', '_', '-' or '\+'"):
             s.create_study(hostile, {}, "sig", "random", {}, [ObjectiveSpec("psnr")], {"psnr": 0})
     with sqlite3.connect(db) as con:
         con.execute("UPDATE studies SET name = ? WHERE name = 'p'", (hostile,))
