@@ -25,8 +25,8 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from schedules import Schedule
 from store import (
-    DatabaseUnavailable, EvaluationRecord, ExportError, HVPoint, NothingQualifies, ObjectiveError, SchemaVersionError, Store,
-    StoreError, StudyInfo, StudySummary, safe_filename,
+    DatabaseUnavailable, EvaluationRecord, ExportError, HVPoint, NothingQualifies, ObjectiveError,
+    SchemaVersionError, Store, StoreError, StudyInfo, StudySummary, safe_filename,
 )
 from store.export import annotated_schedule, choose, write_schedule
 
@@ -57,8 +57,8 @@ def explain(exc: BaseException, url: str) -> DashboardError:
         return DashboardError("busy", "The database is busy (a search is writing to it); this page "
                                       "refreshes with the new data in a moment.")
     if isinstance(exc, DatabaseUnavailable):
-        kind = exc.kind if exc.kind == "missing" else "not_store" if exc.kind in ("not_store", "foreign", "not_sqlite") \
-            else "error"
+        not_ours = ("not_store", "foreign", "not_sqlite")
+        kind = exc.kind if exc.kind == "missing" else "not_store" if exc.kind in not_ours else "error"
         return DashboardError(kind, str(exc))
     if isinstance(exc, StoreError):
         return DashboardError("error", str(exc))

@@ -44,9 +44,9 @@ def studies_table(summaries: Sequence[Any], now: float | None = None) -> Table:
         table.add_column(col, justify="left" if col in ("name", "searcher", "status") else "right",
                          no_wrap=col in ("name", "status"))
     for s in summaries:
-        table.add_row(s.name, s.searcher, s.display_status(now), str(s.n_evaluations), str(s.n_failed), str(s.front_size),
-                      _fmt(s.best_quality), _fmt(s.best_speedup), time.strftime("%Y-%m-%d %H:%M",
-                                                                                time.localtime(s.updated_at)))
+        updated = time.strftime("%Y-%m-%d %H:%M", time.localtime(s.updated_at))
+        table.add_row(s.name, s.searcher, s.display_status(now), str(s.n_evaluations), str(s.n_failed),
+                      str(s.front_size), _fmt(s.best_quality), _fmt(s.best_speedup), updated)
     return table
 
 

@@ -28,7 +28,9 @@ from schedules import EvaluationResult, Schedule
 
 from . import codec, pareto
 from .convert import finished_order, record_from_row, record_select, study_info
-from .engine import DEFAULT_URL, WRITE_OPTION, database_url, ensure_schema, explain_connection_error, has_table, make_engine
+from .engine import (
+    DEFAULT_URL, WRITE_OPTION, database_url, ensure_schema, explain_connection_error, has_table, make_engine,
+)
 from .errors import ObjectiveError, ScheduleNotFound, StoreError, StudyBusy, StudyExists, StudyNotFound
 from .frontier import OBJECTIVE_COLUMNS, FrontierQueries
 from .names import check_study_name
@@ -126,7 +128,8 @@ class Store(FrontierQueries):
         cost are the defaults for fronts); `reference_point` fixes the hypervolume reference per
         objective name (costs default to 1.0, i.e. no speedup) so hypervolumes are comparable across
         studies of the same model and prompt set. A new study's `name` must follow
-        `names.STUDY_NAME_RULE` (it becomes part of exported file names). With `exist_ok`, an existing study of that name is
+        `names.STUDY_NAME_RULE` (it becomes part of exported file names). With `exist_ok`, an existing
+        study of that name is
         returned when its model signature, searcher, objectives and reference point match (resume),
         else `StudyExists` says what differs."""
         objectives = tuple(o if isinstance(o, ObjectiveSpec) else ObjectiveSpec(str(o)) for o in objectives)

@@ -120,8 +120,8 @@ def _check_sqlite_file(path: Path, create: bool) -> None:
                 con.close()
         except sqlite3.DatabaseError as exc:
             if "not a database" in str(exc) or "malformed" in str(exc):
-                raise DatabaseUnavailable("not_sqlite", f"{path} is not a SQLite database ({exc}); a "
-                                                        "cachesearch store is a SQLite file or a database URL") from None
+                raise DatabaseUnavailable("not_sqlite", f"{path} is not a SQLite database ({exc}); a cachesearch "
+                                                        "store is a SQLite file or a database URL") from None
             raise DatabaseUnavailable("error", f"cannot read {path}: {exc}") from None
     check_tables(names, f"the database {path}", create)
 
