@@ -154,6 +154,7 @@ def sampling_at(pipeline: Any, sampling: SamplingSpec) -> Iterator[None]:
         _verify(scheduler, kind, values)
         calls += 1
 
+    scheduled_set_timesteps.__signature__ = params   # type: ignore[attr-defined]  (retrieve_timesteps inspects it)
     had_own = _PATCH in vars(scheduler)
     saved = vars(scheduler).get(_PATCH)
     setattr(scheduler, _PATCH, scheduled_set_timesteps)
