@@ -108,3 +108,24 @@ def test_shipped_configs_validate():
         else:
             doc = yaml.safe_load(path.read_text())
             assert doc["searcher"]["name"] in ("ecad", "dp", "bayes", "random", "heuristics")
+
+
+def test_apply_a_timestep_schedule_against_the_study_steps(tmp_path):
+    """`cachesearch apply` on a 10-of-20-steps schedule: compared with the plain 20-step pipeline."""
+    from dataclasses import replace
+
+    from evaluators.embedded.model import build_scheduler, build_transformer, read_config
+    from schedules import SamplingSpec, Schedule, describe, save_schedule
+    from schedules.timesteps import fine_grid
+    config = read_config()                       # the shipped architecture, without loading its weights
+    kind, grid = fine_grid(build_scheduler(config["scheduler"]), 20)
+    sampling = replace(SamplingSpec(10, cfg="batched", guidance_scale=4.0), **{kind: grid[::2]})
+    spec = describe(build_transformer(config["transformer"]), model_id="cachesearch/embedded")
+    schedule = Schedule.all_compute(spec, sampling, provenance={"reference_steps": 20})
+    path = save_schedule(schedule, tmp_path / "ten.json")
+    result = _run("apply", str(path), "--prompt", "a red 3 on a blue background", "--repeats", "1",
+                  "--out", str(tmp_path / "img"))
+    assert result.exit_code == 0, result.output
+    assert "10 steps at explicit timesteps [999, 899, 799" in result.output
+    assert "the plain pipeline runs 20 steps" in result.output and "MAC speedup 2.00x" in result.output
+    assert len(list((tmp_path / "img").glob("*.png"))) == 2
