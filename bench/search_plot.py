@@ -10,7 +10,13 @@ from PIL import Image, ImageDraw, ImageFont
 
 COLORS = {"ecad": (214, 39, 40), "dp": (31, 119, 180), "bayes": (44, 160, 44), "random": (127, 127, 127),
           "heuristics": (255, 127, 14)}
+PALETTE = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75),
+           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
 W, H, L, R, T, B = 900, 560, 80, 170, 50, 60
+
+
+def _color(name: str, index: int) -> tuple[int, int, int]:
+    return COLORS.get(name) or PALETTE[index % len(PALETTE)]
 
 
 def line_chart(curves: Mapping[str, Sequence[Sequence[float]]], path: Path, title: str,
@@ -46,15 +52,15 @@ def line_chart(curves: Mapping[str, Sequence[Sequence[float]]], path: Path, titl
         length = max(len(c) for c in runs)
         cols = [[c[min(i, len(c) - 1)] for c in runs if c] for i in range(length)]
         stats[name] = ([min(v) for v in cols], [max(v) for v in cols], [sum(v) / len(v) for v in cols])
-    for name, runs in curves.items():        # bands first, so no band hides another searcher's line
+    for n, (name, runs) in enumerate(curves.items()):   # bands first, so no band hides another line
         lo, hi, _ = stats[name]
         band = [px(i + 1, v) for i, v in enumerate(hi)] + [px(i + 1, v) for i, v in reversed(list(enumerate(lo)))]
         if len(runs) > 1 and len(band) > 2:
-            color = COLORS.get(name, (0, 0, 0))
+            color = _color(name, n)
             d.polygon(band, fill=tuple(int(c + (255 - c) * 0.85) for c in color))
     widths = {name: max(2, 2 * (len(curves) - n)) for n, name in enumerate(curves)}
     for n, (name, runs) in enumerate(curves.items()):   # earlier curves wider: one that a later curve
-        color = COLORS.get(name, (0, 0, 0))              # repeats (dp+ecad starts as dp) still shows
+        color = _color(name, n)                          # repeats (dp+ecad starts as dp) still shows
         d.line([px(i + 1, v) for i, v in enumerate(stats[name][2])], fill=color, width=widths[name])
         ly = T + 10 + 20 * n
         d.line([W - R + 12, ly + 6, W - R + 40, ly + 6], fill=color, width=min(6, widths[name]))
