@@ -29,7 +29,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from schedules import COMPUTE, REUSE, SKIP, ModelSpec, SamplingSpec, Schedule, genome_length
-from schedules.spec import SIGMAS, TIMESTEPS
+from schedules import SIGMAS, TIMESTEPS
 
 KINDS = ("cache", "timesteps", "architecture")
 Genome = list[int]
