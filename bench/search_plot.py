@@ -1,8 +1,15 @@
 """A small line chart drawn with Pillow (a dependency already), so the benchmark needs no plotting
-package: hypervolume against evaluations, one mean line per searcher with a min-max band."""
+package: hypervolume against evaluations, one mean line per searcher with a min-max band; and the one
+way the search benchmarks write their results (json, markdown, png)."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import platform
+import sys
+import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -68,3 +75,32 @@ def line_chart(curves: Mapping[str, Sequence[Sequence[float]]], path: Path, titl
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
     return path
+
+
+def add_study_arguments(ap: argparse.ArgumentParser, root: Path) -> None:
+    """The evaluation and output options every search benchmark shares."""
+    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--image-seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--reference", type=float, default=15.0, help="PSNR hypervolume reference")
+    ap.add_argument("--out", type=Path, default=root / "bench" / "results")
+    ap.add_argument("--db", default=None, help="keep the studies in this database (default: a temp file)")
+
+
+def run_meta(script: str, t0: float, load0: tuple[float, ...], pool: object, **extra: object) -> dict:
+    """What a search benchmark records about its run: the command, date, machine load, timing, memo."""
+    return {"command": (f"python bench/{script} " + " ".join(sys.argv[1:])).strip(),
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+            "load_avg_start": load0, "load_avg_end": os.getloadavg(), "cpu_count": os.cpu_count(),
+            "python": platform.python_version(), "total_s": time.time() - t0,
+            "memo_hits": getattr(pool, "hits", None), "memo_misses": getattr(pool, "misses", None), **extra}
+
+
+def write_results(out: Path, stem: str, doc: dict, markdown: str, title: str) -> None:
+    """`out/stem.json` (everything measured: `doc`, whose "runs" map a name to runs with a hypervolume
+    "curve" each), `out/stem.md` (the report) and `out/stem.png` (the curves)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(doc, indent=1))
+    (out / f"{stem}.md").write_text(markdown)
+    curves = {name: [r["curve"] for r in runs] for name, runs in doc.get("runs", {}).items()}
+    if curves:
+        line_chart(curves, out / f"{stem}.png", title)

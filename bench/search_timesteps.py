@@ -25,9 +25,7 @@ Writes bench/results/search_timesteps.{json,md,png}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -40,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from search_hypervolume import MemoPool, _url  # noqa: E402
-from search_plot import line_chart  # noqa: E402
+from search_plot import add_study_arguments, run_meta, write_results  # noqa: E402
 
 from schedules import Schedule  # noqa: E402
 from search.config import validate_config  # noqa: E402
@@ -160,26 +158,22 @@ def report(args, runs: dict, boss: list[dict], meta: dict) -> str:
           f"{args.steps} timesteps.", "", "## Hypervolume", "",
           "| searcher · space | runs | " + " | ".join(f"HV@{m}" for m in marks) + " |",
           "|---|---|" + "---|" * len(marks)]
-    for label, rs in runs.items():
-        cells = []
-        for m in marks:
-            vals = [at(r["curve"], m) for r in rs]
-            cells.append(f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f}" if len(vals) > 1
-                         else f"{vals[0]:.1f}")
-        md.append(f"| {label} | {len(rs)} | " + " | ".join(cells) + " |")
+    def hv_cell(rs: list[dict], m: int) -> str:
+        vals = [at(r["curve"], m) for r in rs]
+        return f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f}" if len(vals) > 1 else f"{vals[0]:.1f}"
+
+    def front_cell(rs: list[dict], s: float) -> str:
+        picks = [best_at(r["points"], s) for r in rs]
+        mean = [p["psnr"] for p in picks if p is not None]
+        return _fmt(picks[0]) + (f" [{statistics.mean(mean):.2f}]" if len(rs) > 1 and mean else "")
+
+    md += [f"| {label} | {len(rs)} | " + " | ".join(hv_cell(rs, m) for m in marks) + " |" for label, rs in runs.items()]
     md += ["", "## Front at 2x / 3x / 4x MAC speedup",
            "", "Best PSNR among evaluations at least that fast: PSNR dB / judge adherence / measured latency "
                "speedup / steps sampled (first searcher seed; the mean PSNR over seeds in brackets).", "",
            "| searcher · space | " + " | ".join(f">= {s:g}x" for s in SPEEDUPS) + " |",
            "|---|" + "---|" * len(SPEEDUPS)]
-    for label, rs in runs.items():
-        cells = []
-        for s in SPEEDUPS:
-            picks = [best_at(r["points"], s) for r in rs]
-            mean = [p["psnr"] for p in picks if p is not None]
-            extra = f" [{statistics.mean(mean):.2f}]" if len(rs) > 1 and mean else ""
-            cells.append(_fmt(picks[0]) + extra)
-        md.append(f"| {label} | " + " | ".join(cells) + " |")
+    md += [f"| {label} | " + " | ".join(front_cell(rs, s) for s in SPEEDUPS) + " |" for label, rs in runs.items()]
     pooled = {sp: [p for rs in runs.values() for r in rs if r["space"] == sp for p in r["points"]] for sp in args.spaces}
     if "cache" in pooled and len(pooled) > 1:
         md += ["", "## Does the joint front dominate the cache-only front past 2.5x?", "",
@@ -232,11 +226,7 @@ def main() -> None:
     ap.add_argument("--min-steps", type=int, default=5, help="fewest steps a timestep schedule samples")
     ap.add_argument("--ks", type=int, nargs="*", default=None, help="BOSS vs uniform at these K (default all)")
     ap.add_argument("--no-boss", action="store_true", help="skip part 2")
-    ap.add_argument("--prompts", type=int, default=8)
-    ap.add_argument("--image-seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--reference", type=float, default=15.0, help="PSNR hypervolume reference")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    ap.add_argument("--db", default=None, help="keep the studies in this database (default: a temp file)")
+    add_study_arguments(ap, ROOT)
     args = ap.parse_args()
 
     evaluation = {"model": "embedded", "num_prompts": args.prompts, "seeds": args.image_seeds, "n_thumbnails": 0,
@@ -249,19 +239,11 @@ def main() -> None:
                                                "objectives": objectives})))
     runs = run_spaces(args, pool, evaluation, objectives, db)
     boss = [] if args.no_boss else run_boss_vs_uniform(args, pool)
-    command = ("python bench/search_timesteps.py " + " ".join(sys.argv[1:])).strip()
-    meta = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M"), "budget": args.budget,
-            "evaluation": evaluation, "settings": SETTINGS, "load_avg_start": load0, "load_avg_end": os.getloadavg(),
-            "cpu_count": os.cpu_count(), "python": platform.python_version(), "total_s": time.time() - t0,
-            "memo_hits": pool.hits, "memo_misses": pool.misses}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "search_timesteps.json").write_text(json.dumps({"meta": meta, "runs": runs, "boss_vs_uniform": boss},
-                                                               indent=1))
+    meta = run_meta("search_timesteps.py", t0, load0, pool, budget=args.budget, evaluation=evaluation,
+                    settings=SETTINGS)
     text = report(args, runs, boss, meta)
-    (args.out / "search_timesteps.md").write_text(text)
-    if runs:
-        line_chart({n: [r["curve"] for r in rs] for n, rs in runs.items()}, args.out / "search_timesteps.png",
-                   f"embedded model: hypervolume (PSNR >= {args.reference} dB x MAC speedup) vs evaluations, by space")
+    write_results(args.out, "search_timesteps", {"meta": meta, "runs": runs, "boss_vs_uniform": boss}, text,
+                  f"embedded model: hypervolume (PSNR >= {args.reference} dB x MAC speedup) vs evaluations, by space")
     print(text)
     pool.close()
 
