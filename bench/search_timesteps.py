@@ -121,8 +121,9 @@ def run_boss_vs_uniform(args, pool) -> list[dict]:
     for k in args.ks or range(args.min_steps, args.steps):
         _, path = boss_path(jumps, k)
         on_grid = [i * len(grid) // k for i in range(k)]
-        variants = {"boss": replace(sampling, num_inference_steps=k, **{kind: tuple(grid[i] for i in path)}),
-                    "uniform (grid)": replace(sampling, num_inference_steps=k, **{kind: tuple(grid[i] for i in on_grid)}),
+        def at(indices: list[int]):
+            return replace(sampling, num_inference_steps=k, **{kind: tuple(grid[i] for i in indices)})
+        variants = {"boss": at(path), "uniform (grid)": at(on_grid),
                     "uniform (own K steps)": replace(sampling, num_inference_steps=k)}
         row = {"steps": k, "boss_path": path}
         for label, s in variants.items():
@@ -174,7 +175,8 @@ def report(args, runs: dict, boss: list[dict], meta: dict) -> str:
            "| searcher · space | " + " | ".join(f">= {s:g}x" for s in SPEEDUPS) + " |",
            "|---|" + "---|" * len(SPEEDUPS)]
     md += [f"| {label} | " + " | ".join(front_cell(rs, s) for s in SPEEDUPS) + " |" for label, rs in runs.items()]
-    pooled = {sp: [p for rs in runs.values() for r in rs if r["space"] == sp for p in r["points"]] for sp in args.spaces}
+    pooled = {sp: [p for rs in runs.values() for r in rs if r["space"] == sp for p in r["points"]]
+              for sp in args.spaces}
     if "cache" in pooled and len(pooled) > 1:
         md += ["", "## Does the joint front dominate the cache-only front past 2.5x?", "",
                "Best PSNR at each MAC speedup over every run of the space (all searchers and seeds).", "",
@@ -197,7 +199,8 @@ def report(args, runs: dict, boss: list[dict], meta: dict) -> str:
         md += ["", "## BOSS-style DP vs uniform K-step spacing (all compute)", "",
                f"One-jump costs on the study's {len(head['grid'])} {head['kind']} took {head['jump_costs_s']:.1f} s. "
                "PSNR dB / judge adherence per K.", "",
-               "| K | MAC speedup | " + " | ".join(labels) + " | BOSS path |", "|---|---|" + "---|" * len(labels) + "---|"]
+               "| K | MAC speedup | " + " | ".join(labels) + " | BOSS path |",
+               "|---|---|" + "---|" * len(labels) + "---|"]
         wins = {lab: 0 for lab in labels[1:]}
         for row in rows:
             cells = []
@@ -205,10 +208,12 @@ def report(args, runs: dict, boss: list[dict], meta: dict) -> str:
                 r = row[lab]
                 cells.append("failed" if r["psnr"] is None else
                              f"{r['psnr']:.2f}" + (f" / {r['adherence']:.3f}" if r["adherence"] is not None else ""))
+            boss_psnr = row["boss"]["psnr"]
             for lab in labels[1:]:
-                if row["boss"]["psnr"] is not None and (row[lab]["psnr"] is None or row["boss"]["psnr"] > row[lab]["psnr"]):
+                if boss_psnr is not None and (row[lab]["psnr"] is None or boss_psnr > row[lab]["psnr"]):
                     wins[lab] += 1
-            md.append(f"| {row['steps']} | {row['boss']['mac']:.2f}x | " + " | ".join(cells) + f" | {row['boss_path']} |")
+            md.append(f"| {row['steps']} | {row['boss']['mac']:.2f}x | " + " | ".join(cells)
+                      + f" | {row['boss_path']} |")
         md.append("\nBOSS beats " + ", ".join(f"{lab} at {n} of {len(rows)} K" for lab, n in wins.items()) + ".")
     md += ["", f"Distinct schedules scored: {meta['memo_misses']} (memo hits {meta['memo_hits']}); wall "
                f"{meta['total_s'] / 60:.0f} min; load average {meta['load_avg_start'][0]:.1f} -> "

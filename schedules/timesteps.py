@@ -78,9 +78,9 @@ def check_scheduler(scheduler: Any, sampling: SamplingSpec) -> None:
         raise ScheduleMismatchError(f"the schedule lists explicit {kind} but the pipeline has no scheduler with "
                                     "set_timesteps to sample them", field=f"sampling.{kind}")
     if kind not in inspect.signature(_own(scheduler)).parameters:
+        example = "DPMSolverMultistepScheduler" if kind == TIMESTEPS else "FlowMatchEulerDiscreteScheduler"
         raise ScheduleMismatchError(f"{name} cannot sample custom {kind}: its set_timesteps takes no `{kind}` "
-                                    f"argument (e.g. {'DPMSolverMultistepScheduler' if kind == TIMESTEPS else 'FlowMatchEulerDiscreteScheduler'} "
-                                    "can)", field=f"sampling.{kind}")
+                                    f"argument (e.g. {example} can)", field=f"sampling.{kind}")
     if kind == TIMESTEPS and is_flow_matching(scheduler):
         raise ScheduleMismatchError(f"{name} samples by sigmas; this schedule lists timesteps (the scheduler would "
                                     "shift the sigmas it derives from them but use the timesteps unshifted)",

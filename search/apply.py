@@ -95,7 +95,8 @@ def apply_and_compare(schedule_path: Path, prompts: Sequence[str], model: str, s
     return [
         f"schedule {schedule.short_hash}: {k} steps{sampled}, {schedule.compute_fraction():.0%} of "
         f"component calls computed; the plain pipeline runs {n} steps",
-        f"MAC speedup {mac_speedup(schedule, table, reference):.2f}x; latency {t_plain / len(prompts) * 1000:.0f} ms -> "
+        f"MAC speedup {mac_speedup(schedule, table, reference):.2f}x; "
+        f"latency {t_plain / len(prompts) * 1000:.0f} ms -> "
         f"{t_sched / len(prompts) * 1000:.0f} ms per image = {t_plain / t_sched:.2f}x (median of {repeats}, "
         "measured side by side)",
         f"image MSE vs the plain pipeline (same seeds): {mse:.3g}",

@@ -15,6 +15,7 @@ import shutil
 import signal
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -206,8 +207,6 @@ def test_mismatched_schedule_fails_with_reason(local_pool):
 def explicit_steps(pool, every: int, fora_every: int = 1) -> Schedule:
     """Every `every`-th point of the study's own STEPS timesteps, optionally with FORA reuse on top."""
     kind, grid = pool.timestep_grid(STEPS)
-    from schedules import SamplingSpec
-    from dataclasses import replace
     values = grid[::every]
     sampling = replace(pool.sampling_spec(), num_inference_steps=len(values), **{kind: values})
     n = pool.model_spec().group(GROUP).num_blocks

@@ -149,7 +149,8 @@ def test_binary_and_missing_files(tmp_path):
 
 
 def sigma_example() -> Schedule:
-    sampling = SamplingSpec(num_inference_steps=4, scheduler="FlowMatchEulerDiscreteScheduler", sigmas=(1.0, 0.7, 0.4, 0.1))
+    sampling = SamplingSpec(num_inference_steps=4, scheduler="FlowMatchEulerDiscreteScheduler",
+                            sigmas=(1.0, 0.7, 0.4, 0.1))
     return Schedule.all_compute(SPEC, sampling)
 
 

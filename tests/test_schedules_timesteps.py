@@ -161,7 +161,8 @@ class CustomLoop:
     """A sampler that never asks its scheduler for timesteps: the schedule's cannot reach it."""
 
     def __init__(self, pipe, use_helper: bool):
-        self.transformer, self.scheduler, self.use_helper, self.sampling = pipe.transformer, pipe.scheduler, use_helper, None
+        self.transformer, self.scheduler = pipe.transformer, pipe.scheduler
+        self.use_helper, self.sampling = use_helper, None
 
     def __call__(self, num_inference_steps: int = K):
         x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))

@@ -172,8 +172,8 @@ def build_tiny_sd(seed: int = 0, scheduler=None):
                         up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 8), latent_channels=4,
                         norm_num_groups=8, layers_per_block=1, sample_size=16).eval()
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=clip, tokenizer=tokenizer, unet=unet,
-                                   scheduler=scheduler or DPMSolverMultistepScheduler(steps_offset=1), safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
+                                   scheduler=scheduler or DPMSolverMultistepScheduler(steps_offset=1),
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -80,7 +80,8 @@ def render(ctx: Context) -> None:
         return
     schedule = data.schedule(ctx.url, record.schedule_hash)
     record_metrics(record, ctx.quality)
-    st.caption(f"Schedule `{schedule.hash}` · {schedule.model.transformer_class} · {_steps_text(schedule, record.provenance)} · "
+    steps = _steps_text(schedule, record.provenance)
+    st.caption(f"Schedule `{schedule.hash}` · {schedule.model.transformer_class} · {steps} · "
                f"searcher step {record.step if record.step is not None else '–'} · worker {record.worker or '–'}")
     tabs = st.tabs(["Plan", "Fractions computed", "Diff", "Metrics per prompt"])
     with tabs[0]:

@@ -113,7 +113,8 @@ class EmbeddedPipeline:
 
         steps, _ = retrieve_timesteps(self.scheduler, num_inference_steps, device, timesteps=timesteps, sigmas=sigmas)
         # stochastic solvers (e.g. SDE-DPM++) draw their per-step noise from the same generators
-        step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
+        takes_generator = "generator" in inspect.signature(self.scheduler.step).parameters
+        step_kwargs = {"generator": generator} if takes_generator else {}
         for t in steps:
             x_in = torch.cat([x, x]) if do_cfg else x
             x_in = self.scheduler.scale_model_input(x_in, t)
