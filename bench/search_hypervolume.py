@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -32,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from search_plot import line_chart  # noqa: E402
+from search_plot import add_study_arguments, run_meta, write_results  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -87,11 +85,7 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=64)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--searchers", nargs="+", default=["heuristics", "dp", "ecad", "bayes", "random", "dp+ecad"])
-    ap.add_argument("--prompts", type=int, default=8)
-    ap.add_argument("--image-seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--reference", type=float, default=15.0, help="PSNR hypervolume reference")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    ap.add_argument("--db", default=None, help="keep the studies in this database (default: a temp file)")
+    add_study_arguments(ap, ROOT)
     args = ap.parse_args()
 
     evaluation = {"model": "embedded", "num_prompts": args.prompts, "seeds": args.image_seeds,
@@ -160,15 +154,8 @@ def main() -> None:
                      f" | {statistics.mean(len(r['front']) for r in rs):.0f} | "
                      f"{statistics.mean(dom):.0f}/{len(heur)} |")
     table = "\n".join(lines)
-    args.out.mkdir(parents=True, exist_ok=True)
-    command = "python bench/search_hypervolume.py " + " ".join(sys.argv[1:])
-    meta = {"command": command.strip(), "budget": args.budget, "evaluation": evaluation,
-            "objectives": objectives, "settings": SETTINGS, "load_avg_start": load0,
-            "load_avg_end": os.getloadavg(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
-            "model_load_s": load_s, "total_s": time.time() - t0, "memo_hits": pool.hits,
-            "memo_misses": pool.misses, "date": time.strftime("%Y-%m-%d %H:%M")}
-    (args.out / "search_hypervolume.json").write_text(json.dumps({"meta": meta, "runs": runs, "summary": summary},
-                                                                 indent=1))
+    meta = run_meta("search_hypervolume.py", t0, load0, pool, budget=args.budget, evaluation=evaluation,
+                    objectives=objectives, settings=SETTINGS, model_load_s=load_s)
     md = [f"# Hypervolume vs evaluations, embedded model ({meta['date']})", "",
           f"`{meta['command']}` — PSNR vs all-compute (reference {args.reference} dB) x MAC speedup "
           f"(reference 1.0); {args.prompts} prompts x {len(args.image_seeds)} image seeds; budget "
@@ -176,9 +163,8 @@ def main() -> None:
           table, "",
           f"Distinct schedules scored: {pool.misses} (memo hits {pool.hits}); wall {meta['total_s'] / 60:.0f} min; "
           f"load average {load0[0]:.1f} -> {meta['load_avg_end'][0]:.1f} on {os.cpu_count()} cores.", ""]
-    (args.out / "search_hypervolume.md").write_text("\n".join(md))
-    line_chart({n: [r["curve"] for r in rs] for n, rs in runs.items()}, args.out / "search_hypervolume.png",
-               f"embedded model: hypervolume (PSNR >= {args.reference} dB x MAC speedup) vs evaluations")
+    write_results(args.out, "search_hypervolume", {"meta": meta, "runs": runs, "summary": summary}, "\n".join(md),
+                  f"embedded model: hypervolume (PSNR >= {args.reference} dB x MAC speedup) vs evaluations")
     print(table)
     pool.close()
 

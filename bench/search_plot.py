@@ -1,8 +1,15 @@
 """A small line chart drawn with Pillow (a dependency already), so the benchmark needs no plotting
-package: hypervolume against evaluations, one mean line per searcher with a min-max band."""
+package: hypervolume against evaluations, one mean line per searcher with a min-max band; and the one
+way the search benchmarks write their results (json, markdown, png)."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import platform
+import sys
+import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -10,7 +17,13 @@ from PIL import Image, ImageDraw, ImageFont
 
 COLORS = {"ecad": (214, 39, 40), "dp": (31, 119, 180), "bayes": (44, 160, 44), "random": (127, 127, 127),
           "heuristics": (255, 127, 14)}
+PALETTE = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75),
+           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
 W, H, L, R, T, B = 900, 560, 80, 170, 50, 60
+
+
+def _color(name: str, index: int) -> tuple[int, int, int]:
+    return COLORS.get(name) or PALETTE[index % len(PALETTE)]
 
 
 def line_chart(curves: Mapping[str, Sequence[Sequence[float]]], path: Path, title: str,
@@ -46,15 +59,15 @@ def line_chart(curves: Mapping[str, Sequence[Sequence[float]]], path: Path, titl
         length = max(len(c) for c in runs)
         cols = [[c[min(i, len(c) - 1)] for c in runs if c] for i in range(length)]
         stats[name] = ([min(v) for v in cols], [max(v) for v in cols], [sum(v) / len(v) for v in cols])
-    for name, runs in curves.items():        # bands first, so no band hides another searcher's line
+    for n, (name, runs) in enumerate(curves.items()):   # bands first, so no band hides another line
         lo, hi, _ = stats[name]
         band = [px(i + 1, v) for i, v in enumerate(hi)] + [px(i + 1, v) for i, v in reversed(list(enumerate(lo)))]
         if len(runs) > 1 and len(band) > 2:
-            color = COLORS.get(name, (0, 0, 0))
+            color = _color(name, n)
             d.polygon(band, fill=tuple(int(c + (255 - c) * 0.85) for c in color))
     widths = {name: max(2, 2 * (len(curves) - n)) for n, name in enumerate(curves)}
     for n, (name, runs) in enumerate(curves.items()):   # earlier curves wider: one that a later curve
-        color = COLORS.get(name, (0, 0, 0))              # repeats (dp+ecad starts as dp) still shows
+        color = _color(name, n)                          # repeats (dp+ecad starts as dp) still shows
         d.line([px(i + 1, v) for i, v in enumerate(stats[name][2])], fill=color, width=widths[name])
         ly = T + 10 + 20 * n
         d.line([W - R + 12, ly + 6, W - R + 40, ly + 6], fill=color, width=min(6, widths[name]))
@@ -62,3 +75,32 @@ def line_chart(curves: Mapping[str, Sequence[Sequence[float]]], path: Path, titl
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
     return path
+
+
+def add_study_arguments(ap: argparse.ArgumentParser, root: Path) -> None:
+    """The evaluation and output options every search benchmark shares."""
+    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--image-seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--reference", type=float, default=15.0, help="PSNR hypervolume reference")
+    ap.add_argument("--out", type=Path, default=root / "bench" / "results")
+    ap.add_argument("--db", default=None, help="keep the studies in this database (default: a temp file)")
+
+
+def run_meta(script: str, t0: float, load0: tuple[float, ...], pool: object, **extra: object) -> dict:
+    """What a search benchmark records about its run: the command, date, machine load, timing, memo."""
+    return {"command": (f"python bench/{script} " + " ".join(sys.argv[1:])).strip(),
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+            "load_avg_start": load0, "load_avg_end": os.getloadavg(), "cpu_count": os.cpu_count(),
+            "python": platform.python_version(), "total_s": time.time() - t0,
+            "memo_hits": getattr(pool, "hits", None), "memo_misses": getattr(pool, "misses", None), **extra}
+
+
+def write_results(out: Path, stem: str, doc: dict, markdown: str, title: str) -> None:
+    """`out/stem.json` (everything measured: `doc`, whose "runs" map a name to runs with a hypervolume
+    "curve" each), `out/stem.md` (the report) and `out/stem.png` (the curves)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(doc, indent=1))
+    (out / f"{stem}.md").write_text(markdown)
+    curves = {name: [r["curve"] for r in runs] for name, runs in doc.get("runs", {}).items()}
+    if curves:
+        line_chart(curves, out / f"{stem}.png", title)

@@ -145,10 +145,44 @@ def _panels(schedule: Schedule, titles: dict[tuple[str, str], str] | None = None
     return fig, cells
 
 
+def step_labels(schedule: Schedule) -> list[str] | None:
+    """'3 · t=849' per step when the schedule lists explicit timesteps ('σ=' for sigmas), else None."""
+    explicit = schedule.sampling.explicit
+    if explicit is None:
+        return None
+    symbol = "t" if explicit[0] == "timesteps" else "σ"
+    return [f"{s} · {symbol}={v:.4g}" for s, v in enumerate(explicit[1])]
+
+
+def timesteps_strip(schedule: Schedule) -> go.Figure | None:
+    """Where the schedule's steps sit on the noise axis (noise left, data right), one marker per step
+    run, labelled by step: the strip above the plan. None for a schedule on the scheduler's own spacing."""
+    explicit = schedule.sampling.explicit
+    if explicit is None:
+        return None
+    kind, values = explicit
+    steps = list(range(len(values)))
+    gaps = [None] + [a - b for a, b in zip(values, values[1:])]
+    fig = go.Figure(go.Scatter(
+        x=list(values), y=[0] * len(values), mode="markers+text", text=[str(s) for s in steps],
+        textposition="top center", name=kind, marker=dict(size=11, color=MODE_COLOR["compute"], symbol="line-ns",
+                                                          line=dict(width=3, color=MODE_COLOR["compute"])),
+        customdata=[[s, g if g is not None else float("nan")] for s, g in zip(steps, gaps)],
+        hovertemplate=f"step %{{customdata[0]}}: {kind[:-1]} %{{x:.4g}}<br>gap to the previous %{{customdata[1]:.4g}}"
+                      "<extra></extra>"))
+    fig.update_xaxes(autorange="reversed", title_text=f"{kind} ({len(values)} steps run; noise → data)",
+                     showgrid=False, zeroline=False)
+    fig.update_yaxes(visible=False, range=[-0.5, 1.2])
+    fig.update_layout(height=150, template="plotly_white", margin=dict(l=50, r=20, t=10, b=45), showlegend=False)
+    return fig
+
+
 def plan_heatmap(schedule: Schedule, height_per_row: int | None = None) -> go.Figure:
-    """The plan: one steps x blocks panel per (group, component), compute/reuse/skip coloured."""
+    """The plan: one steps x blocks panel per (group, component), compute/reuse/skip coloured; one row
+    per step run, labelled with its timestep (or sigma) when the schedule lists them."""
     titles = {(g, c): f"{g}.{c} · {schedule.compute_fraction(g, c):.0%} computed"
               for g, c in schedule.components()}
+    labels = step_labels(schedule)
     fig, cells = _panels(schedule, titles, height_per_row)
     colors = [MODE_COLOR["skip"], MODE_COLOR["reuse"], MODE_COLOR["compute"]]
     for r, c, g, comp in cells:
@@ -159,6 +193,8 @@ def plan_heatmap(schedule: Schedule, height_per_row: int | None = None) -> go.Fi
                                  hovertemplate="step %{y}, block %{x}: %{text}<extra>%{fullData.name}</extra>"),
                       row=r, col=c)
         fig.update_yaxes(autorange="reversed", title_text="step" if c == 1 else None, row=r, col=c)
+        if labels is not None and c == 1:
+            fig.update_yaxes(tickmode="array", tickvals=list(range(len(labels))), ticktext=labels, row=r, col=c)
         fig.update_xaxes(title_text="block", row=r, col=c)
     _legend_swatches(fig, ["compute", "reuse", "skip"],
                      [MODE_COLOR["compute"], MODE_COLOR["reuse"], MODE_COLOR["skip"]])

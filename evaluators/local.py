@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
 
 from schedules import CostTable, EvaluationResult, ModelSpec, SamplingSpec, Schedule
 
@@ -40,6 +42,12 @@ class LocalPool(EvaluatorPool):
 
     def profile(self, schedule: Schedule | None = None) -> DriftProfile:
         return self.evaluator.profile(schedule)
+
+    def timestep_grid(self, steps: int) -> tuple[str, tuple[float, ...]]:
+        return self.evaluator.timestep_grid(steps)
+
+    def timestep_costs(self, grid: Sequence[float]) -> np.ndarray:
+        return self.evaluator.timestep_costs(grid)
 
     def worker_info(self) -> list[dict[str, Any]]:
         return [self.evaluator.info()]

@@ -5,6 +5,8 @@
         for result in pool.evaluate(schedules):          # streamed as each finishes
             store.add(result)
         drift = pool.profile(None)                       # per-step drift for the DP searcher
+        kind, grid = pool.timestep_grid(40)              # a timesteps space's fine grid ...
+        jumps = pool.timestep_costs(grid)                # ... and the BOSS DP's one-jump costs
 
 `evaluate` yields exactly one `EvaluationResult` per *distinct* schedule hash in the request (a
 duplicate is evaluated once; map results back by `result.schedule.hash`), in completion order, and
@@ -15,7 +17,9 @@ result with status 'failed' and the reason in `error`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
 
 from schedules import CostTable, EvaluationResult, ModelSpec, SamplingSpec, Schedule
 
@@ -67,6 +71,16 @@ class EvaluatorPool(ABC):
     @abstractmethod
     def profile(self, schedule: Schedule | None = None) -> "DriftProfile":
         """Per-component step-to-step drift along `schedule` (all compute when None); see profiling."""
+
+    @abstractmethod
+    def timestep_grid(self, steps: int) -> tuple[str, tuple[float, ...]]:
+        """("timesteps" | "sigmas", values): a `steps`-point fine grid in the scheduler's own terms, for
+        a timesteps search space; raises `ScheduleMismatchError` naming a scheduler that cannot
+        sample custom values."""
+
+    @abstractmethod
+    def timestep_costs(self, grid: Sequence[float]) -> np.ndarray:
+        """[M+1, M+1] one-jump costs on `grid` (see evaluators.jumps): the BOSS-style DP's input."""
 
     @abstractmethod
     def close(self) -> None:

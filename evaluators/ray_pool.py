@@ -27,7 +27,9 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
 
 from schedules import CostTable, EvaluationResult, ModelSpec, SamplingSpec, Schedule
 
@@ -60,6 +62,12 @@ class EvaluatorActor:
 
     def reference_thumbnails(self) -> list[bytes]:
         return self.evaluator.reference_thumbnails()
+
+    def timestep_grid(self, steps: int) -> tuple[str, tuple[float, ...]]:
+        return self.evaluator.timestep_grid(steps)
+
+    def timestep_costs(self, grid: Sequence[float]) -> np.ndarray:
+        return self.evaluator.timestep_costs(grid)
 
 
 @dataclass
@@ -242,6 +250,12 @@ class RayPool(EvaluatorPool):
 
     def profile(self, schedule: Schedule | None = None) -> DriftProfile:
         return self._call_any(lambda a: a.profile.remote(schedule), "profile")
+
+    def timestep_grid(self, steps: int) -> tuple[str, tuple[float, ...]]:
+        return self._call_any(lambda a: a.timestep_grid.remote(steps), "timestep_grid")
+
+    def timestep_costs(self, grid: Sequence[float]) -> np.ndarray:
+        return self._call_any(lambda a: a.timestep_costs.remote(tuple(grid)), "timestep_costs")
 
     def worker_info(self) -> list[dict[str, Any]]:
         """One dict per actor, in actor order; an actor that is restarting reports only that."""

@@ -19,8 +19,9 @@ import socket
 import time
 import traceback
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 
 from schedules import (
@@ -36,8 +37,10 @@ from schedules import (
     schedule_macs,
 )
 from schedules.adapters import find_denoiser
+from schedules.timesteps import fine_grid
 
 from .config import EvaluationConfig
+from .jumps import jump_costs
 from .metrics import Batch, MetricError, build_metrics
 from .models import load_model
 from .profiling import DriftProfile, DriftRecorder
@@ -239,12 +242,8 @@ class Evaluator:
         return result
 
     def _check(self, schedule: Schedule) -> None:
-        if schedule.num_steps != self.config.num_inference_steps:
-            raise ScheduleError(f"the schedule has {schedule.num_steps} steps; the study samples "
-                                f"{self.config.num_inference_steps}", field="sampling.num_inference_steps")
-        if schedule.sampling.timesteps is not None:
-            raise ScheduleError("explicit sampling.timesteps are not supported by this evaluator yet (it samples "
-                                "at the pipeline's own timesteps)", field="sampling.timesteps")
+        # Any step count and explicit timesteps/sigmas are fine (apply_schedule refuses a scheduler that
+        # cannot sample them): the references stay the study's all-compute run at its own steps.
         if schedule.sampling.cfg != self.sampling.cfg:
             raise ScheduleError(f"the schedule was made for cfg={schedule.sampling.cfg!r}; this pipeline runs "
                                 f"cfg={self.sampling.cfg!r} (build schedules from pool.sampling_spec())",
@@ -263,7 +262,7 @@ class Evaluator:
             for b, batch in enumerate(self.batches):
                 prompts, seeds = self._batch_lists(batch)
                 with Timer(self.device, self.clock) as t:
-                    out = self.runner(prompts, seeds)
+                    out = self.runner(prompts, seeds, schedule.num_steps)
                 times.append(t.seconds / len(batch))
                 out.images = out.images.to(self.device)
                 bad = _first_non_finite(out, batch)
@@ -283,7 +282,7 @@ class Evaluator:
             prompts, seeds = self._batch_lists(self.batches[0])
             while len(times) < self.config.latency.min_timed_calls:
                 with Timer(self.device, self.clock) as t:
-                    self.runner(prompts, seeds)
+                    self.runner(prompts, seeds, schedule.num_steps)
                 times.append(t.seconds / len(prompts))
         metrics = {m.name: m.result(per_prompt.get(m.name, [])) for m in self.metrics}
         bad_metrics = [k for k, v in metrics.items() if not torch.isfinite(torch.tensor(v))]
@@ -294,7 +293,7 @@ class Evaluator:
         return EvaluationResult(
             schedule=schedule, status=DONE, metrics=metrics, per_prompt=per_prompt,
             macs=schedule_macs(schedule, self.cost_table) // per_call,
-            mac_speedup=mac_speedup(schedule, self.cost_table), latency_s=latency,
+            mac_speedup=mac_speedup(schedule, self.cost_table, self.all_compute_schedule()), latency_s=latency,
             latency_speedup=self.reference_latency_s / latency if latency > 0 else None,
             thumbnails=[thumbs[i] for i in self.thumbnail_index if i in thumbs], **common)
 
@@ -308,13 +307,22 @@ class Evaluator:
         with apply_schedule(self.pipe, target):
             recorder = DriftRecorder(self.denoiser, target)
             try:
-                self.runner(prompts, seeds)
+                self.runner(prompts, seeds, target.num_steps)
             finally:
                 recorder.remove()
         drift = recorder.drift()
         return DriftProfile(drift=drift, seconds=time.perf_counter() - t0,
                             schedule_hash=schedule.hash if schedule is not None else None,
                             num_pairs=len(chosen), worker=self.name)
+
+    def timestep_grid(self, steps: int) -> tuple[str, tuple[float, ...]]:
+        """(kind, values): a `steps`-point grid in the scheduler's own terms (schedules.timesteps.fine_grid)."""
+        return fine_grid(self.pipe.scheduler, steps)
+
+    def timestep_costs(self, grid: Sequence[float]) -> np.ndarray:
+        """One-jump costs on `grid` along the all-compute fine trajectory (evaluators.jumps)."""
+        prompts, seeds = self._batch_lists(self.pairs[: self.config.profile_pairs])
+        return jump_costs(self.pipe, lambda steps: self.runner(prompts, seeds, steps), grid)
 
     # ------------------------------------------------------------------ helpers
     def _png(self, image: torch.Tensor) -> bytes:

@@ -19,7 +19,7 @@ from .io import json_schema, load_schedule, save_schedule
 from .result import DONE, FAILED, EvaluationResult
 from .schedule import Schedule, genome_length
 from .spec import (
-    COMPUTE, FORMAT, FORMAT_VERSION, MODES, REUSE, SKIP, BlockGroup, ModelSpec, SamplingSpec,
+    COMPUTE, FORMAT, FORMAT_VERSION, MODES, REUSE, SIGMAS, SKIP, TIMESTEPS, BlockGroup, ModelSpec, SamplingSpec,
 )
 
 _LAZY = {
@@ -46,6 +46,6 @@ def __dir__() -> list[str]:
 __all__ = [
     "ScheduleConflictError", "ScheduleError", "ScheduleMismatchError", "ScheduleStepError",
     "json_schema", "load_schedule", "save_schedule", "DONE", "FAILED", "EvaluationResult",
-    "Schedule", "genome_length", "COMPUTE", "FORMAT", "FORMAT_VERSION", "MODES", "REUSE", "SKIP",
+    "Schedule", "genome_length", "COMPUTE", "FORMAT", "FORMAT_VERSION", "MODES", "REUSE", "SKIP", "TIMESTEPS", "SIGMAS",
     "BlockGroup", "ModelSpec", "SamplingSpec", *_LAZY,
 ]

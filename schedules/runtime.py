@@ -8,7 +8,8 @@ Two hook kinds, one job each (the shape of diffusers' `hooks/` package):
 State is kept per cache context (diffusers' `cache_context("cond")` / `("uncond")` when a pipeline
 runs CFG branches sequentially; one default context when CFG is batched, as in PixArt), so each branch
 has its own step counter and its own cached outputs. On a pipeline, the call itself is wrapped so state
-resets before every call and a step count that disagrees with the schedule is an error before any work.
+resets before every call, a step count that disagrees with the schedule is an error before any work,
+and the scheduler samples the schedule's explicit timesteps or sigmas (`schedules.timesteps`).
 Reuse returns the cached tensor object itself: no copy, no device sync.
 """
 
@@ -24,7 +25,8 @@ from diffusers.hooks.hooks import BaseState, StateManager
 from .adapters import adapter_for, check_matches, component_module, find_denoiser, group_blocks
 from .errors import ScheduleConflictError, ScheduleStepError
 from .io import PathLike, load_schedule
-from .schedule import COMPUTE, REUSE, Schedule
+from .schedule import COMPUTE, REUSE, SamplingSpec, Schedule
+from .timesteps import call_steps, check_scheduler, sampling_at
 
 STEP_HOOK = "cachesearch_step_counter"
 COMPONENT_HOOK = "cachesearch_component_cache"
@@ -201,6 +203,8 @@ def apply_schedule(pipe_or_model: Any, schedule: Schedule | PathLike | dict) -> 
     pipeline = None if isinstance(pipe_or_model, torch.nn.Module) else pipe_or_model
     check_matches(schedule.model, denoiser)
     _refuse_conflicts(denoiser)
+    if pipeline is not None:
+        check_scheduler(getattr(pipeline, "scheduler", None), schedule.sampling)   # explicit timesteps/sigmas
 
     handle = ScheduleHandle(schedule, denoiser, pipeline)
     counter = StepCounterHook(schedule.num_steps, strict=pipeline is not None)
@@ -246,13 +250,16 @@ def _refuse_conflicts(denoiser: torch.nn.Module) -> None:
                                         f"{stateful}; remove it first")
 
 
-def _expected_steps(pipeline_cls: type, pipeline: object, args: tuple, kwargs: dict) -> int | None:
+def _expected_steps(pipeline_cls: type, pipeline: object, args: tuple, kwargs: dict,
+                    sampling: SamplingSpec) -> int | None:
     try:
         bound = inspect.signature(pipeline_cls.__call__).bind_partial(pipeline, *args, **kwargs)
     except TypeError:
         return None
     params = inspect.signature(pipeline_cls.__call__).parameters
     values = dict(bound.arguments)
+    if sampling.explicit is not None:   # the schedule's own timesteps/sigmas; the call's defaults do not count
+        return call_steps(sampling, values)
     for key in ("timesteps", "sigmas"):
         if values.get(key) is not None:
             return len(values[key])
@@ -273,12 +280,13 @@ def _wrap_pipeline_call(pipeline: object, handle: ScheduleHandle) -> None:
     n = handle.schedule.num_steps
 
     def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
-        expected = _expected_steps(original, self, args, kwargs)
+        expected = _expected_steps(original, self, args, kwargs, handle.schedule.sampling)
         if expected is not None and expected != n:
             raise ScheduleStepError(f"the pipeline was called with {expected} denoising steps but the "
                                     f"schedule has sampling.num_inference_steps={n}")
         handle.reset()
-        output = original.__call__(self, *args, **kwargs)
+        with sampling_at(self, handle.schedule.sampling):
+            output = original.__call__(self, *args, **kwargs)
         short = {ctx: calls for ctx, calls in handle.steps_run().items() if calls != n}
         if short:
             raise ScheduleStepError(f"the pipeline ran {short} denoising steps per context; the schedule "

@@ -1,7 +1,9 @@
 """The one Schedule type that flows from searcher to evaluator to store to dashboard to exported file.
 
 A schedule is indexed by denoising *step number* (0..N-1), never by timestep value: FLUX feeds t/1000
-and custom sigmas change the values, while step numbers mean the same thing everywhere. The plan is
+and custom sigmas change the values, while step numbers mean the same thing everywhere. Which noise
+levels the N steps sample is part of the schedule when it lists explicit `sampling.timesteps` (or
+`sampling.sigmas`, for flow-matching schedulers); `schedules.timesteps` makes a pipeline sample them. The plan is
 dense and diff-friendly: per block group and component, one string per step, one character per block.
 
 Modes (one character each, so new modes fit without a new format version):
@@ -45,6 +47,9 @@ class Schedule:
 
     def __post_init__(self) -> None:
         validate_plan(self.model, self.sampling, self.plan)
+        if self.sampling.explicit is not None:   # 999 and 999.0 are one number: one canonical form
+            kind, values = self.sampling.explicit
+            object.__setattr__(self, "sampling", replace(self.sampling, **{kind: tuple(float(v) for v in values)}))
         # Normalise to canonical order and immutable rows, so equal plans compare and serialise equal.
         normalised = {g.name: {c: tuple(self.plan[g.name][c]) for c in g.components}
                       for g in self.model.block_groups}

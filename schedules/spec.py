@@ -65,9 +65,21 @@ class ModelSpec:
         }
 
 
+TIMESTEPS = "timesteps"
+SIGMAS = "sigmas"
+
+
 @dataclass(frozen=True)
 class SamplingSpec:
-    """Sampling settings the schedule was searched with; step count is binding, the rest is a record."""
+    """Sampling settings the schedule was searched with. Binding: the step count and, when given, the
+    explicit values the scheduler samples at; the rest is a record.
+
+    At most one of `timesteps` and `sigmas` is set, and the field says which the values are:
+    `timesteps` are what a discrete-time scheduler's `set_timesteps(timesteps=...)` takes (DDPM-family:
+    DPM-Solver++, UniPC, ...), used as given; `sigmas` are what a flow-matching scheduler's
+    `set_timesteps(sigmas=...)` takes (FLUX/SD3 FlowMatchEuler), before the scheduler's configured
+    shift, exactly like the pipelines' own `sigmas=` argument. Nothing converts one into the other.
+    """
 
     num_inference_steps: int
     scheduler: str | None = None
@@ -76,9 +88,19 @@ class SamplingSpec:
     guidance_scale: float | None = None
     height: int | None = None
     width: int | None = None
+    sigmas: tuple[float, ...] | None = None
+
+    @property
+    def explicit(self) -> tuple[str, tuple[float, ...]] | None:
+        """("timesteps" | "sigmas", the values), or None when the scheduler spaces the steps itself."""
+        if self.timesteps is not None:
+            return TIMESTEPS, self.timesteps
+        if self.sigmas is not None:
+            return SIGMAS, self.sigmas
+        return None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        doc = {
             "num_inference_steps": self.num_inference_steps,
             "scheduler": self.scheduler,
             "timesteps": list(self.timesteps) if self.timesteps is not None else None,
@@ -87,3 +109,6 @@ class SamplingSpec:
             "height": self.height,
             "width": self.width,
         }
+        if self.sigmas is not None:   # written only when set: documents without sigmas keep their hash
+            doc["sigmas"] = list(self.sigmas)
+        return doc

@@ -5,6 +5,7 @@ Parsing only reads JSON values; nothing in a document is ever executed.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence
 
 from .errors import ScheduleError
@@ -16,6 +17,7 @@ _TOP_LEVEL_FIELDS = ("format", "version", "model", "sampling", "plan", "metrics"
 
 def validate_plan(model: ModelSpec, sampling: SamplingSpec, plan: Mapping[str, Any]) -> None:
     n = sampling.num_inference_steps
+    _validate_explicit(sampling)
     if not isinstance(plan, Mapping):
         raise ScheduleError("must be an object keyed by block group", field="plan")
     groups = {g.name: g for g in model.block_groups}
@@ -57,6 +59,30 @@ def validate_plan(model: ModelSpec, sampling: SamplingSpec, plan: Mapping[str, A
             if rows and set(rows[0]) != {COMPUTE}:
                 raise ScheduleError("step 0 must compute every block ('1'): nothing is cached yet",
                                     field=f"{where}[0]")
+
+
+def _validate_explicit(sampling: SamplingSpec) -> None:
+    """Explicit timesteps or sigmas (at most one): one value per step, finite, strictly descending
+    (every sampler in diffusers runs from noise to data), timesteps >= 0, sigmas > 0."""
+    if sampling.timesteps is not None and sampling.sigmas is not None:
+        raise ScheduleError("give timesteps or sigmas, not both (sampling.timesteps is set too)",
+                            field="sampling.sigmas")
+    if sampling.explicit is None:
+        return
+    kind, values = sampling.explicit
+    where = f"sampling.{kind}"
+    n = sampling.num_inference_steps
+    if len(values) != n:
+        raise ScheduleError(f"lists {len(values)} {kind} but num_inference_steps is {n}", field=where)
+    if not all(math.isfinite(v) for v in values):
+        raise ScheduleError("must be finite numbers", field=where)
+    low = min(values)
+    if low < 0 or (kind == "sigmas" and low == 0):
+        raise ScheduleError(f"must be {'> 0' if kind == 'sigmas' else '>= 0'}, got {low:g}", field=where)
+    for i, (a, b) in enumerate(zip(values, values[1:])):
+        if b >= a:
+            raise ScheduleError(f"must strictly descend (noise to data): [{i}] = {a:g}, [{i + 1}] = {b:g}",
+                                field=where)
 
 
 def parse_document(doc: Any, source: str | None):
@@ -166,21 +192,23 @@ def _parse_model(doc: dict, fail: Any) -> ModelSpec:
 
 def _parse_sampling(doc: dict, fail: Any) -> SamplingSpec:
     p = "sampling."
-    allowed = {"num_inference_steps", "scheduler", "timesteps", "cfg", "guidance_scale", "height", "width"}
+    allowed = {"num_inference_steps", "scheduler", "timesteps", "sigmas", "cfg", "guidance_scale", "height",
+               "width"}
     unknown = sorted(set(doc) - allowed)
     if unknown:
         raise fail(f"unknown field(s) {unknown}", "sampling")
     n = _require(doc, "num_inference_steps", int, fail, p)
     if n < 1:
         raise fail(f"must be >= 1, got {n}", p + "num_inference_steps")
-    timesteps = doc.get("timesteps")
-    if timesteps is not None:
-        if (not isinstance(timesteps, list)
-                or not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in timesteps)):
-            raise fail("must be a list of numbers or null", p + "timesteps")
-        if len(timesteps) != n:
-            raise fail(f"lists {len(timesteps)} timesteps but num_inference_steps is {n}", p + "timesteps")
-        timesteps = tuple(timesteps)
+    explicit = {}
+    for kind in ("timesteps", "sigmas"):
+        values = doc.get(kind)
+        if values is not None:
+            if (not isinstance(values, list)
+                    or not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in values)):
+                raise fail("must be a list of numbers or null", p + kind)
+            values = tuple(float(t) for t in values)
+        explicit[kind] = values
     cfg = doc.get("cfg", "batched")
     if cfg not in CFG_MODES:
         raise fail(f"must be one of {list(CFG_MODES)}, got {cfg!r}", p + "cfg")
@@ -188,7 +216,8 @@ def _parse_sampling(doc: dict, fail: Any) -> SamplingSpec:
     return SamplingSpec(
         num_inference_steps=n,
         scheduler=_optional(doc, "scheduler", (str,), fail, p),
-        timesteps=timesteps,
+        timesteps=explicit["timesteps"],
+        sigmas=explicit["sigmas"],
         cfg=cfg,
         guidance_scale=float(guidance) if guidance is not None else None,
         height=_optional(doc, "height", (int,), fail, p),

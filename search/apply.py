@@ -2,17 +2,28 @@
 
 The plain and the scheduled pipeline run the same prompts and seeds, alternately, `repeats` times
 each after a warm-up (machines here are noisy: ratios are only meaningful measured together), and
-the MAC speedup comes from the FLOP-counted cost table of this very pipeline.
+the MAC speedup comes from the FLOP-counted cost table of this very pipeline. A schedule that samples
+its own (fewer) explicit timesteps is compared with the plain pipeline at the step count of the study
+it was searched in (`provenance.reference_steps`), which is what it was measured against.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from schedules import CostTable, ModelSpec, apply_schedule, describe, load_schedule, mac_speedup, measure_cost_table
+from schedules import (
+    CostTable, ModelSpec, Schedule, apply_schedule, describe, load_schedule, mac_speedup, measure_cost_table,
+)
+
+
+def reference_steps(schedule: Schedule) -> int:
+    """The plain pipeline's step count to compare with: the study's, for a schedule that samples others."""
+    steps = schedule.provenance.get("reference_steps")
+    return int(steps) if isinstance(steps, int) and steps > 0 else schedule.num_steps
 
 
 def _load(model: str, schedule: Any = None) -> tuple[Any, Any]:
@@ -24,7 +35,7 @@ def _load(model: str, schedule: Any = None) -> tuple[Any, Any]:
     kwargs: dict[str, Any] = {"model": model, "n_thumbnails": 0}
     if schedule is not None:
         s = schedule.sampling
-        kwargs["num_inference_steps"] = s.num_inference_steps
+        kwargs["num_inference_steps"] = reference_steps(schedule)
         if s.guidance_scale is not None:
             kwargs["guidance_scale"] = s.guidance_scale
         if s.height and s.width and model != "embedded":
@@ -66,29 +77,40 @@ def apply_and_compare(schedule_path: Path, prompts: Sequence[str], model: str, s
     pipe, runner = _load(model, schedule)
     seeds = [seed + i for i in range(len(prompts))]
     table = _cost_table(pipe, runner, prompts, seeds)
+    n, k = reference_steps(schedule), schedule.num_steps
+    reference = Schedule.all_compute(schedule.model, replace(schedule.sampling, num_inference_steps=n,
+                                                             timesteps=None, sigmas=None))
     plain_t, sched_t = [], []
     plain = runner(list(prompts), seeds)                       # warm-up + the reference images
     with apply_schedule(pipe, schedule):
-        scheduled = runner(list(prompts), seeds)               # raises a clear mismatch error first
+        scheduled = runner(list(prompts), seeds, k)            # raises a clear mismatch error first
     for _ in range(repeats):
         t0 = time.perf_counter()
         runner(list(prompts), seeds)
         plain_t.append(time.perf_counter() - t0)
         with apply_schedule(pipe, schedule):
             t0 = time.perf_counter()
-            runner(list(prompts), seeds)
+            runner(list(prompts), seeds, k)
             sched_t.append(time.perf_counter() - t0)
     _save(plain.images, out, "plain", seeds)
     paths = _save(scheduled.images, out, "scheduled", seeds)
     diff = (plain.images - scheduled.images).float()
     mse = float((diff ** 2).mean())
     t_plain, t_sched = statistics.median(plain_t), statistics.median(sched_t)
+    explicit = schedule.sampling.explicit
+    sampled = f" at explicit {explicit[0]} {_values(explicit[1])}" if explicit else ""
     return [
-        f"schedule {schedule.short_hash}: {schedule.num_steps} steps, {schedule.compute_fraction():.0%} of "
-        f"component calls computed",
-        f"MAC speedup {mac_speedup(schedule, table):.2f}x; latency {t_plain / len(prompts) * 1000:.0f} ms -> "
+        f"schedule {schedule.short_hash}: {k} steps{sampled}, {schedule.compute_fraction():.0%} of "
+        f"component calls computed; the plain pipeline runs {n} steps",
+        f"MAC speedup {mac_speedup(schedule, table, reference):.2f}x; "
+        f"latency {t_plain / len(prompts) * 1000:.0f} ms -> "
         f"{t_sched / len(prompts) * 1000:.0f} ms per image = {t_plain / t_sched:.2f}x (median of {repeats}, "
         "measured side by side)",
         f"image MSE vs the plain pipeline (same seeds): {mse:.3g}",
         f"wrote {len(paths)} scheduled and {len(paths)} plain images to {out}/",
     ]
+
+
+def _values(values: Sequence[float]) -> str:
+    shown = ", ".join(f"{v:g}" for v in values[:6])
+    return f"[{shown}{', ...' if len(values) > 6 else ''}]"

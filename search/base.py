@@ -186,4 +186,8 @@ class Searcher(ABC):
                 and self.space.admissible(schedule))
 
     def tag(self, schedule: Schedule, **provenance: Any) -> Schedule:
+        """Provenance for the store and exported files; a schedule sampling other steps than the study
+        also records the study's step count (its speedups are against that run)."""
+        if schedule.num_steps != self.space.num_steps:
+            provenance = {"reference_steps": self.space.num_steps, **provenance}
         return schedule.with_info(provenance={"searcher": self.name, **provenance})

@@ -6,6 +6,7 @@ The family (per block group g, per component c):
     g.block_from/to   the block range that may be cached (others always compute)
     g.c.interval      refresh interval of component c in that range (1 = never cached)
     g.skip_from/count blocks skipped from step 1 on (architecture space)
+    num_steps         K, the steps sampled (timesteps space)
     timestep_power    K-of-M timestep spacing (i/K)^power (timesteps space)
 so FORA, TGATE, evenly spaced per-component caching and cache-dit masks are points of it; those are
 enqueued first (`study.enqueue_trial`) as the warm start.
@@ -76,13 +77,16 @@ class BayesSearcher(Searcher):
                 d[f"{g.name}.skip_from"] = IntDistribution(0, g.num_blocks - 1)
                 d[f"{g.name}.skip_count"] = IntDistribution(0, max(0, g.num_blocks // 2))
         if "timesteps" in sp.kinds:
+            d["num_steps"] = IntDistribution(sp.min_steps, sp.max_steps)
             d["timestep_power"] = FloatDistribution(0.4, 2.5, log=True)
         return d
 
     def decode(self, params: Mapping[str, Any]) -> Schedule:
-        sp, n = self.space, self.space.num_steps
-        indices = (warped_indices(len(sp.grid), n, float(params["timestep_power"]))
-                   if "timesteps" in sp.kinds else None)
+        sp = self.space
+        indices = None
+        if "timesteps" in sp.kinds:
+            indices = warped_indices(len(sp.grid), int(params["num_steps"]), float(params["timestep_power"]))
+        n = len(indices) if indices is not None else sp.num_steps
         masks: dict[tuple[str, str], list[list[Any]]] = {}
         for g in sp.model.block_groups:
             skipped: set[int] = set()
@@ -133,6 +137,7 @@ class BayesSearcher(Searcher):
                     p.update({f"{g.name}.skip_from": 0, f"{g.name}.skip_count": 0})
             if "timesteps" in sp.kinds:
                 p["timestep_power"] = 1.0
+                p["num_steps"] = n
             return p
 
         out = [point(lambda c, k=k: k) for k in (2, 3, 4, 5) if k < n]                       # FORA
@@ -141,6 +146,9 @@ class BayesSearcher(Searcher):
         comps = sorted({c for g in sp.model.block_groups for c in g.components})
         out += [point(lambda c, comp=comp: 2 if c == comp else 1) for comp in comps]      # per component
         out += [point(lambda c, k=k: k, warmup=max(1, n // 5), fn=1, bn=0) for k in (2, 3, 4)]  # cache-dit
+        if "timesteps" in sp.kinds:       # uniform K steps, alone and with FORA-2
+            for k in sorted({max(sp.min_steps, min(sp.max_steps, round(f * n))) for f in (0.5, 0.7)}):
+                out += [{**point(lambda c, iv=iv: iv), "num_steps": k} for iv in (1, 2)]
         return [p for i, p in enumerate(out) if p not in out[:i]]
 
     def step(self) -> int:

@@ -64,9 +64,15 @@ class SpaceConfig(_Strict):
     kinds: list[Literal["cache", "timesteps", "architecture"]] = Field(
         default_factory=lambda: ["cache"], min_length=1, description=f"any of {KINDS}")
     min_changes: int = Field(1, ge=1, description="slots that must differ from all-compute (excludes it)")
-    fine_steps: int | None = Field(None, ge=2, description="timesteps space: size M of the fine grid")
-    num_train_timesteps: int = Field(1000, ge=2)
-    grid: list[float] | None = Field(None, description="timesteps space: an explicit descending fine grid")
+    fine_steps: int | None = Field(None, ge=2, description="timesteps space: size M of the fine grid, the "
+                                   "scheduler's own M-step timesteps (or sigmas); M = the study's steps makes "
+                                   "the fine trajectory the reference run itself")
+    num_train_timesteps: int = Field(1000, ge=2, description="synthetic pool only: the grid's timestep range")
+    grid: list[float] | None = Field(None, description="timesteps space: an explicit descending fine grid, in "
+                                     "the scheduler's kind (timesteps, or sigmas for flow matching)")
+    min_steps: int | None = Field(None, ge=2, description="timesteps space: fewest steps a schedule samples "
+                                                          "(default: a quarter of the study's steps, at least 2)")
+    max_steps: int | None = Field(None, ge=2, description="timesteps space: most steps (default: the study's)")
 
     @model_validator(mode="after")
     def _grid(self) -> "SpaceConfig":
@@ -74,6 +80,8 @@ class SpaceConfig(_Strict):
             raise ValueError("the timesteps space needs fine_steps (or an explicit grid)")
         if self.grid is not None and any(a <= b for a, b in zip(self.grid, self.grid[1:])):
             raise ValueError("grid must be strictly descending")
+        if self.min_steps is not None and self.max_steps is not None and self.min_steps > self.max_steps:
+            raise ValueError(f"min_steps ({self.min_steps}) must not exceed max_steps ({self.max_steps})")
         return self
 
 

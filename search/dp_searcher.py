@@ -6,8 +6,12 @@ the evaluator-seconds budget like evaluations do):
 0. the heuristic schedules are evaluated first: every study's baselines, the yardstick for how far
    candidates should reach in speedup, and (optionally, `calibrate`) the data that fits the error
    model's weights per component and step phase (`search.calibrate`);
-1. (timesteps space) ask the pool for the fine grid's one-jump cost matrix; BOSS DP picks K of M.
-2. ask for a drift profile along the current target (all compute first);
+1. (timesteps space) ask the pool for the fine grid's one-jump cost matrix; the BOSS DP picks the
+   best K of M for every K the space allows, and `boss_candidates` of those all-compute K-step
+   schedules are verified by real evaluation. The cache DP then runs on top of the chosen
+   timesteps: its bases are the study's own N steps and the `bases - 1` verified BOSS schedules of
+   the timestep front, spread by speedup;
+2. ask for a drift profile along each base (all compute first; in later rounds along the target);
 3. per unit (block x component, component, or whole step) segment costs and the Bellman recurrence
    for every compute budget; units combined by the knapsack or the Lagrangian sweep over MACs (the
    pool's CostTable); `candidates` points spread over the predicted MAC speedup range are verified
@@ -20,8 +24,8 @@ the evaluator-seconds budget like evaluations do):
    own schedule* (drift as the cached trajectory really sees it) and step 3 repeats, for
    `refine_rounds` rounds. Then the searcher is finished; its front can seed `ecad`.
 
-The JSON state holds only decisions (phase, round, chosen timesteps, queued candidates, verified
-points), never the profile: a profile is consumed the moment it arrives.
+The JSON state holds only decisions (phase, round, BOSS paths, bases to profile, queued candidates,
+verified points), never a profile: a profile is consumed the moment it arrives.
 """
 
 from __future__ import annotations
@@ -62,6 +66,10 @@ class DPSettings(SearcherSettings):
     floor: float = Field(0.3, ge=0, le=1, description="least calibrated weight, as a fraction of the shared one")
     reach: float = Field(1.5, ge=1.0, description="candidates stop at this multiple of the fastest measured "
                                                   "speedup whose quality still beats the reference point")
+    boss_candidates: int | None = Field(None, ge=1, description="timesteps space: BOSS step counts K verified "
+                                                                "(spread over the range; None = every K)")
+    bases: int = Field(3, ge=1, description="timesteps space: timestep choices the cache DP runs on (the study's "
+                                            "own steps, then verified BOSS schedules of the timestep front)")
 
 
 class DPSearcher(Searcher):
@@ -74,7 +82,7 @@ class DPSearcher(Searcher):
             raise ValueError("the dp searcher covers the cache and timesteps spaces, not architecture alone")
         self.phase = "timesteps" if "timesteps" in self.space.kinds else "profile"
         self.queue: list[dict] = []              # schedules not yet asked (heuristics, then candidates)
-        if self.settings.heuristics and "cache" in self.space.kinds:
+        if self.settings.heuristics:
             items = space_heuristics(self.space)
             cap = self.settings.max_heuristics
             if cap is not None and len(items) > cap:   # evenly strided: every family keeps members
@@ -82,8 +90,12 @@ class DPSearcher(Searcher):
             self.queue = [s.to_dict() for s in items]
             self.phase = "heuristics" if self.queue else self.phase
         self.round = 0
-        self.ts_indices: list[int] | None = None
-        self.target: dict | None = None          # schedule (dict) to profile along; None = all compute
+        self.boss: dict[str, list[int]] = {}     # K -> BOSS grid indices (JSON keys are strings)
+        self.stage = "cache"                     # what the current verification round checks: "boss" or "cache"
+        self.targets: list[dict] = ([] if "timesteps" in self.space.kinds
+                                    else [self.space.baseline().to_dict()])   # schedules to profile along
+        self.solved: list[dict] = []             # candidates of this round's profiles so far
+        self._profiled: list[str] = []           # hashes of this round's bases profiled so far
         self.verified: list[list[float]] = []    # objective values of told candidates
         self.verified_docs: list[dict] = []
         self.weights: list | None = None         # last calibrated W[component, phase] (for the record)
@@ -97,41 +109,73 @@ class DPSearcher(Searcher):
             return None
         if self.phase == "timesteps":
             return ProfileRequest(None, "timestep-costs", kind="timesteps", grid=self.space.grid)
-        if self.phase == "profile":
-            if self.target is None:
-                return ProfileRequest(self._base(), "all-compute")
-            return ProfileRequest(Schedule.from_dict(self.target), f"on-policy round {self.round}")
+        if self.phase == "profile" and self.targets:
+            target = Schedule.from_dict(self.targets[0])
+            tag = (f"on-policy round {self.round}" if self.round else
+                   f"all-compute, {target.num_steps} steps" if self.space.timestep_length else "all-compute")
+            return ProfileRequest(target, tag)
         return None
 
     def tell_profile(self, request: ProfileRequest, profile: Any) -> None:
         if request.kind == "timesteps":
-            _, self.ts_indices = boss_path(np.asarray(profile, dtype=float), self.space.num_steps)
-            if "cache" in self.space.kinds:
-                self.phase = "profile"
-            else:
-                self._enqueue([self._base()])
-        else:
-            self._enqueue(self.solve(profile))
+            self._enqueue(self.boss_schedules(np.asarray(profile, dtype=float)), stage="boss")
+            return
+        base = Schedule.from_dict(self.targets.pop(0))
+        share = max(1, self.settings.candidates // max(1, len(self.targets) + 1 + len(self._profiled)))
+        self._profiled.append(base.hash)
+        self.solved += [c.to_dict() for c in self.solve(profile, base, share) if self.fresh(c)]
+        if not self.targets:
+            self._profiled = []
+            self._enqueue([Schedule.from_dict(d) for d in self.solved], stage="cache")
+            self.solved = []
 
-    def _base(self) -> Schedule:
-        return Schedule.all_compute(self.space.model, self.space.base_sampling(self.ts_indices))
+    def boss_schedules(self, jumps: np.ndarray) -> list[Schedule]:
+        """All-compute schedules at the BOSS DP's best K-of-M timesteps, for the K to verify."""
+        ks = list(range(self.space.min_steps, self.space.max_steps + 1))
+        out = []
+        for k in ks:
+            cost, path = boss_path(jumps, k)
+            self.boss[str(k)] = path
+            out.append((k, cost, path))
+        count = self.settings.boss_candidates
+        if count is not None and count < len(out):
+            out = [out[i] for i in spread([np.log(k) for k in ks], count)]
+        return [self.tag(Schedule.all_compute(self.space.model, self.space.base_sampling(path)), round=self.round,
+                         granularity="boss", boss_steps=k, predicted_error=float(f"{cost:.6g}"))
+                for k, cost, path in out]
 
-    def _enqueue(self, schedules: list[Schedule]) -> None:
+    def _bases(self) -> list[Schedule]:
+        """What the cache DP runs on after the BOSS round: the study's own steps, then verified BOSS
+        schedules of the timestep front (by quality and speed), spread by speedup."""
+        bases = [self.space.baseline()]
+        boss = [(v, d) for v, d in zip(self.verified, self.verified_docs)
+                if (d.get("provenance") or {}).get("granularity") == "boss"]
+        if boss and self.settings.bases > 1:
+            mask = self.objectives.front_mask([v for v, _ in boss])
+            front = [(v, d) for (v, d), keep in zip(boss, mask) if keep]
+            for i in spread([np.log(max(v[-1], 1e-9)) for v, _ in front], self.settings.bases - 1):
+                bases.append(Schedule.from_dict(front[i][1]))
+        return bases
+
+    def _enqueue(self, schedules: list[Schedule], stage: str) -> None:
         self.queue = [s.to_dict() for s in schedules if self.fresh(s)]
-        self.phase = "verify"
+        self.phase, self.stage = "verify", stage
         self._advance()
 
     # ------------------------------------------------------------------ the solve
-    def calibrated(self, profile: Profile) -> dict:
-        """The profile with drift weighted by the error model fitted to everything measured so far."""
+    def calibrated(self, profile: Profile, base: Schedule) -> dict:
+        """The profile with drift weighted by the error model fitted to everything measured so far on
+        the base's timesteps (the profile's steps are those)."""
         keys = [(g.name, c) for g in self.space.model.block_groups for c in g.components]
         weights = None
-        if self.settings.calibrate and self.verified:
-            weights = fit_weights([Schedule.from_dict(d) for d in self.verified_docs], [v[0] for v in self.verified],
+        same = [(v, d) for v, d in zip(self.verified, self.verified_docs)
+                if d["sampling"] == base.sampling.to_dict()]
+        if self.settings.calibrate and same:
+            weights = fit_weights([Schedule.from_dict(d) for _, d in same], [v[0] for v, _ in same],
                                   self.objectives[0], profile, self.settings.phases, self.settings.ridge,
                                   self.settings.floor, self.settings.error_power)
         self.weights = weights.round(4).tolist() if weights is not None else None
-        return weighted_profile(profile, keys, weights, self.space.num_steps)
+        return weighted_profile(profile, keys, weights, base.num_steps)
 
     def units(self, profile: Profile, gran: str) -> tuple[list[Unit], list[list[tuple[str, str, int]]], list]:
         """DP units of one granularity: (Unit, the (group, comp, block) slots it drives, its best
@@ -164,15 +208,15 @@ class DPSearcher(Searcher):
             paths.append(unit_paths)
         return units, groups, paths
 
-    def candidates(self, profile: Profile, gran: str) -> list[tuple[float, float, Schedule]]:
-        """(predicted speedup, predicted error, schedule) of every front choice of one granularity
-        that is new, admissible and within the useful speedup range."""
+    def candidates(self, profile: Profile, gran: str, base: Schedule) -> list[tuple[float, float, Schedule]]:
+        """(predicted speedup, predicted error, schedule) of every front choice of one granularity on
+        the base's timesteps that is new, admissible and within the useful speedup range."""
         units, groups, paths = self.units(profile, gran)
         if self.settings.combine == "lagrangian":
             choices = lagrangian_front(units)
         else:
             choices = knapsack_front(units, self.settings.knapsack_bins)
-        n, base, limit = self.space.num_steps, self._base(), self._reach()
+        n, limit = base.num_steps, self._reach()
         out: list[tuple[float, float, Schedule]] = []
         for choice in choices:
             masks = {(g.name, c): [[False] * g.num_blocks for _ in range(n)]
@@ -187,11 +231,10 @@ class DPSearcher(Searcher):
                 out.append((speed, float(sum(u.errors[k - 1] for u, k in zip(units, choice))), s))
         return out
 
-    def _allocation(self, grans: list[str]) -> dict[str, int]:
-        """Candidates per granularity this round, in proportion to a prior (whole steps 2, finer
+    def _allocation(self, grans: list[str], total: int) -> dict[str, int]:
+        """`total` candidates shared by granularity, in proportion to a prior (whole steps 2, finer
         units 1 each: coherent reuse is the safer bet) plus how many members of the measured front
         each granularity produced."""
-        total = self.settings.candidates
         if len(grans) == 1:
             return {grans[0]: total}
         wins = {g: (2.0 if g == "step" else 1.0) for g in grans}
@@ -204,13 +247,15 @@ class DPSearcher(Searcher):
         share = {g: max(1, int(round(total * w / sum(wins.values())))) for g, w in wins.items()}
         return share
 
-    def solve(self, profile: Profile) -> list[Schedule]:
-        """Candidate schedules from one profile, spread over the predicted speedup range."""
-        weighted = self.calibrated(profile)
+    def solve(self, profile: Profile, base: Schedule | None = None, total: int | None = None) -> list[Schedule]:
+        """Candidate schedules on the timesteps of `base` (the profiled schedule; default the study's
+        own) from its profile, spread over the predicted speedup range."""
+        base = base or self.space.baseline()
+        weighted = self.calibrated(profile, base)
         grans = ["step", "component", "block"] if self.settings.granularity == "auto" else [self.settings.granularity]
         out: list[Schedule] = []
-        for gran, count in self._allocation(grans).items():
-            scored = [c for c in self.candidates(weighted, gran) if self.fresh(c[2], out)]
+        for gran, count in self._allocation(grans, total or self.settings.candidates).items():
+            scored = [c for c in self.candidates(weighted, gran, base) if self.fresh(c[2], out)]
             if not scored:
                 continue
             for i in spread([np.log(sp) for sp, _, _ in scored], count):
@@ -231,9 +276,10 @@ class DPSearcher(Searcher):
         return limit
 
     def _speedup(self, schedule: Schedule) -> float:
+        """Predicted MAC speedup over the study's reference (all compute at its own steps)."""
         if self.cost_table is not None:
-            return mac_speedup(schedule, self.cost_table)
-        return 1.0 / max(schedule.compute_fraction(), 1e-9)
+            return mac_speedup(schedule, self.cost_table, self.space.baseline())
+        return self.space.num_steps / schedule.num_steps / max(schedule.compute_fraction(), 1e-9)
 
     # ------------------------------------------------------------------ ask / tell
     def _propose(self, n: int) -> list[Schedule]:
@@ -263,26 +309,34 @@ class DPSearcher(Searcher):
             return
         if self.phase != "verify":
             return
+        if self.stage == "boss" and "cache" in self.space.kinds:
+            self.targets = [b.to_dict() for b in self._bases()]
+            self.phase = "profile"
+            return
         if self.round >= self.settings.refine_rounds or not self.verified or "cache" not in self.space.kinds:
             self.finished = True
             self.phase = "done"
             return
         self.round += 1
         i = pick_on_front(self.objectives, self.verified, self.settings.refine_pick)
-        self.target = self.verified_docs[i]
+        self.targets = [self.verified_docs[i]]
         self.phase = "profile"
 
     # ------------------------------------------------------------------ state
     def _state(self) -> dict[str, Any]:
-        return {"phase": self.phase, "round": self.round, "ts_indices": self.ts_indices, "target": self.target,
+        return {"phase": self.phase, "round": self.round, "stage": self.stage, "boss": self.boss,
+                "targets": self.targets, "solved": self.solved, "profiled": self._profiled,
                 "queue": self.queue, "verified": self.verified, "verified_docs": self.verified_docs,
                 "weights": self.weights}
 
     def _load_state(self, extra: Mapping[str, Any]) -> None:
         self.phase = extra["phase"]
         self.round = int(extra["round"])
-        self.ts_indices = list(extra["ts_indices"]) if extra["ts_indices"] is not None else None
-        self.target = extra["target"]
+        self.stage = extra["stage"]
+        self.boss = {k: list(v) for k, v in extra["boss"].items()}
+        self.targets = list(extra["targets"])
+        self.solved = list(extra["solved"])
+        self._profiled = list(extra["profiled"])
         self.queue = list(extra["queue"])
         self.verified = [list(v) for v in extra["verified"]]
         self.verified_docs = list(extra["verified_docs"])

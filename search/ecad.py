@@ -2,9 +2,10 @@
 
 A generation is: the offspring queue is asked out (in any batches), every offspring is told, then
 `tools.selNSGA2` keeps the best `population` of parents + offspring and the next offspring are bred
-(`selTournamentDCD` parents, k-point crossover, bit-flip mutation). Offspring are bred all at once at
-the generation boundary and kept in the JSON state, so a study resumed after any generation (or in the
-middle of one) asks exactly what an uninterrupted one would. Failed evaluations simply do not survive.
+(`selTournamentDCD` parents, k-point crossover within each genome segment, bit-flip mutation).
+Offspring are bred all at once at the generation boundary and kept in the JSON state, so a study
+resumed after any generation (or in the middle of one) asks exactly what an uninterrupted one would.
+Failed evaluations simply do not survive.
 
 Why a scoped global RNG: DEAP's operators draw from the module-level `random`; `_deap_rng` lends them
 this searcher's own generator for the duration of the call, so the searcher's randomness is all in
@@ -71,6 +72,25 @@ def _deap_rng(rng: random.Random) -> Iterator[None]:
     finally:
         rng.setstate(random.getstate())
         random.setstate(saved)
+
+
+def segmented_crossover(a: list[int], b: list[int], segments: list[tuple[int, int]], points: int,
+                        rng: random.Random) -> tuple[list[int], list[int]]:
+    """k-point crossover (ECAD uses 4 points) inside each genome segment (cache plan, timestep choice,
+    kept blocks) on its own: a cut never splices one parent's cache bits onto the other's timestep
+    bits, and every segment mixes, however short it is next to the cache plan. Children are copies."""
+    a, b = list(a), list(b)
+    for lo, hi in segments:
+        k = min(points, hi - lo - 1)
+        if k < 1:
+            continue
+        cuts = [c + lo for c in sorted(rng.sample(range(1, hi - lo), k))] + [hi]
+        start, swap = lo, False
+        for cut in cuts:
+            if swap:
+                a[start:cut], b[start:cut] = b[start:cut], a[start:cut]
+            start, swap = cut, not swap
+    return a, b
 
 
 def _bits(genome: list[int]) -> str:
@@ -220,18 +240,7 @@ class EcadSearcher(Searcher):
         return out
 
     def _crossover(self, a: list[int], b: list[int]) -> tuple[list[int], list[int]]:
-        """k-point crossover (ECAD uses 4 points): swap every other segment between the cut points."""
-        n = len(a)
-        k = min(self.settings.crossover_points, n - 1)
-        if k < 1:
-            return a, b
-        cuts = sorted(self.rng.sample(range(1, n), k)) + [n]
-        a, b = list(a), list(b)
-        start, swap = 0, False
-        for cut in cuts:
-            if swap:
-                a[start:cut], b[start:cut] = b[start:cut], a[start:cut]
-            start, swap = cut, not swap
+        a, b = segmented_crossover(a, b, self.space.segments(), self.settings.crossover_points, self.rng)
         return self.space.repair(a, self.rng), self.space.repair(b, self.rng)
 
     def _mutate(self, genome: list[int], indpb: float) -> list[int]:
@@ -244,7 +253,7 @@ class EcadSearcher(Searcher):
         """Set every slot of one random step to compute or to reuse: whole-step (coherent) reuse is
         much kinder to quality than the same number of scattered reuses, and bit flips alone rarely
         assemble it."""
-        slots = self.space.step_slots(self.rng.randrange(1, max(2, self.space.num_steps)))
+        slots = self.space.step_slots(self.rng.randrange(1, max(2, self.space.active_steps(genome))))
         if slots:
             value = self.rng.randrange(2)
             genome = list(genome)

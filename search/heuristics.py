@@ -11,7 +11,10 @@ All are static (decided before sampling), so they are plain schedules:
 - Evenly spaced per-component caching (ECAD's seeds): one component (or all) computed every n steps.
 - cache-dit static step masks: whole steps computed or reused after a warm-up, with the first Fn and
   last Bn blocks always computed (DBCache's structure with a static steps mask).
-- Timestep spacings (timestep space): power-warped K-of-M choices. Block skipping (architecture
+- Timestep spacings (timestep space): power-warped K-of-M choices at the study's step count; uniform
+  K-step spacing (the scheduler's own K-step schedule on the grid, what lowering num_inference_steps
+  gives) for K from 0.4 N to N-1, alone, with FORA-2 (cache space), and AutoDiffusion-style with the
+  deep blocks skipped (architecture space), with and without FORA-2. Block skipping (architecture
   space): single blocks and deep blocks skipped.
 """
 
@@ -128,6 +131,7 @@ def space_heuristics(space: SearchSpace) -> list[Schedule]:
             out.append(Schedule.all_compute(space.model, sampling,
                                             provenance={"heuristic": "timestep-spacing",
                                                         "heuristic_params": {"power": power}}))
+        out.extend(uniform_steps(space))
     if "architecture" in space.kinds:
         out.extend(_skips(space))
     seen: set[str] = set()
@@ -140,20 +144,51 @@ def space_heuristics(space: SearchSpace) -> list[Schedule]:
     return unique
 
 
+def uniform_step_counts(space: SearchSpace) -> list[int]:
+    """K = 0.4 N .. N-1 within the space's step range: the uniform K-step baselines."""
+    n = space.num_steps
+    return [k for k in range(max(space.min_steps, -(-2 * n // 5)), min(space.max_steps, n - 1) + 1)]
+
+
+def uniform_steps(space: SearchSpace) -> Iterator[Schedule]:
+    """Uniform K-step spacing, alone and (per the space's kinds) with FORA-2, with the deep blocks
+    skipped (AutoDiffusion-style), or both."""
+    for k in uniform_step_counts(space):
+        sampling = space.base_sampling(space.default_indices(k))
+        base = Schedule.all_compute(space.model, sampling, provenance={"heuristic": "uniform-k",
+                                                                       "heuristic_params": {"steps": k}})
+        variants = [base]
+        if "cache" in space.kinds:
+            variants.append(build(space.model, sampling, lambda g, c, s, b: s % 2 == 0, "uniform-k+fora",
+                                  steps=k, interval=2))
+        if "architecture" in space.kinds:
+            variants += [_skip(v, {g.name: _deep_blocks(g.num_blocks, 0.2) for g in space.model.block_groups},
+                               v.provenance["heuristic"] + "+skip-deep", **v.provenance["heuristic_params"],
+                               fraction=0.2)
+                         for v in list(variants)]
+        yield from variants
+
+
+def _deep_blocks(num_blocks: int, fraction: float) -> set[int]:
+    """The `fraction` deepest blocks before the last one (at least one, never all)."""
+    m = max(1, int(fraction * num_blocks))
+    return set(range(num_blocks - m - 1, num_blocks - 1)) if m < num_blocks else set()
+
+
 def _skips(space: SearchSpace) -> Iterator[Schedule]:
     base = Schedule.all_compute(space.model, space.base_sampling())
     for g in space.model.block_groups:
         for b in range(g.num_blocks):
-            yield _skip(base, g.name, {b}, "skip-block", group=g.name, block=b)
+            yield _skip(base, {g.name: {b}}, "skip-block", group=g.name, block=b)
         for frac in (0.25, 0.5):
-            m = max(1, int(frac * g.num_blocks))
-            if m < g.num_blocks:
-                blocks = set(range(g.num_blocks - m - 1, g.num_blocks - 1))
-                yield _skip(base, g.name, blocks, "skip-deep", group=g.name, count=m)
+            blocks = _deep_blocks(g.num_blocks, frac)
+            if blocks:
+                yield _skip(base, {g.name: blocks}, "skip-deep", group=g.name, count=len(blocks))
 
 
-def _skip(base: Schedule, group: str, blocks: set[int], label: str, **params: Any) -> Schedule:
-    plan = {g: {c: [row if s == 0 or g != group else "".join("-" if b in blocks else ch for b, ch in enumerate(row))
+def _skip(base: Schedule, blocks: dict[str, set[int]], label: str, **params: Any) -> Schedule:
+    """`base` with `blocks[group]` skipped at every step >= 1."""
+    plan = {g: {c: [row if s == 0 else "".join("-" if b in blocks.get(g, ()) else ch for b, ch in enumerate(row))
                     for s, row in enumerate(rows)] for c, rows in comps.items()} for g, comps in base.plan.items()}
     return Schedule(base.model, base.sampling, plan,
                     provenance={"heuristic": label, "heuristic_params": params})

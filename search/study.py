@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from schedules import CostTable, Schedule, load_schedule
+from schedules import CostTable, Schedule, ScheduleError, load_schedule
 from store import check_study_name, database_url, safe_filename
 
 from .base import Searcher
@@ -71,16 +71,25 @@ def model_signature(config: StudyConfig) -> str:
 
 
 def make_space(config: StudyConfig, pool: Any) -> SearchSpace:
+    """The study's space. A timesteps space takes its fine grid (and whether it holds timesteps or
+    sigmas) from the pool's scheduler, which must be able to sample custom values."""
     base = pool.all_compute_schedule()
     sp = config.space
-    grid = None
+    grid, kind = None, "timesteps"
     if "timesteps" in sp.kinds:
-        if not getattr(pool, "supports_timesteps", False):
-            raise StudyError("the timesteps space needs an evaluator pool that samples at `sampling.timesteps`; "
-                             "this pool does not (yet): use kinds [cache] and/or [architecture]")
-        grid = tuple(sp.grid) if sp.grid else fine_grid(sp.fine_steps or 2 * base.num_steps, sp.num_train_timesteps)
+        grid_of = getattr(pool, "timestep_grid", None)
+        if grid_of is None:
+            raise StudyError("the timesteps space needs an evaluator pool that samples explicit timesteps "
+                             "(timestep_grid); this one does not: use kinds [cache] and/or [architecture]")
+        try:
+            kind, grid = grid_of(sp.fine_steps or len(sp.grid))
+        except ScheduleError as exc:
+            raise StudyError(f"space.kinds: timesteps: {exc}") from None
+        if sp.grid:
+            grid = tuple(sp.grid)
     try:
-        return SearchSpace(base.model, base.sampling, tuple(sp.kinds), grid, sp.min_changes)
+        return SearchSpace(base.model, base.sampling, tuple(sp.kinds), grid, sp.min_changes, kind,
+                           sp.min_steps, sp.max_steps)
     except ValueError as exc:
         raise StudyError(f"space: {exc}") from None
 

@@ -8,7 +8,8 @@ and reusing a cached output computed at step a at step s costs D_u[a, s]; a skip
 the cost of a plan is exactly the sum of "compute at a, reuse until b" segment costs that the DP
 optimises, and the DP's front is the true front. Timestep choices add the one-jump cost
 C[i, j] = v_i * (j - i - 1)^2 of each jump on the fine grid (the same matrix `timestep_costs` hands
-to the BOSS DP), minus the cost of the default even spacing. MACs come from a fixed CostTable.
+to the BOSS DP), minus the cost of the default even spacing of the study's N steps, so fewer steps
+cost quality. MACs come from a fixed CostTable; speedups are against all compute at N steps.
 `sensitivity` scales a component's true cost without showing in the profile (what the DP's
 calibration has to discover).
 """
@@ -39,7 +40,6 @@ class SyntheticPool:
     `cost_table`, `timestep_costs`. Counts every evaluation in `evaluated` (hashes, in order)."""
 
     metric = "quality"
-    supports_timesteps = True
 
     def __init__(self, num_blocks: int = 4, num_steps: int = 8, seed: int = 0, q0: float = 40.0,
                  scale: float = 4.0, skip_penalty: float = 3.0, delay: float = 0.0,
@@ -89,15 +89,26 @@ class SyntheticPool:
             q = self.quality(s)
             yield EvaluationResult(
                 schedule=s, status="done", metrics={self.metric: q}, per_prompt={self.metric: [q]},
-                macs=schedule_macs(s, self.table), mac_speedup=mac_speedup(s, self.table),
+                macs=schedule_macs(s, self.table), mac_speedup=mac_speedup(s, self.table, self.all_compute_schedule()),
                 worker="synthetic", started_at=start, finished_at=self.clock(), prompt_set_hash="synthetic")
 
+    def _cumulative(self, steps: int) -> np.ndarray:
+        """Cumulative drift at each of `steps` steps: step s sits at position s * N / steps of the N
+        steps the rates are drawn for (so fewer steps drift more per step)."""
+        n = len(self.rates)
+        return np.cumsum(self.rates)[[min(n - 1, round(s * n / steps)) for s in range(steps)]]
+
     def profile(self, schedule: Schedule | None = None) -> dict[tuple[str, str], np.ndarray]:
-        """D[b, a, s] for every unit: the same drift whatever trajectory is followed."""
+        """D[b, a, s] for every unit along the schedule's steps: the same drift whatever trajectory."""
         self.profiles += 1
-        cum = np.cumsum(self.rates)
+        cum = self._cumulative(schedule.num_steps if schedule is not None else len(self.rates))
         drift = np.abs(cum[None, :] - cum[:, None])          # [a, s] = r_{a+1} + ... + r_s
         return {key: w[:, None, None] * drift[None, :, :] for key, w in self.weights.items()}
+
+    def timestep_grid(self, steps: int) -> tuple[str, tuple[float, ...]]:
+        """The grid the analytic quality scores against (made at construction), else a fresh one."""
+        from .space import fine_grid
+        return "timesteps", self.grid if self.grid is not None else fine_grid(steps)
 
     def timestep_costs(self, grid: Sequence[float]) -> np.ndarray:
         m = len(grid)
@@ -110,7 +121,7 @@ class SyntheticPool:
 
     # ------------------------------------------------------------------ the analytic quality
     def plan_cost(self, schedule: Schedule) -> float:
-        cum = np.cumsum(self.rates)
+        cum = self._cumulative(schedule.num_steps)
         total = 0.0
         for (g, c), w in self.weights.items():
             w = w * self.sensitivity.get(c, 1.0)
@@ -133,7 +144,7 @@ class SyntheticPool:
         where = {t: i for i, t in enumerate(grid)}
         idx = [where[float(t)] for t in schedule.sampling.timesteps] + [len(grid)]
         c = self.timestep_costs(grid)
-        k = schedule.num_steps
+        k = self.sampling.num_inference_steps
         even = [i * len(grid) // k for i in range(k)] + [len(grid)]
         return float(sum(c[a, b] for a, b in zip(idx, idx[1:])) - sum(c[a, b] for a, b in zip(even, even[1:])))
 

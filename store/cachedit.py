@@ -6,6 +6,8 @@ cache manager): one list of transformer blocks; at a step whose mask entry is 1 
 at a step whose entry is 0 the first `Fn_compute_blocks` blocks (at least 1) and the last
 `Bn_compute_blocks` compute and the blocks between them are replaced by the residual they added at the
 last computed step. So a plan fits when
+- it samples the scheduler's own timesteps: cache-dit configures caching only, never which
+  timesteps or sigmas the scheduler samples, so a schedule with explicit ones has no cache-dit form;
 - the model has a single block group (FLUX's dual + single lists and UNets do not map);
 - no component is skipped ('-'), and within a block all components agree at every step (cache-dit
   reuses whole blocks, not attention or feed-forward alone);
@@ -61,6 +63,12 @@ def _split(row: str) -> tuple[int, int] | None:
 def cache_dit_config(schedule: Schedule) -> dict[str, Any]:
     """The `cache_config` section for cache-dit's `load_configs`, or `ExportError` saying why not."""
     groups = schedule.model.block_groups
+    if schedule.sampling.explicit is not None:
+        kind, values = schedule.sampling.explicit
+        raise ExportError(f"does not fit cache-dit: the schedule samples {len(values)} explicit {kind} "
+                          f"({', '.join(f'{v:g}' for v in values[:3])}, ...) and cache-dit configures caching only, "
+                          "not which timesteps the scheduler samples; export it as a cachesearch schedule, which "
+                          "apply_schedule makes the pipeline sample")
     if schedule.model.family == "unet":
         raise ExportError("does not fit cache-dit: cache-dit caches lists of transformer blocks, and this "
                           f"schedule is for a UNet ({schedule.model.transformer_class}) planned per down/mid/up block")

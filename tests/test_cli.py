@@ -304,3 +304,24 @@ def test_ctrl_c_during_evaluator_start_up_says_how_to_resume(tmp_path, monkeypat
     monkeypatch.undo()
     resumed = _run("search", str(cfg), "--db", db, "-q", "--resume", "cc")
     assert resumed.exit_code == 0 and "4 evaluations (4 in this run)" in resumed.output, resumed.output
+
+
+def test_apply_a_timestep_schedule_against_the_study_steps(tmp_path):
+    """`cachesearch apply` on a 10-of-20-steps schedule: compared with the plain 20-step pipeline."""
+    from dataclasses import replace
+
+    from evaluators.embedded.model import build_scheduler, build_transformer, read_config
+    from schedules import SamplingSpec, Schedule, describe, save_schedule
+    from schedules.timesteps import fine_grid
+    config = read_config()                       # the shipped architecture, without loading its weights
+    kind, grid = fine_grid(build_scheduler(config["scheduler"]), 20)
+    sampling = replace(SamplingSpec(10, cfg="batched", guidance_scale=4.0), **{kind: grid[::2]})
+    spec = describe(build_transformer(config["transformer"]), model_id="cachesearch/embedded")
+    schedule = Schedule.all_compute(spec, sampling, provenance={"reference_steps": 20})
+    path = save_schedule(schedule, tmp_path / "ten.json")
+    result = _run("apply", str(path), "--prompt", "a red 3 on a blue background", "--repeats", "1",
+                  "--out", str(tmp_path / "img"))
+    assert result.exit_code == 0, result.output
+    assert "10 steps at explicit timesteps [999, 899, 799" in result.output
+    assert "the plain pipeline runs 20 steps" in result.output and "MAC speedup 2.00x" in result.output
+    assert len(list((tmp_path / "img").glob("*.png"))) == 2

@@ -111,6 +111,29 @@ def test_schedule_page_heatmap_diff_and_per_prompt(filled: str, monkeypatch: pyt
     assert at.dataframe[-1].value.shape == (len(PROMPTS) * 2, 2)
 
 
+def test_schedule_page_shows_the_timesteps_a_schedule_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import random
+
+    from store import ObjectiveSpec
+    from test_dashboard_data import model_specs, result_for, timestep_schedule
+    url = f"sqlite:///{tmp_path / 'joint.db'}"
+    pixart, _ = model_specs()
+    with Store(url) as store:
+        store.create_study("joint", {"seeds": [0]}, "tiny", "dp", {},
+                           [ObjectiveSpec("psnr"), ObjectiveSpec("mac_speedup")], {"psnr": 15.0, "mac_speedup": 1.0})
+        store.record_evaluations("joint", [result_for(timestep_schedule(pixart), random.Random(0))], step=0)
+    at = app(url, "schedule", monkeypatch, study="joint")
+    assert "5 steps at explicit timesteps (the study runs 8)" in texts(at, "caption")
+    strip, plan = plotly_specs(at)[:2]
+    assert strip["data"][0]["x"] == [999.0, 799.0, 599.0, 399.0, 199.0]
+    heatmap = next(t for t in plan["data"] if t["type"] == "heatmap")
+    z = heatmap["z"]                                   # plotly may send arrays as typed buffers
+    rows = int(z["shape"].split(",")[0]) if isinstance(z, dict) else len(z)
+    assert rows == 5 and plan["layout"]["yaxis"]["ticktext"][1] == "1 · t=799"
+    at.selectbox(key="diff_with").select("all-compute (the reference)").run()
+    assert "cells differ" in texts(at, "markdown")
+
+
 def test_images_page_shows_reference_and_scheduled(filled: str, monkeypatch: pytest.MonkeyPatch) -> None:
     at = app(filled, "images", monkeypatch, study="tiny-ecad", eval="2")
     assert at.header[0].value == "Images" and not at.error

@@ -229,6 +229,29 @@ def test_plan_heatmap_matches_plan() -> None:
     assert {t.name for t in fig.data if t.type == "scatter"} == {"compute", "reuse", "skip"}
 
 
+def timestep_schedule(spec, steps: int = 5) -> Schedule:
+    """FORA-2 on `steps` explicit timesteps of a 10-point grid (fewer steps than the study's STEPS)."""
+    values = tuple(float(t) for t in (999, 799, 599, 399, 199, 99, 49)[:steps])
+    masks = {(g.name, c): [[COMPUTE if s % 2 == 0 else REUSE] * g.num_blocks for s in range(steps)]
+             for g in spec.block_groups for c in g.components}
+    return Schedule.from_masks(spec, SamplingSpec(steps, timesteps=values), masks,
+                               provenance={"reference_steps": STEPS})
+
+
+def test_timestep_strip_and_one_heatmap_row_per_step_run() -> None:
+    from dashboard.figures import plan_heatmap, timesteps_strip
+    pixart, _ = model_specs()
+    s = timestep_schedule(pixart)
+    strip = timesteps_strip(s)
+    assert list(strip.data[0].x) == list(s.sampling.timesteps) and list(strip.data[0].text) == list("01234")
+    fig = plan_heatmap(s)
+    z = np.asarray(next(t for t in fig.data if t.type == "heatmap").z)
+    assert z.shape == (5, pixart.group("transformer_blocks").num_blocks)
+    assert list(fig.layout.yaxis.ticktext) == ["0 · t=999", "1 · t=799", "2 · t=599", "3 · t=399", "4 · t=199"]
+    assert timesteps_strip(fora(pixart, 2)) is None and fig.layout.yaxis.ticktext is not None
+    assert plan_heatmap(fora(pixart, 2)).layout.yaxis.ticktext is None
+
+
 def test_plan_diff_and_fractions() -> None:
     from dashboard.figures import block_fractions, diff_heatmap, plan_diff, step_fractions
     pixart, flux = model_specs()

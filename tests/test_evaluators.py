@@ -15,6 +15,7 @@ import shutil
 import signal
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -195,9 +196,54 @@ def test_local_pool_scores_all_compute_and_reuse(local_pool):
 
 def test_mismatched_schedule_fails_with_reason(local_pool):
     from schedules import SamplingSpec
-    wrong = Schedule.all_compute(local_pool.model_spec(), SamplingSpec(STEPS + 1, cfg="batched"))
-    [result] = local_pool.evaluate([wrong])
-    assert result.status == "failed" and "11 steps" in result.error
+    wrong = Schedule.all_compute(local_pool.model_spec(), SamplingSpec(STEPS, cfg="sequential"))
+    sigmas = Schedule.all_compute(local_pool.model_spec(), SamplingSpec(2, cfg="batched", sigmas=(1.0, 0.5)))
+    results = {r.schedule.hash: r for r in local_pool.evaluate([wrong, sigmas])}
+    assert results[wrong.hash].status == "failed" and "cfg='sequential'" in results[wrong.hash].error
+    assert results[sigmas.hash].status == "failed"
+    assert "DPMSolverMultistepScheduler cannot sample custom sigmas" in results[sigmas.hash].error
+
+
+def explicit_steps(pool, every: int, fora_every: int = 1) -> Schedule:
+    """Every `every`-th point of the study's own STEPS timesteps, optionally with FORA reuse on top."""
+    kind, grid = pool.timestep_grid(STEPS)
+    values = grid[::every]
+    sampling = replace(pool.sampling_spec(), num_inference_steps=len(values), **{kind: values})
+    n = pool.model_spec().group(GROUP).num_blocks
+    rows = [[s % fora_every == 0] * n for s in range(len(values))]
+    return Schedule.from_masks(pool.model_spec(), sampling, {(GROUP, c): rows for c in COMPONENTS})
+
+
+def test_fewer_explicit_timesteps_are_scored_against_the_full_step_reference(local_pool):
+    kind, grid = local_pool.timestep_grid(STEPS)
+    assert kind == "timesteps" and len(grid) == STEPS
+    half, half_fora = explicit_steps(local_pool, 2), explicit_steps(local_pool, 2, fora_every=2)
+    calls = []
+    handle = local_pool.evaluator.denoiser.register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        results = {r.schedule.hash: r for r in local_pool.evaluate([half, half_fora])}
+    finally:
+        handle.remove()
+    a, b = results[half.hash], results[half_fora.hash]
+    assert a.ok and b.ok, (a.error, b.error)
+    assert len(calls) == 2 * 2 * (STEPS // 2)          # 2 schedules x 2 batches x 5 steps: nothing more
+    [ref] = local_pool.evaluate([local_pool.all_compute_schedule()])
+    assert a.mac_speedup == pytest.approx(2.0) and a.macs * 2 == ref.macs
+    assert b.mac_speedup > a.mac_speedup and b.macs < a.macs
+    assert a.metrics["psnr"] < PSNR_CAP_DB and a.metrics["latent_mse"] > 0   # against the 10-step reference
+    profile = local_pool.profile(half)
+    assert profile[(GROUP, "attn1")].shape == (2, STEPS // 2, STEPS // 2)
+
+
+def test_timestep_costs_on_the_fine_grid(local_pool):
+    import numpy as np
+    _, grid = local_pool.timestep_grid(STEPS)
+    costs = local_pool.timestep_costs(grid)
+    assert costs.shape == (STEPS + 1, STEPS + 1)
+    upper = np.triu_indices(STEPS + 1, k=1)
+    assert np.isfinite(costs[upper]).all() and (costs[upper] >= 0).all()
+    assert np.isinf(costs[np.tril_indices(STEPS + 1)]).all()
+    assert costs[0, STEPS] > costs[0, 2] > 0, "a longer jump costs more"
 
 
 def test_nan_output_fails_and_pool_keeps_working(local_pool):
@@ -394,6 +440,12 @@ def test_ray_pool_matches_local_pool(ray_pool, local_pool):
             assert b.per_prompt.get(name, []) == pytest.approx(a.per_prompt.get(name, []), rel=1e-4, abs=1e-6)
     assert ray_pool.profile(None)[(GROUP, "attn1")].shape == (2, STEPS, STEPS)
     assert len(ray_pool.reference_thumbnails()) == 2
+    assert ray_pool.timestep_grid(STEPS) == local.timestep_grid(STEPS)
+    grid = local.timestep_grid(STEPS)[1]
+    assert ray_pool.timestep_costs(grid) == pytest.approx(local.timestep_costs(grid), rel=1e-3)
+    half = explicit_steps(local, 2)
+    [a], [b] = local.evaluate([half]), ray_pool.evaluate([half])
+    assert a.ok and b.ok and a.mac_speedup == b.mac_speedup == pytest.approx(2.0)
 
 
 @pytest.mark.ray
@@ -468,3 +520,29 @@ def test_start_up_reports_each_phase_and_reference_progress(tiny_path, tmp_path)
     again: list[tuple] = []
     LocalPool(config, progress=lambda *args: again.append(args))
     assert [r[1:] for r in again if r[0] == "all-compute references (pairs)"] == [(4, 6), (6, 6)]
+
+
+# ------------------------------------------------------------------------------------------ joint study
+def test_joint_study_on_a_real_pipeline(local_pool, tmp_path):
+    """The timesteps space from the pool's scheduler, BOSS one-jump costs through the loop, and fewer
+    explicit steps scored for real: nothing fails, and the front mixes step counts with caching."""
+    from search.config import validate_config
+    from search.study import run_study
+    from store import Store
+    cfg = validate_config({
+        "study": "joint", "evaluation": local_pool.config.model_dump(mode="json"),
+        "space": {"kinds": ["cache", "timesteps", "architecture"], "fine_steps": STEPS, "min_steps": 4},
+        "objectives": [{"name": "psnr", "reference": 5.0}, {"name": "mac_speedup", "reference": 1.0}],
+        "searcher": {"name": "dp", "settings": {"max_heuristics": 6, "candidates": 6, "refine_rounds": 0,
+                                                "boss_candidates": 3, "bases": 2}},
+        "budget": {"evaluations": 24}})
+    _, outcome = run_study(cfg, db=str(tmp_path / "j.db"), pool=local_pool, show_progress=False, log=lambda m: None)
+    with Store(f"sqlite:///{tmp_path / 'j.db'}") as store:
+        results = store.results("joint")
+    assert results and all(r.ok for r in results), [r.error for r in results if not r.ok]
+    steps = {r.schedule.num_steps for r in results}
+    assert min(steps) < STEPS and STEPS in steps
+    boss = [r for r in results if r.schedule.provenance.get("granularity") == "boss"]
+    assert 2 <= len(boss) <= 3     # the K = 10 path may be the default timesteps (the reference)
+    assert all(r.mac_speedup == pytest.approx(STEPS / r.schedule.num_steps) for r in boss)
+    assert any(r.schedule.num_steps < STEPS and r.schedule.compute_fraction() < 1 for r in results)

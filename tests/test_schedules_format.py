@@ -95,6 +95,11 @@ BAD_DOCUMENTS = [
     ("sampling.num_inference_steps", 5, "plan.transformer_blocks.attn1: has 4 steps but sampling.num_inference_steps is 5"),
     ("sampling.cfg", "sideways", "sampling.cfg: must be one of"),
     ("sampling.timesteps", [999, 500], "sampling.timesteps: lists 2 timesteps but num_inference_steps is 4"),
+    ("sampling.timesteps", [999, 500, 500, 100], "sampling.timesteps: must strictly descend (noise to data): [1] = 500, [2] = 500"),
+    ("sampling.timesteps", [999, 500, 100, -1], "sampling.timesteps: must be >= 0, got -1"),
+    ("sampling.timesteps", [999, "500", 100, 1], "sampling.timesteps: must be a list of numbers or null"),
+    ("sampling.sigmas", [1.0, 0.5, 0.2, 0.0], "sampling.sigmas: must be > 0, got 0"),
+    ("sampling.sigmas", [1.0, 0.5], "sampling.sigmas: lists 2 sigmas but num_inference_steps is 4"),
     ("plan.transformer_blocks.attn1.1", "0101", "plan.transformer_blocks.attn1[1]: has 4 characters but block group 'transformer_blocks' has 3 blocks"),
     ("plan.transformer_blocks.attn1.1", "0x1", "plan.transformer_blocks.attn1[1]: character(s) ['x'] outside the alphabet"),
     ("plan.transformer_blocks.attn1.0", "101", "plan.transformer_blocks.attn1[0]: step 0 must compute"),
@@ -160,3 +165,34 @@ def test_subset_flag_is_hashed_only_when_set():
     jsonschema.validate(subset.to_dict(), json_schema())
     doc["model"]["subset"] = False
     assert Schedule.from_dict(doc).hash == plain.hash
+
+
+def sigma_example() -> Schedule:
+    sampling = SamplingSpec(num_inference_steps=4, scheduler="FlowMatchEulerDiscreteScheduler",
+                            sigmas=(1.0, 0.7, 0.4, 0.1))
+    return Schedule.all_compute(SPEC, sampling)
+
+
+def test_explicit_values_say_their_kind_round_trip_and_validate_against_the_schema(tmp_path):
+    s = sigma_example()
+    doc = s.to_dict()
+    assert doc["sampling"]["sigmas"] == [1.0, 0.7, 0.4, 0.1] and doc["sampling"]["timesteps"] is None
+    jsonschema.validate(doc, json_schema())
+    back = load_schedule(save_schedule(s, tmp_path / "s.json"))
+    assert back == s and back.sampling.explicit == ("sigmas", (1.0, 0.7, 0.4, 0.1))
+    both = copy.deepcopy(doc)
+    both["sampling"]["timesteps"] = [999, 700, 400, 100]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(both, json_schema())
+    with pytest.raises(ScheduleError, match="sampling.sigmas: give timesteps or sigmas, not both"):
+        Schedule.from_dict(both)
+
+
+def test_documents_without_sigmas_keep_their_form_and_hash():
+    """Version-1 documents written before `sigmas` existed load unchanged: no new key, same hash."""
+    doc = example().to_dict()
+    assert "sigmas" not in doc["sampling"] and doc["version"] == 1
+    assert Schedule.from_dict(json.loads(json.dumps(doc))).hash == example().hash
+    assert example().hash == "7df8478246191efea538f0e69abd51a5825143bd88a7e4304ae5087cbf582a42"   # as before sigmas
+    ints = Schedule.all_compute(SPEC, SamplingSpec(2, timesteps=(999, 500)))
+    assert ints.hash == Schedule.all_compute(SPEC, SamplingSpec(2, timesteps=(999.0, 500.0))).hash

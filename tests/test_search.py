@@ -32,11 +32,16 @@ def test_genome_round_trip_in_every_space_combination():
         for _ in range(20):
             genome = space.random_genome(rng)
             s = space.decode(genome)
-            assert space.encode(s) == genome or "architecture" in kinds  # cache bits under a skip are free
+            # cache bits under a skip, and rows past the schedule's own steps, are free (hidden genes)
+            assert space.encode(s) == genome or kinds != ("cache",) and kinds != ("timesteps",)
             assert space.decode(space.encode(s)).hash == s.hash
+            assert space.encode(space.decode(space.encode(s))) == space.encode(s)
             assert all(set(row) <= {"1"} for g, c in s.components() for row in s.rows(g, c)[:1])
             if "timesteps" in kinds:
-                assert len(s.sampling.timesteps) == 6 and s.sampling.timesteps[0] == grid[0]
+                assert space.min_steps <= s.num_steps <= space.max_steps == 6
+                assert len(s.sampling.timesteps) == s.num_steps and s.sampling.timesteps[0] == grid[0]
+            else:
+                assert s.num_steps == 6
 
 
 def test_min_change_constraint_excludes_the_baseline():
@@ -294,3 +299,104 @@ def test_progress_prints_plain_throttled_lines_when_not_a_terminal():
         "s [ecad]: 6/6 evaluations, front 2, HV 1.5, ETA 0:00:00 · best psnr 30",
     ]
     assert "\x1b[" not in out.getvalue()
+
+
+# --------------------------------------------------------------------------- the joint space
+JOINT = {"kinds": ["cache", "timesteps", "architecture"], "fine_steps": 8, "min_steps": 4}
+
+
+def _joint_pool(cls=SyntheticPool, **kwargs):
+    return cls(num_blocks=3, num_steps=8, grid=fine_grid(8), **kwargs)
+
+
+def _evaluated(db, study):
+    from store import Store
+    with Store(f"sqlite:///{db}") as store:
+        return [r.schedule for r in store.results(study)]
+
+
+@pytest.mark.parametrize("name", sorted(SEARCHERS))
+def test_every_searcher_searches_cache_timesteps_and_architecture_jointly(tmp_path, name):
+    from search.study import make_space
+    pool = _joint_pool()
+    cfg = _config(name, 48, space=JOINT)
+    run_study(cfg, db=str(tmp_path / "j.db"), show_progress=False, pool=pool, log=lambda m: None)
+    space = make_space(cfg, pool)
+    schedules = _evaluated(tmp_path / "j.db", cfg.study)
+    assert schedules and len(pool.evaluated) == len(set(pool.evaluated))
+    for s in schedules:
+        space.check(s)                                   # every ask is a point of the joint space
+        assert space.admissible(s)
+    assert any(s.num_steps < 8 and s.compute_fraction() < 1 for s in schedules), "fewer steps, and reuse or skips"
+    few = [s for s in schedules if s.num_steps < 8]
+    assert all(s.provenance["reference_steps"] == 8 for s in few)
+
+
+@pytest.mark.parametrize("name", sorted(SEARCHERS))
+def test_joint_space_study_resumed_equals_uninterrupted(tmp_path, name):
+    cfg = _config(name, 30, space=JOINT)
+    full = _joint_pool()
+    run_study(cfg, db=str(tmp_path / "a.db"), show_progress=False, pool=full, log=lambda m: None)
+    first = _joint_pool(InterruptingPool, stop_at=11)
+    run_study(cfg, db=str(tmp_path / "b.db"), show_progress=False, pool=first, log=lambda m: None)
+    second = _joint_pool()
+    run_study(cfg, db=str(tmp_path / "b.db"), resume=cfg.study, show_progress=False, pool=second, log=lambda m: None)
+    assert first.evaluated[:10] + second.evaluated == full.evaluated
+
+
+def test_fewer_steps_cost_quality_and_count_as_speedup():
+    pool = _joint_pool()
+    space = SearchSpace(pool.spec, pool.sampling, ("timesteps",), fine_grid(8), min_steps=4)
+    results = {k: next(pool.evaluate([Schedule.all_compute(pool.spec, space.base_sampling(space.default_indices(k)))]))
+               for k in (4, 8)}
+    assert results[4].mac_speedup == pytest.approx(results[8].mac_speedup * 2) and results[8].mac_speedup == 1.0
+    assert results[4].metrics["quality"] < results[8].metrics["quality"]
+
+
+def test_segmented_crossover_mixes_every_segment_and_never_crosses_their_borders():
+    from search.ecad import segmented_crossover
+    segments = [(0, 12), (12, 19), (19, 23)]
+    rng = random.Random(1)
+    for _ in range(20):
+        a, b = segmented_crossover([0] * 23, [1] * 23, segments, 4, rng)
+        assert [x + y for x, y in zip(a, b)] == [1] * 23                  # each bit from one parent
+        for lo, hi in segments:
+            assert set(a[lo:hi]) == {0, 1} and a[lo] == 0                  # every segment mixes, from its start
+    one = segmented_crossover(list(range(10)), list(range(10, 20)), [(0, 10)], 4, random.Random(5))
+    rng = random.Random(5)
+    cuts = sorted(rng.sample(range(1, 10), 4)) + [10]                      # one segment: ECAD's k-point
+    expected, start, swap = list(range(10)), 0, False
+    for cut in cuts:
+        if swap:
+            expected[start:cut] = list(range(10 + start, 10 + cut))
+        start, swap = cut, not swap
+    assert one[0] == expected
+
+
+def test_uniform_step_heuristics_per_kind():
+    pool = SyntheticPool(num_blocks=5, num_steps=20)
+    grid = fine_grid(20)
+    for kinds, labels in ((("timesteps",), {"uniform-k"}),
+                          (("cache", "timesteps"), {"uniform-k", "uniform-k+fora"}),
+                          (("cache", "timesteps", "architecture"),
+                           {"uniform-k", "uniform-k+fora", "uniform-k+skip-deep", "uniform-k+fora+skip-deep"})):
+        space = SearchSpace(pool.spec, pool.sampling, kinds, grid)
+        items = [s for s in space_heuristics(space) if s.provenance["heuristic"].startswith("uniform-k")]
+        assert {s.provenance["heuristic"] for s in items} == labels
+        for label in labels:
+            assert sorted(s.num_steps for s in items if s.provenance["heuristic"] == label) == list(range(8, 20))
+        ten = next(s for s in items if s.provenance["heuristic"] == "uniform-k" and s.num_steps == 10)
+        assert ten.sampling.timesteps == grid[::2]                          # the scheduler's own 10 steps
+
+
+def test_bayes_searches_the_step_count():
+    pool = SyntheticPool(num_blocks=2, num_steps=8, grid=fine_grid(8))
+    space = SearchSpace(pool.spec, pool.sampling, ("cache", "timesteps"), fine_grid(8), min_steps=3)
+    searcher = SEARCHERS["bayes"](space, OBJ, {"n_startup_trials": 4}, seed=0)
+    assert "num_steps" in searcher.distributions
+    steps = set()
+    for _ in range(12):
+        batch = searcher.ask(2)
+        steps |= {s.num_steps for s in batch}
+        searcher.tell(list(pool.evaluate(batch)))
+    assert len(steps) >= 3 and min(steps) < 8

@@ -107,22 +107,37 @@ def test_dp_searcher_finds_the_true_front_of_the_synthetic_pool(combine):
     assert len(set(pool.evaluated)) == len(pool.evaluated)
 
 
-def test_dp_searcher_timesteps_space_uses_boss():
+def test_dp_searcher_timesteps_space_verifies_boss_then_caches_on_its_timesteps():
+    """BOSS picks the best K of M for every K; those are evaluated; the cache DP then runs on the
+    study's own steps and on the best verified BOSS timesteps, each profiled along its own steps."""
     from search.space import fine_grid
     grid = fine_grid(12)
-    pool = SyntheticPool(num_blocks=2, num_steps=4, components=("attn1",), grid=grid)
-    space = SearchSpace(pool.spec, pool.sampling, ("cache", "timesteps"), grid)
-    searcher = DPSearcher(space, OBJ, {"refine_rounds": 0, "heuristics": False}, cost_table=pool.cost_table())
+    pool = SyntheticPool(num_blocks=2, num_steps=6, components=("attn1",), grid=grid)
+    space = SearchSpace(pool.spec, pool.sampling, ("cache", "timesteps"), grid, min_steps=3)
+    searcher = DPSearcher(space, OBJ, {"refine_rounds": 0, "heuristics": False, "bases": 2},
+                          cost_table=pool.cost_table())
     request = searcher.profile_request()
-    assert request.kind == "timesteps"
-    searcher.tell_profile(request, pool.timestep_costs(grid))
-    _, best = boss_path(pool.timestep_costs(grid), 4)
-    assert searcher.ts_indices == best
-    drift = searcher.profile_request()
-    assert drift.kind == "drift" and drift.schedule.sampling.timesteps == tuple(grid[i] for i in best)
-    searcher.tell_profile(drift, pool.profile(drift.schedule))
-    batch = searcher.ask(100)
-    assert batch and all(s.sampling.timesteps == tuple(grid[i] for i in best) for s in batch)
+    assert request.kind == "timesteps" and request.grid == grid
+    jumps = pool.timestep_costs(grid)
+    searcher.tell_profile(request, jumps)
+    boss = searcher.ask(100)
+    assert {s.num_steps for s in boss} >= {3, 4, 5}
+    for s in boss:
+        assert space.indices_of(s) == boss_path(jumps, s.num_steps)[1] and s.compute_fraction() == 1.0
+        assert s.provenance["reference_steps"] == 6 or s.num_steps == 6
+    searcher.tell(list(pool.evaluate(boss)))
+    bases = []
+    while (request := searcher.profile_request()) is not None:
+        assert request.kind == "drift"
+        bases.append(request.schedule)
+        searcher.tell_profile(request, pool.profile(request.schedule))
+    assert bases[0] == space.baseline() and len(bases) == 2 and bases[1].num_steps < 6
+    assert bases[1].hash in {s.hash for s in boss}
+    candidates = searcher.ask(100)
+    assert {c.sampling for c in candidates} == {b.sampling for b in bases}
+    assert all(c.compute_fraction() < 1.0 for c in candidates)
+    searcher.tell(list(pool.evaluate(candidates)))
+    assert searcher.finished
 
 
 def _run_dp(pool, space, settings):

@@ -190,3 +190,35 @@ def test_file_names_from_study_names_never_leave_their_folder(tmp_path: Path, ho
     everything = {p.relative_to(tmp_path) for p in tmp_path.rglob("*")}
     assert everything <= {Path("legacy.db"), Path("legacy.db-wal"), Path("legacy.db-shm"), Path("work"),
                           Path("work/front")} | {p.relative_to(tmp_path) for p in written}
+
+
+def test_cache_dit_says_why_it_cannot_express_a_timestep_schedule() -> None:
+    s = _pixart_plan()
+    timed = Schedule(s.model, SamplingSpec(3, timesteps=(999, 600, 200)), s.plan)
+    with pytest.raises(ExportError, match=r"samples 3 explicit timesteps \(999, 600, 200, ...\) and cache-dit "
+                                          "configures caching only"):
+        cache_dit_config(timed)
+
+
+def test_exported_timestep_schedule_carries_its_timesteps_and_a_plain_call_samples_them(tmp_path: Path) -> None:
+    from tiny_pipelines import TINY_PIPELINES
+    entry = TINY_PIPELINES["pixart"]
+    pipe = entry.build()
+    sampling = SamplingSpec(4, scheduler="DPMSolverMultistepScheduler", timesteps=(999, 700, 350, 80), cfg="batched")
+    schedule = Schedule.all_compute(describe(pipe), sampling, provenance={"reference_steps": 10})
+    with Store(url_of(tmp_path / "t.db")) as store:
+        store.create_study("ts", {"seeds": [0]}, "tiny-pixart", "dp", {},
+                           [ObjectiveSpec("psnr"), ObjectiveSpec("mac_speedup")], {"psnr": 0.0})
+        store.record_evaluation("ts", EvaluationResult(schedule, "done", metrics={"psnr": 30.0}, mac_speedup=2.5,
+                                                       prompt_set_hash="ps"))
+        path = export_pick(store, "ts", "knee", tmp_path / "ts.json")
+    doc = yaml.safe_load(path.read_text())
+    assert doc["sampling"]["timesteps"] == [999.0, 700.0, 350.0, 80.0] and doc["sampling"]["num_inference_steps"] == 4
+    assert doc["provenance"]["reference_steps"] == 10
+    seen = []
+    pipe.transformer.register_forward_pre_hook(lambda m, a, k: seen.append(float(k["timestep"][0])), with_kwargs=True)
+    with apply_schedule(pipe, load_schedule(path)):
+        entry.run(pipe)
+    assert seen == [999.0, 700.0, 350.0, 80.0]
+    with Store(url_of(tmp_path / "t.db")) as store, pytest.raises(ExportError, match="does not fit cache-dit"):
+        export_pick(store, "ts", "knee", tmp_path / "ts.yaml", fmt="cache-dit")

@@ -9,7 +9,7 @@ import streamlit as st
 from schedules import Schedule
 
 from .. import data
-from ..figures import diff_heatmap, fractions_figure, per_prompt_figure, plan_diff, plan_heatmap
+from ..figures import diff_heatmap, fractions_figure, per_prompt_figure, plan_diff, plan_heatmap, timesteps_strip
 from ..shell import Context
 from .common import need_study, pick_evaluation, record_metrics, row_label
 
@@ -61,6 +61,16 @@ def _per_prompt_section(ctx: Context, per_prompt: dict[str, list[float]]) -> Non
     st.dataframe(frame.rename_axis("(prompt, seed)"), width="stretch", height=min(400, 40 + 35 * longest))
 
 
+def _steps_text(schedule: Schedule, provenance: dict) -> str:
+    """'12 steps at explicit timesteps (the study runs 20)', or 'N steps' on the scheduler's spacing."""
+    explicit = schedule.sampling.explicit
+    if explicit is None:
+        return f"{schedule.num_steps} steps"
+    reference = (provenance or {}).get("reference_steps")
+    return (f"{schedule.num_steps} steps at explicit {explicit[0]}"
+            + (f" (the study runs {reference})" if reference else ""))
+
+
 def render(ctx: Context) -> None:
     st.header("Schedule")
     if not need_study(ctx):
@@ -70,10 +80,14 @@ def render(ctx: Context) -> None:
         return
     schedule = data.schedule(ctx.url, record.schedule_hash)
     record_metrics(record, ctx.quality)
-    st.caption(f"Schedule `{schedule.hash}` · {schedule.model.transformer_class} · {schedule.num_steps} steps · "
+    steps = _steps_text(schedule, record.provenance)
+    st.caption(f"Schedule `{schedule.hash}` · {schedule.model.transformer_class} · {steps} · "
                f"searcher step {record.step if record.step is not None else '–'} · worker {record.worker or '–'}")
     tabs = st.tabs(["Plan", "Fractions computed", "Diff", "Metrics per prompt"])
     with tabs[0]:
+        strip = timesteps_strip(schedule)
+        if strip is not None:
+            st.plotly_chart(strip, key="timesteps_chart", config=_CHART)
         st.plotly_chart(plan_heatmap(schedule), key="plan_chart", config=_CHART)
     with tabs[1]:
         st.plotly_chart(fractions_figure(schedule), key="fractions_chart", config=_CHART)

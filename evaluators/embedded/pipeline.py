@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from diffusers import DPMSolverMultistepScheduler, PixArtTransformer2DModel
+from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import retrieve_timesteps
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from safetensors.torch import load_file
@@ -83,8 +84,12 @@ class EmbeddedPipeline:
         latents: torch.Tensor | None = None,
         output_type: str = "pil",
         return_latents: bool = False,
+        timesteps: list[int] | None = None,
+        sigmas: list[float] | None = None,
     ) -> EmbeddedPipelineOutput:
-        """Sample one image per prompt; deterministic for given generator seeds."""
+        """Sample one image per prompt; deterministic for given generator seeds. Custom `timesteps` (or
+        `sigmas`, for schedulers that take them) override the scheduler's spacing, as in diffusers'
+        pipelines (`retrieve_timesteps`); `num_inference_steps` is then their count."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
             raise ValueError("need at least one prompt")
@@ -106,10 +111,11 @@ class EmbeddedPipeline:
             raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
         x = latents.to(device, dtype) * self.scheduler.init_noise_sigma
 
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        steps, _ = retrieve_timesteps(self.scheduler, num_inference_steps, device, timesteps=timesteps, sigmas=sigmas)
         # stochastic solvers (e.g. SDE-DPM++) draw their per-step noise from the same generators
-        step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
-        for t in self.scheduler.timesteps:
+        takes_generator = "generator" in inspect.signature(self.scheduler.step).parameters
+        step_kwargs = {"generator": generator} if takes_generator else {}
+        for t in steps:
             x_in = torch.cat([x, x]) if do_cfg else x
             x_in = self.scheduler.scale_model_input(x_in, t)
             eps = self.transformer(
