@@ -4,12 +4,10 @@ A schedule is indexed by denoising *step number* (0..N-1), never by timestep val
 and custom sigmas change the values, while step numbers mean the same thing everywhere. The plan is
 dense and diff-friendly: per block group and component, one string per step, one character per block.
 
-Modes (one character each, so new modes fit without a new format version):
-    '1'  compute the component
-    '0'  reuse the component's last computed output (the block still applies this step's gates)
-    '-'  skip: the component outputs zeros, so in a residual branch the block passes its input through
-
-Step 0 must compute everything: nothing is cached yet and a skip needs the output's shape.
+Modes: one character each, defined by the table in `modes.py` ('1' compute, '0' reuse the last
+computed output, '-' skip, 'F' forecast, ...), so new modes fit without a new format version.
+Step 0 must compute everything: nothing is cached yet and a skip needs the output's shape; each mode
+says how many earlier computes of its component it needs (a forecast needs two).
 """
 
 from __future__ import annotations
@@ -189,13 +187,13 @@ class Schedule:
     # ----------------------------------------------------------------- genome
     def to_bits(self) -> list[int]:
         """Flat compute(1)/reuse(0) genome over steps 1..N-1 (step 0 always computes), in
-        `components()` order, then step, then block. Skips are not representable here."""
+        `components()` order, then step, then block. Only compute and reuse are representable here."""
         bits: list[int] = []
         for g, c in self.components():
             for row in self.plan[g][c][1:]:
                 for ch in row:
-                    if ch == SKIP:
-                        raise ScheduleError("skip mode has no bit encoding", field=f"plan.{g}.{c}")
+                    if ch not in (COMPUTE, REUSE):
+                        raise ScheduleError(f"mode {ch!r} has no bit encoding", field=f"plan.{g}.{c}")
                     bits.append(1 if ch == COMPUTE else 0)
         return bits
 
