@@ -73,14 +73,21 @@ ADAPTERS: tuple[Adapter, ...] = (
 )
 
 
+def feeders_of(transformer_class: str) -> tuple[Feeder, ...]:
+    """The feeders of the adapter that handles `transformer_class` (by name: cost tables and
+    schedules carry class names, not modules)."""
+    return tuple(f for a in ADAPTERS if transformer_class in a.transformer_classes for f in a.feeders)
+
+
 def find_denoiser(pipe_or_model: torch.nn.Module | object) -> torch.nn.Module:
-    """The denoiser of a pipeline (`.transformer` or `.unet`), or the module itself."""
+    """The denoiser of a pipeline (`.transformer` or `.unet`), or the module itself; a
+    `torch.compile` wrapper is looked through (hooks go on the module it compiles)."""
     if isinstance(pipe_or_model, torch.nn.Module):
-        return pipe_or_model
+        return getattr(pipe_or_model, "_orig_mod", pipe_or_model)
     for attr in ("transformer", "unet"):
         module = getattr(pipe_or_model, attr, None)
         if isinstance(module, torch.nn.Module):
-            return module
+            return getattr(module, "_orig_mod", module)
     raise ScheduleMismatchError(
         f"{type(pipe_or_model).__name__} is neither a torch module nor a pipeline with a "
         "`transformer` or `unet` attribute")

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from .adapters import ADAPTERS, adapter_for, component_module, describe, find_denoiser, group_blocks
+from .adapters import adapter_for, feeders_of, component_module, describe, find_denoiser, group_blocks
 from .errors import ScheduleMismatchError
 from .fastpaths import ArgReader, fast_steps, feeder_steps
 from .modes import MODE_TABLE
@@ -223,7 +223,7 @@ def schedule_macs(schedule: Schedule, table: CostTable) -> int:
                 continue
             flags = fast_steps(schedule, group.name, b, present[b])
             per_call += sum(fast_macs if is_fast else macs for is_fast in flags)
-    feeders = {f.attribute: f for a in ADAPTERS if table.transformer_class in a.transformer_classes for f in a.feeders}
+    feeders = {f.attribute: f for f in feeders_of(table.transformer_class)}
     for attribute, macs in table.feeder_macs.items():
         per_call += macs * sum(feeder_steps(schedule, feeders[attribute], table.block_components))
     return per_call * calls_per_step(schedule)

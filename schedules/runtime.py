@@ -72,24 +72,31 @@ class _StepState(BaseState):
 class StepCounterHook(ModelHook):
     """Advances the step counter of the current context on every denoiser call.
 
-    `step` and `position` are plain attributes, valid for the whole denoiser call, so a component or
-    block hook finds its step with one attribute read. `position` is the step's timestep value when
-    `timesteps` (a callable giving one value per step, read once per trajectory) is set and a mode
-    needs positions, else the step number.
+    `step`, `pattern` and `position` are plain attributes, valid for the whole denoiser call, so a
+    component or block hook finds what to do with one attribute read. `pattern` numbers the distinct
+    step patterns of the plan (steps whose every cell agrees share one), and the other hooks look
+    their cell up by pattern, not by step: under `torch.compile`, dynamo then guards on the pattern,
+    so a static schedule compiles one graph per distinct pattern (FORA-3: two), not one per step.
+    The counting itself runs outside the graph (`torch.compiler.disable`: one graph break, at the
+    top of the denoiser). `position` is the step's timestep value when `timesteps` (a callable giving
+    one value per step, read once per trajectory) is set and a mode needs positions, else the step
+    number; only forecast cells read it (so only forecast plans compile one graph per step).
     """
 
     _is_stateful = True
 
-    def __init__(self, num_steps: int, strict: bool):
+    def __init__(self, num_steps: int, strict: bool, patterns: tuple[int, ...] | None = None):
         super().__init__()
         self.num_steps = num_steps
         self.strict = strict  # on a wrapped pipeline, more calls than steps is an error, not a wrap
+        self.patterns = patterns if patterns is not None else tuple(range(num_steps))
         self.states = _ContextStates(_StepState)
         self.timesteps: Callable[[], list[float] | None] | None = None
         self._positions: list[float] | None = None
-        self.step = -1
+        self.step = self.pattern = -1
         self.position = -1.0
 
+    @torch.compiler.disable
     def pre_forward(self, module: torch.nn.Module, *args, **kwargs):
         state = self.states.get_state()
         explicit = self.states.context_step_index
@@ -107,6 +114,7 @@ class StepCounterHook(ModelHook):
             values = self.timesteps()
             self._positions = values if values is not None and len(values) == self.num_steps else None
         self.step = step
+        self.pattern = self.patterns[step]
         self.position = float(self._positions[step]) if self._positions is not None else float(step)
         return args, kwargs
 
@@ -116,8 +124,25 @@ class StepCounterHook(ModelHook):
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
         self.states.reset()
         self._positions = None
-        self.step, self.position = -1, -1.0
+        self.step = self.pattern = -1
+        self.position = -1.0
         return module
+
+
+def step_patterns(schedule: Schedule) -> tuple[int, ...]:
+    """Numbers the distinct step patterns: steps s and t share a number iff every cell of the plan
+    agrees at s and t (in order of first appearance)."""
+    index: dict[tuple[str, ...], int] = {}
+    keys = [tuple(schedule.rows(g, c)[s] for g, c in schedule.components()) for s in range(schedule.num_steps)]
+    return tuple(index.setdefault(k, len(index)) for k in keys)
+
+
+def _by_pattern(per_step: tuple[Any, ...], patterns: tuple[int, ...]) -> tuple[Any, ...]:
+    """A per-step tuple re-indexed by pattern number (every step of a pattern has the same value)."""
+    out: dict[int, Any] = {}
+    for step, p in enumerate(patterns):
+        out.setdefault(p, per_step[step])
+    return tuple(out[p] for p in range(len(out)))
 
 
 class _CellStates(BaseState):
@@ -147,6 +172,7 @@ class ComponentCacheHook(ModelHook):
         super().__init__()
         self.modes_by_step = modes_by_step  # one character per step for this (component, block)
         self.cells = tuple(MODE_TABLE[ch] for ch in modes_by_step)
+        self.by_pattern = _by_pattern(self.cells, counter.patterns)
         kinds = tuple(sorted({(m.char, m.state) for m in self.cells if m.state is not None}))
         self.uses_position = any(cls.uses_position for _, cls in kinds)
         self.counter = counter
@@ -154,21 +180,22 @@ class ComponentCacheHook(ModelHook):
         self.states = _ContextStates(_CellStates, (kinds,))
 
     def new_forward(self, module: torch.nn.Module, *args, **kwargs):
-        mode = self.cells[self.counter.step]
+        mode = self.by_pattern[self.counter.pattern]
         if mode.calls_module:
             output = self.fn_ref.original_forward(*args, **kwargs)
-            self.states.get_state().update(output, self.counter.position)
+            self.states.get_state().update(output, self.counter.position if self.uses_position else 0.0)
             return output
         return self._serve(mode.char)
 
-    def cell_output(self, step: int) -> Any:
+    def cell_output(self) -> Any:
         """This step's output without calling the module: what a block fast path consumes
         (None where the cell contributes nothing, i.e. a skip)."""
-        mode = self.cells[step]
+        mode = self.by_pattern[self.counter.pattern]
         return self._serve(mode.char) if mode.contributes else None
 
     def _serve(self, char: str) -> Any:
-        value = self.states.get_state().by_mode[char].predict(self.counter.position)
+        position = self.counter.position if self.uses_position else 0.0
+        value = self.states.get_state().by_mode[char].predict(position)
         if value is None:
             raise ScheduleStepError(f"{self.where}: nothing computed yet to serve '{char}' at step "
                                     f"{self.counter.step} (was the step counter reset mid-call?)")
@@ -195,13 +222,13 @@ class FeederHook(ModelHook):
 
     def __init__(self, needed: tuple[bool, ...], counter: StepCounterHook):
         super().__init__()
-        self.needed = needed
+        self.needed = _by_pattern(needed, counter.patterns)
         self.counter = counter
         self.states = _ContextStates(_LastOutput)
 
     def new_forward(self, module: torch.nn.Module, *args, **kwargs):
         state = self.states.get_state()
-        if self.needed[self.counter.step] or state.output is None:
+        if self.needed[self.counter.pattern] or state.output is None:
             state.output = self.fn_ref.original_forward(*args, **kwargs)
         return state.output
 
@@ -219,15 +246,15 @@ class ReusedBlockHook(ModelHook):
                  fast_path: FastPath, read: ArgReader, counter: StepCounterHook):
         super().__init__()
         self.fast_steps = fast_steps
+        self.fast_by_pattern = _by_pattern(fast_steps, counter.patterns)
         self.components = components
         self.fast_path = fast_path
         self.read = read
         self.counter = counter
 
     def new_forward(self, module: torch.nn.Module, *args, **kwargs):
-        step = self.counter.step
-        if self.fast_steps[step]:
-            outputs = {name: hook.cell_output(step) for name, hook in self.components.items()}
+        if self.fast_by_pattern[self.counter.pattern]:
+            outputs = {name: hook.cell_output() for name, hook in self.components.items()}
             result = self.fast_path.run(module, self.read, outputs, args, kwargs)
             if result is not None:
                 return result
@@ -296,7 +323,7 @@ def apply_schedule(pipe_or_model: Any, schedule: Schedule | PathLike | dict,
     _refuse_conflicts(denoiser)
 
     handle = ScheduleHandle(schedule, denoiser, pipeline)
-    counter = StepCounterHook(schedule.num_steps, strict=pipeline is not None)
+    counter = StepCounterHook(schedule.num_steps, strict=pipeline is not None, patterns=step_patterns(schedule))
     HookRegistry.check_if_exists_or_initialize(denoiser).register_hook(counter, STEP_HOOK)
     handle._counter = counter
     adapter = adapter_for(denoiser)

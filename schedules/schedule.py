@@ -164,6 +164,18 @@ class Schedule:
         return cls(model, sampling, plan, **info)
 
     @classmethod
+    def periodic(cls, model: ModelSpec, sampling: SamplingSpec, interval: int, mode: str = REUSE,
+                 warmup: int = 1, only: Sequence[tuple[str, str]] | None = None, **info: Any) -> "Schedule":
+        """Compute every block at the first `warmup` steps and every `interval`-th step, `mode` in
+        between (FORA for reuse, TaylorSeer-style for forecast); `only` limits it to some
+        (group, component) pairs, the others compute everywhere."""
+        chosen = None if only is None else set(only)
+        masks = {(g.name, c): [(COMPUTE if s < warmup or s % interval == 0 else mode) * g.num_blocks
+                               for s in range(sampling.num_inference_steps)]
+                 for g in model.block_groups for c in g.components if chosen is None or (g.name, c) in chosen}
+        return cls.from_masks(model, sampling, masks, **info)
+
+    @classmethod
     def from_masks(cls, model: ModelSpec, sampling: SamplingSpec,
                    masks: Mapping[tuple[str, str], Sequence[Sequence[Any]]],
                    **info: Any) -> "Schedule":
