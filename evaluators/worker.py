@@ -304,7 +304,9 @@ class Evaluator:
         chosen = self.pairs[: self.config.profile_pairs]
         prompts, seeds = self._batch_lists(chosen)
         t0 = time.perf_counter()
-        with apply_schedule(self.pipe, target):
+        # fast_paths=False: the recorder needs every component called at every step (same trajectory,
+        # bit for bit; the fast paths skip the calls of fully reused blocks)
+        with apply_schedule(self.pipe, target, fast_paths=False):
             recorder = DriftRecorder(self.denoiser, target)
             try:
                 self.runner(prompts, seeds, target.num_steps)

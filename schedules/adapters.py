@@ -18,7 +18,11 @@ Families:
   `up_blocks`, component `block` = the whole block's output.
 
 Where a block lacks a component that its group lists, the plan's character there is ignored and
-costs nothing.
+costs nothing. A group's `fast_path` (see `fastpaths.py`) is what one of its blocks still does at a
+step where none of its components compute; UNet blocks are whole-block components, so reusing one
+already skips the block entirely. An adapter's `feeders` are denoiser submodules whose output only
+some components read (PixArt's caption projection feeds only the cross-attentions); they run only at
+steps where one of those components computes.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from dataclasses import dataclass
 
 import torch
 
+from . import fastpaths
 from .errors import ScheduleMismatchError
+from .fastpaths import FastPath, Feeder
 from .schedule import BlockGroup, ModelSpec
 
 WHOLE_BLOCK = "block"
@@ -37,6 +43,7 @@ WHOLE_BLOCK = "block"
 class GroupLayout:
     attribute: str                 # attribute of the denoiser: a ModuleList of blocks, or one block
     components: tuple[str, ...]    # attributes of each block; WHOLE_BLOCK means the block itself
+    fast_path: FastPath | None = None   # what a block does when none of its components compute
 
 
 @dataclass(frozen=True)
@@ -44,18 +51,21 @@ class Adapter:
     family: str
     transformer_classes: tuple[str, ...]
     groups: tuple[GroupLayout, ...]
+    feeders: tuple[Feeder, ...] = ()   # denoiser submodules that only feed some components
 
 
 ADAPTERS: tuple[Adapter, ...] = (
     Adapter("pixart", ("PixArtTransformer2DModel",),
-            (GroupLayout("transformer_blocks", ("attn1", "attn2", "ff")),)),
+            (GroupLayout("transformer_blocks", ("attn1", "attn2", "ff"), fastpaths.PIXART_BLOCK),),
+            (Feeder("caption_projection", (("transformer_blocks", "attn2"),)),)),
     Adapter("dit", ("DiTTransformer2DModel",),
-            (GroupLayout("transformer_blocks", ("attn1", "ff")),)),
+            (GroupLayout("transformer_blocks", ("attn1", "ff"), fastpaths.DIT_BLOCK),)),
     Adapter("flux", ("FluxTransformer2DModel",),
-            (GroupLayout("transformer_blocks", ("attn", "ff", "ff_context")),
-             GroupLayout("single_transformer_blocks", ("attn", "proj_mlp", "proj_out")))),
+            (GroupLayout("transformer_blocks", ("attn", "ff", "ff_context"), fastpaths.FLUX_DUAL_BLOCK),
+             GroupLayout("single_transformer_blocks", ("attn", "proj_mlp", "proj_out"),
+                         fastpaths.FLUX_SINGLE_BLOCK))),
     Adapter("sd3", ("SD3Transformer2DModel",),
-            (GroupLayout("transformer_blocks", ("attn", "attn2", "ff", "ff_context")),)),
+            (GroupLayout("transformer_blocks", ("attn", "attn2", "ff", "ff_context"), fastpaths.SD3_BLOCK),)),
     Adapter("unet", ("UNet2DConditionModel",),
             (GroupLayout("down_blocks", (WHOLE_BLOCK,)),
              GroupLayout("mid_block", (WHOLE_BLOCK,)),
@@ -63,14 +73,21 @@ ADAPTERS: tuple[Adapter, ...] = (
 )
 
 
+def feeders_of(transformer_class: str) -> tuple[Feeder, ...]:
+    """The feeders of the adapter that handles `transformer_class` (by name: cost tables and
+    schedules carry class names, not modules)."""
+    return tuple(f for a in ADAPTERS if transformer_class in a.transformer_classes for f in a.feeders)
+
+
 def find_denoiser(pipe_or_model: torch.nn.Module | object) -> torch.nn.Module:
-    """The denoiser of a pipeline (`.transformer` or `.unet`), or the module itself."""
+    """The denoiser of a pipeline (`.transformer` or `.unet`), or the module itself; a
+    `torch.compile` wrapper is looked through (hooks go on the module it compiles)."""
     if isinstance(pipe_or_model, torch.nn.Module):
-        return pipe_or_model
+        return getattr(pipe_or_model, "_orig_mod", pipe_or_model)
     for attr in ("transformer", "unet"):
         module = getattr(pipe_or_model, attr, None)
         if isinstance(module, torch.nn.Module):
-            return module
+            return getattr(module, "_orig_mod", module)
     raise ScheduleMismatchError(
         f"{type(pipe_or_model).__name__} is neither a torch module nor a pipeline with a "
         "`transformer` or `unet` attribute")
@@ -94,6 +111,14 @@ def group_blocks(model: torch.nn.Module, attribute: str) -> list[torch.nn.Module
     if isinstance(value, torch.nn.Module):
         return [value]
     return []
+
+
+def present_components(model: torch.nn.Module, spec: ModelSpec) -> dict[str, tuple[tuple[str, ...], ...]]:
+    """group -> per block, the components of `spec` that the live block really has."""
+    layouts = {layout.attribute: layout for layout in adapter_for(model).groups}
+    return {g.name: tuple(tuple(c for c in g.components if component_module(block, c) is not None)
+                          for block in group_blocks(model, layouts[g.name].attribute))
+            for g in spec.block_groups}
 
 
 def component_module(block: torch.nn.Module, component: str) -> torch.nn.Module | None:

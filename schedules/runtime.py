@@ -1,35 +1,47 @@
 """Attach a schedule to a live diffusers model through diffusers' own hook system.
 
-Two hook kinds, one job each (the shape of diffusers' `hooks/` package):
-- `StepCounterHook` on the denoiser counts denoising steps per cache context.
-- `ComponentCacheHook` on every scheduled component computes, reuses its last output, or skips,
-  as the plan says for the current step.
+Three hook kinds, one job each (the shape of diffusers' `hooks/` package):
+- `StepCounterHook` on the denoiser counts denoising steps per cache context and publishes the
+  current step (and its position on the trajectory) as plain attributes for the other hooks.
+- `ComponentCacheHook` on every component whose row is not all-compute: computes, or serves the cell
+  from the State of its mode (the mode table in `modes.py`: reuse, skip, forecast, ...).
+- `ReusedBlockHook` on every block that has a step where none of its components compute: at those
+  steps it runs the family's fast path (`fastpaths.py`: the current gates on the cached outputs and the
+  residual adds, nothing else) instead of the block's forward; at other steps it steps aside.
 
 State is kept per cache context (diffusers' `cache_context("cond")` / `("uncond")` when a pipeline
 runs CFG branches sequentially; one default context when CFG is batched, as in PixArt), so each branch
 has its own step counter and its own cached outputs. On a pipeline, the call itself is wrapped so state
 resets before every call, a step count that disagrees with the schedule is an error before any work,
 and the scheduler samples the schedule's explicit timesteps or sigmas (`schedules.timesteps`).
-Reuse returns the cached tensor object itself: no copy, no device sync.
+Reuse returns the cached tensor object itself: no copy, no device sync. Hooks go only where a cell
+differs from compute, so an all-compute schedule attaches nothing but the step counter.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
 
-from .adapters import adapter_for, check_matches, component_module, find_denoiser, group_blocks
+from .adapters import (
+    adapter_for, check_matches, component_module, describe, find_denoiser, group_blocks, present_components,
+)
 from .errors import ScheduleConflictError, ScheduleStepError
+from .fastpaths import ArgReader, FastPath, Feeder, fast_steps, feeder_steps
 from .io import PathLike, load_schedule
-from .schedule import COMPUTE, REUSE, SamplingSpec, Schedule
+from .modes import MODE_TABLE, CellState
+from .schedule import COMPUTE, SamplingSpec, Schedule
 from .timesteps import call_steps, check_scheduler, sampling_at
 
 STEP_HOOK = "cachesearch_step_counter"
 COMPONENT_HOOK = "cachesearch_component_cache"
+BLOCK_HOOK = "cachesearch_reused_block"
+FEEDER_HOOK = "cachesearch_feeder"
+_OUR_HOOKS = (STEP_HOOK, COMPONENT_HOOK, BLOCK_HOOK, FEEDER_HOOK)
 _DEFAULT_CONTEXT = "default"
 
 
@@ -59,27 +71,34 @@ class _StepState(BaseState):
         self.step = -1
 
 
-class _CacheState(BaseState):
-    def __init__(self) -> None:
-        self.output: Any = None
-        self.zeros: Any = None
-
-    def reset(self) -> None:
-        self.output = None
-        self.zeros = None
-
-
 class StepCounterHook(ModelHook):
-    """Advances the step counter of the current context on every denoiser call."""
+    """Advances the step counter of the current context on every denoiser call.
+
+    `step`, `pattern` and `position` are plain attributes, valid for the whole denoiser call, so a
+    component or block hook finds what to do with one attribute read. `pattern` numbers the distinct
+    step patterns of the plan (steps whose every cell agrees share one), and the other hooks look
+    their cell up by pattern, not by step: under `torch.compile`, dynamo then guards on the pattern,
+    so a static schedule compiles one graph per distinct pattern (FORA-3: two), not one per step.
+    The counting itself runs outside the graph (`torch.compiler.disable`: one graph break, at the
+    top of the denoiser). `position` is the step's timestep value when `timesteps` (a callable giving
+    one value per step, read once per trajectory) is set and a mode needs positions, else the step
+    number; only forecast cells read it (so only forecast plans compile one graph per step).
+    """
 
     _is_stateful = True
 
-    def __init__(self, num_steps: int, strict: bool):
+    def __init__(self, num_steps: int, strict: bool, patterns: tuple[int, ...] | None = None):
         super().__init__()
         self.num_steps = num_steps
         self.strict = strict  # on a wrapped pipeline, more calls than steps is an error, not a wrap
+        self.patterns = patterns if patterns is not None else tuple(range(num_steps))
         self.states = _ContextStates(_StepState)
+        self.timesteps: Callable[[], list[float] | None] | None = None
+        self._positions: list[float] | None = None
+        self.step = self.pattern = -1
+        self.position = -1.0
 
+    @torch.compiler.disable
     def pre_forward(self, module: torch.nn.Module, *args, **kwargs):
         state = self.states.get_state()
         explicit = self.states.context_step_index
@@ -89,11 +108,16 @@ class StepCounterHook(ModelHook):
                     f"the pipeline called the denoiser for more than {self.num_steps} steps in one "
                     f"context; the schedule has sampling.num_inference_steps={self.num_steps}")
             state.calls = 0  # bare denoiser: the next trajectory starts
-        state.step = explicit if explicit is not None else state.calls
+        step = state.step = explicit if explicit is not None else state.calls
         state.calls += 1
-        if not 0 <= state.step < self.num_steps:
-            raise ScheduleStepError(f"step index {state.step} is outside the schedule's "
-                                    f"{self.num_steps} steps")
+        if not 0 <= step < self.num_steps:
+            raise ScheduleStepError(f"step index {step} is outside the schedule's {self.num_steps} steps")
+        if step == 0 and self.timesteps is not None:
+            values = self.timesteps()
+            self._positions = values if values is not None and len(values) == self.num_steps else None
+        self.step = step
+        self.pattern = self.patterns[step]
+        self.position = float(self._positions[step]) if self._positions is not None else float(step)
         return args, kwargs
 
     def current_step(self) -> int:
@@ -101,51 +125,142 @@ class StepCounterHook(ModelHook):
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
         self.states.reset()
+        self._positions = None
+        self.step = self.pattern = -1
+        self.position = -1.0
         return module
 
 
+def step_patterns(schedule: Schedule) -> tuple[int, ...]:
+    """Numbers the distinct step patterns: steps s and t share a number iff every cell of the plan
+    agrees at s and t (in order of first appearance)."""
+    index: dict[tuple[str, ...], int] = {}
+    keys = [tuple(schedule.rows(g, c)[s] for g, c in schedule.components()) for s in range(schedule.num_steps)]
+    return tuple(index.setdefault(k, len(index)) for k in keys)
+
+
+def _by_pattern(per_step: tuple[Any, ...], patterns: tuple[int, ...]) -> tuple[Any, ...]:
+    """A per-step tuple re-indexed by pattern number (every step of a pattern has the same value)."""
+    out: dict[int, Any] = {}
+    for step, p in enumerate(patterns):
+        out.setdefault(p, per_step[step])
+    return tuple(out[p] for p in range(len(out)))
+
+
+class _CellStates(BaseState):
+    """One CellState per non-compute mode a component's row uses (e.g. reuse and forecast), fed by
+    every compute of that component. States share tensors (a reuse and a forecast state hold the
+    same last output), so memory is the largest history, not the sum."""
+
+    def __init__(self, kinds: tuple[tuple[str, type[CellState]], ...]) -> None:
+        self.by_mode = {char: cls() for char, cls in kinds}
+        self.all = tuple(self.by_mode.values())
+
+    def update(self, output: Any, position: float) -> None:
+        for state in self.all:
+            state.update(output, position)
+
+    def reset(self) -> None:
+        for state in self.all:
+            state.reset()
+
+
 class ComponentCacheHook(ModelHook):
-    """Computes, reuses or skips one component, as its row of the plan says for the current step."""
+    """Computes one component, or serves its cell from the State of the cell's mode."""
 
     _is_stateful = True
 
     def __init__(self, modes_by_step: str, counter: StepCounterHook, where: str):
         super().__init__()
         self.modes_by_step = modes_by_step  # one character per step for this (component, block)
+        self.cells = tuple(MODE_TABLE[ch] for ch in modes_by_step)
+        self.by_pattern = _by_pattern(self.cells, counter.patterns)
+        kinds = tuple(sorted({(m.char, m.state) for m in self.cells if m.state is not None}))
+        self.uses_position = any(cls.uses_position for _, cls in kinds)
         self.counter = counter
         self.where = where
-        self.states = _ContextStates(_CacheState)
+        self.states = _ContextStates(_CellStates, (kinds,))
 
     def new_forward(self, module: torch.nn.Module, *args, **kwargs):
-        mode = self.modes_by_step[self.counter.current_step()]
-        state = self.states.get_state()
-        if mode == COMPUTE:
+        mode = self.by_pattern[self.counter.pattern]
+        if mode.calls_module:
             output = self.fn_ref.original_forward(*args, **kwargs)
-            state.output = output
-            state.zeros = None
+            self.states.get_state().update(output, self.counter.position if self.uses_position else 0.0)
             return output
-        if state.output is None:
-            raise ScheduleStepError(f"{self.where}: nothing cached to reuse at step "
-                                    f"{self.counter.current_step()} (was the step counter reset mid-call?)")
-        if mode == REUSE:
-            return state.output
-        if state.zeros is None:
-            state.zeros = _zeros_like(state.output)
-        return state.zeros
+        return self._serve(mode.char)
+
+    def cell_output(self) -> Any:
+        """This step's output without calling the module: what a block fast path consumes
+        (None where the cell contributes nothing, i.e. a skip)."""
+        mode = self.by_pattern[self.counter.pattern]
+        return self._serve(mode.char) if mode.contributes else None
+
+    def _serve(self, char: str) -> Any:
+        position = self.counter.position if self.uses_position else 0.0
+        value = self.states.get_state().by_mode[char].predict(position)
+        if value is None:
+            raise ScheduleStepError(f"{self.where}: nothing computed yet to serve '{char}' at step "
+                                    f"{self.counter.step} (was the step counter reset mid-call?)")
+        return value
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
         self.states.reset()
         return module
 
 
-def _zeros_like(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return torch.zeros_like(value)
-    if isinstance(value, tuple):
-        return tuple(_zeros_like(v) for v in value)
-    if isinstance(value, list):
-        return [_zeros_like(v) for v in value]
-    return value
+class _LastOutput(BaseState):
+    def __init__(self) -> None:
+        self.output: Any = None
+
+    def reset(self) -> None:
+        self.output = None
+
+
+class FeederHook(ModelHook):
+    """Runs a feeder (see `fastpaths.Feeder`) only at the steps where a component it feeds computes;
+    elsewhere returns its last output, which nothing reads."""
+
+    _is_stateful = True
+
+    def __init__(self, needed: tuple[bool, ...], counter: StepCounterHook):
+        super().__init__()
+        self.needed = _by_pattern(needed, counter.patterns)
+        self.counter = counter
+        self.states = _ContextStates(_LastOutput)
+
+    def new_forward(self, module: torch.nn.Module, *args, **kwargs):
+        state = self.states.get_state()
+        if self.needed[self.counter.pattern] or state.output is None:
+            state.output = self.fn_ref.original_forward(*args, **kwargs)
+        return state.output
+
+    def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
+        self.states.reset()
+        return module
+
+
+class ReusedBlockHook(ModelHook):
+    """At the steps where none of a block's components compute, runs the family's fast path on the
+    components' cell outputs instead of the block's forward; otherwise calls the forward (whose
+    component hooks do the per-component work)."""
+
+    def __init__(self, fast_steps: tuple[bool, ...], components: dict[str, ComponentCacheHook],
+                 fast_path: FastPath, read: ArgReader, counter: StepCounterHook):
+        super().__init__()
+        self.fast_steps = fast_steps
+        self.fast_by_pattern = _by_pattern(fast_steps, counter.patterns)
+        self.components = components
+        self.fast_path = fast_path
+        self.read = read
+        self.counter = counter
+
+    def new_forward(self, module: torch.nn.Module, *args, **kwargs):
+        if self.fast_by_pattern[self.counter.pattern]:
+            outputs = {name: hook.cell_output() for name, hook in self.components.items()}
+            result = self.fast_path.run(module, self.read, outputs, args, kwargs)
+            if result is not None:
+                return result
+        return self.fn_ref.original_forward(*args, **kwargs)
 
 
 class ScheduleHandle:
@@ -155,7 +270,9 @@ class ScheduleHandle:
         self.schedule = schedule
         self.denoiser = denoiser
         self.pipeline = pipeline
-        self._hooked: list[torch.nn.Module] = []
+        self._hooked: list[tuple[torch.nn.Module, str]] = []   # (module, hook name), attach order
+        self.fast_blocks: list[str] = []                         # blocks with a fast path attached
+        self.skipped_feeders: list[str] = []                     # feeders that sit out some steps
         self._counter: StepCounterHook | None = None
         self._pipeline_class: type | None = None
         self.active = False
@@ -174,8 +291,8 @@ class ScheduleHandle:
         if not self.active:
             return
         registry = HookRegistry.check_if_exists_or_initialize(self.denoiser)
-        for module in self._hooked:
-            HookRegistry.check_if_exists_or_initialize(module).remove_hook(COMPONENT_HOOK, recurse=False)
+        for module, name in reversed(self._hooked):
+            HookRegistry.check_if_exists_or_initialize(module).remove_hook(name, recurse=False)
         registry.remove_hook(STEP_HOOK, recurse=False)
         registry.invalidate_child_registries_cache()
         if self._pipeline_class is not None:
@@ -193,44 +310,97 @@ class ScheduleHandle:
         return f"ScheduleHandle({self.schedule!r}, active={self.active})"
 
 
-def apply_schedule(pipe_or_model: Any, schedule: Schedule | PathLike | dict) -> ScheduleHandle:
+def apply_schedule(pipe_or_model: Any, schedule: Schedule | PathLike | dict,
+                   fast_paths: bool = True) -> ScheduleHandle:
     """Attach `schedule` to a pipeline (its `.transformer`/`.unet`) or to a denoiser module.
 
     Everything is checked before anything is attached, so a mismatch leaves the model as it was.
+    `fast_paths=False` keeps every block's own forward (component hooks only): the same outputs bit
+    for bit, slower; it exists so tests and benchmarks can compare the two.
     """
     schedule = load_schedule(schedule)
     denoiser = find_denoiser(pipe_or_model)
     pipeline = None if isinstance(pipe_or_model, torch.nn.Module) else pipe_or_model
     check_matches(schedule.model, denoiser)
+    schedule = schedule.completed(describe(denoiser).block_groups)   # a subset file: the rest computes
     _refuse_conflicts(denoiser)
     if pipeline is not None:
         check_scheduler(getattr(pipeline, "scheduler", None), schedule.sampling)   # explicit timesteps/sigmas
 
     handle = ScheduleHandle(schedule, denoiser, pipeline)
-    counter = StepCounterHook(schedule.num_steps, strict=pipeline is not None)
+    counter = StepCounterHook(schedule.num_steps, strict=pipeline is not None, patterns=step_patterns(schedule))
     HookRegistry.check_if_exists_or_initialize(denoiser).register_hook(counter, STEP_HOOK)
     handle._counter = counter
     adapter = adapter_for(denoiser)
     layouts = {layout.attribute: layout for layout in adapter.groups}
+    uses_position = False
     for group in schedule.model.block_groups:
-        blocks = group_blocks(denoiser, layouts[group.name].attribute)
-        for comp in group.components:
-            rows = schedule.rows(group.name, comp)
-            for b, block in enumerate(blocks):
+        layout = layouts[group.name]
+        for b, block in enumerate(group_blocks(denoiser, layout.attribute)):
+            for comp in group.components:
                 module = component_module(block, comp)
                 if module is None:
                     continue
-                modes = "".join(row[b] for row in rows)
+                modes = "".join(row[b] for row in schedule.rows(group.name, comp))
                 if set(modes) == {COMPUTE}:
                     continue  # nothing to decide: no hook, no overhead
                 hook = ComponentCacheHook(modes, counter, f"{group.name}[{b}].{comp}")
-                HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, COMPONENT_HOOK)
-                handle._hooked.append(module)
+                uses_position |= hook.uses_position
+                _register(handle, module, hook, COMPONENT_HOOK)
+            if fast_paths and layout.fast_path is not None and layout.fast_path.applies(block):
+                _attach_fast_path(handle, block, b, group, layout.fast_path, counter)
+    if fast_paths:
+        _attach_feeders(handle, denoiser, adapter.feeders, counter)
     HookRegistry.check_if_exists_or_initialize(denoiser).invalidate_child_registries_cache()
+    if uses_position and pipeline is not None:
+        counter.timesteps = _scheduler_timesteps(pipeline)
     handle.active = True
     if pipeline is not None:
         _wrap_pipeline_call(pipeline, handle)
     return handle
+
+
+def _register(handle: ScheduleHandle, module: torch.nn.Module, hook: ModelHook, name: str) -> None:
+    HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
+    handle._hooked.append((module, name))
+
+
+def _attach_fast_path(handle: ScheduleHandle, block: torch.nn.Module, b: int, group: Any, fast_path: FastPath,
+                      counter: StepCounterHook) -> None:
+    """A ReusedBlockHook on `block` if some step computes none of its components."""
+    present = [c for c in group.components if component_module(block, c) is not None]
+    flags = fast_steps(handle.schedule, group.name, b, present)
+    if not any(flags):
+        return
+    hooks = {c: HookRegistry.check_if_exists_or_initialize(component_module(block, c)).get_hook(COMPONENT_HOOK)
+             for c in present}
+    _register(handle, block, ReusedBlockHook(flags, hooks, fast_path, ArgReader(block), counter), BLOCK_HOOK)
+    handle.fast_blocks.append(f"{group.name}[{b}]")
+
+
+def _attach_feeders(handle: ScheduleHandle, denoiser: torch.nn.Module, feeders: tuple[Feeder, ...],
+                    counter: StepCounterHook) -> None:
+    present = present_components(denoiser, handle.schedule.model)
+    for feeder in feeders:
+        module = getattr(denoiser, feeder.attribute, None)
+        if not isinstance(module, torch.nn.Module):
+            continue
+        needed = feeder_steps(handle.schedule, feeder, present)
+        if all(needed):
+            continue
+        _register(handle, module, FeederHook(needed, counter), FEEDER_HOOK)
+        handle.skipped_feeders.append(feeder.attribute)
+
+
+def _scheduler_timesteps(pipeline: object) -> Callable[[], list[float] | None]:
+    """Reads the pipeline scheduler's timesteps at a trajectory's first denoiser call (one host read
+    per pipeline call), for modes that extrapolate in timestep."""
+    def read() -> list[float] | None:
+        values = getattr(getattr(pipeline, "scheduler", None), "timesteps", None)
+        if values is None:
+            return None
+        return [float(v) for v in (values.tolist() if hasattr(values, "tolist") else values)]
+    return read
 
 
 def _refuse_conflicts(denoiser: torch.nn.Module) -> None:
@@ -242,7 +412,7 @@ def _refuse_conflicts(denoiser: torch.nn.Module) -> None:
         registry = getattr(module, "_diffusers_hook", None)
         if registry is None:
             continue
-        if STEP_HOOK in registry.hooks or COMPONENT_HOOK in registry.hooks:
+        if any(name in registry.hooks for name in _OUR_HOOKS):
             raise ScheduleConflictError("a schedule is already applied to this model; remove() it first")
         stateful = [n for n, h in registry.hooks.items() if getattr(h, "_is_stateful", False)]
         if stateful:

@@ -6,12 +6,10 @@ levels the N steps sample is part of the schedule when it lists explicit `sampli
 `sampling.sigmas`, for flow-matching schedulers); `schedules.timesteps` makes a pipeline sample them. The plan is
 dense and diff-friendly: per block group and component, one string per step, one character per block.
 
-Modes (one character each, so new modes fit without a new format version):
-    '1'  compute the component
-    '0'  reuse the component's last computed output (the block still applies this step's gates)
-    '-'  skip: the component outputs zeros, so in a residual branch the block passes its input through
-
-Step 0 must compute everything: nothing is cached yet and a skip needs the output's shape.
+Modes: one character each, defined by the table in `modes.py` ('1' compute, '0' reuse the last
+computed output, '-' skip, 'F' forecast, ...), so new modes fit without a new format version.
+Step 0 must compute everything: nothing is cached yet and a skip needs the output's shape; each mode
+says how many earlier computes of its component it needs (a forecast needs two).
 """
 
 from __future__ import annotations
@@ -173,6 +171,18 @@ class Schedule:
         return cls(model, sampling, plan, **info)
 
     @classmethod
+    def periodic(cls, model: ModelSpec, sampling: SamplingSpec, interval: int, mode: str = REUSE,
+                 warmup: int = 1, only: Sequence[tuple[str, str]] | None = None, **info: Any) -> "Schedule":
+        """Compute every block at the first `warmup` steps and every `interval`-th step, `mode` in
+        between (FORA for reuse, TaylorSeer-style for forecast); `only` limits it to some
+        (group, component) pairs, the others compute everywhere."""
+        chosen = None if only is None else set(only)
+        masks = {(g.name, c): [(COMPUTE if s < warmup or s % interval == 0 else mode) * g.num_blocks
+                               for s in range(sampling.num_inference_steps)]
+                 for g in model.block_groups for c in g.components if chosen is None or (g.name, c) in chosen}
+        return cls.from_masks(model, sampling, masks, **info)
+
+    @classmethod
     def from_masks(cls, model: ModelSpec, sampling: SamplingSpec,
                    masks: Mapping[tuple[str, str], Sequence[Sequence[Any]]],
                    **info: Any) -> "Schedule":
@@ -193,16 +203,26 @@ class Schedule:
             raise ScheduleError(f"unknown (group, component) {sorted(unknown)}", field="plan")
         return cls(model, sampling, plan, **info)
 
+    def completed(self, block_groups: Sequence[BlockGroup]) -> "Schedule":
+        """A `model.subset` schedule spelled out on the whole model's `block_groups`: what it leaves
+        out computes at every step, so the runtime (fast paths, feeders), the cost and the latency
+        models all see one complete plan. A complete schedule comes back as is."""
+        if not self.model.subset:
+            return self
+        masks = {(g, c): self.rows(g, c) for g, c in self.components()}
+        whole = replace(self.model, block_groups=tuple(block_groups), subset=False)
+        return Schedule.from_masks(whole, self.sampling, masks, metrics=self.metrics, provenance=self.provenance)
+
     # ----------------------------------------------------------------- genome
     def to_bits(self) -> list[int]:
         """Flat compute(1)/reuse(0) genome over steps 1..N-1 (step 0 always computes), in
-        `components()` order, then step, then block. Skips are not representable here."""
+        `components()` order, then step, then block. Only compute and reuse are representable here."""
         bits: list[int] = []
         for g, c in self.components():
             for row in self.plan[g][c][1:]:
                 for ch in row:
-                    if ch == SKIP:
-                        raise ScheduleError("skip mode has no bit encoding", field=f"plan.{g}.{c}")
+                    if ch not in (COMPUTE, REUSE):
+                        raise ScheduleError(f"mode {ch!r} has no bit encoding", field=f"plan.{g}.{c}")
                     bits.append(1 if ch == COMPUTE else 0)
         return bits
 

@@ -1,22 +1,17 @@
-"""What a schedule is made for: the model's block groups and the sampling settings, plus the mode
-alphabet. Kept apart from the Schedule class so parsing and validation can use them without cycles."""
+"""What a schedule is made for: the model's block groups and the sampling settings. Kept apart from
+the Schedule class so parsing and validation can use them without cycles. The mode alphabet lives in
+`modes` and is re-exported here."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from .modes import COMPUTE, FORECAST, MODES, REUSE, SKIP  # noqa: F401
+
 FORMAT = "cachesearch.schedule"
 FORMAT_VERSION = 1
 
-COMPUTE = "1"
-REUSE = "0"
-SKIP = "-"
-MODES: dict[str, str] = {
-    COMPUTE: "compute",
-    REUSE: "reuse the cached output",
-    SKIP: "skip (zero output, residual passes through)",
-}
 CFG_MODES = ("batched", "sequential", "none")
 
 @dataclass(frozen=True)

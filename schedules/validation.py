@@ -9,9 +9,8 @@ import math
 from typing import Any, Mapping, Sequence
 
 from .errors import ScheduleError
-from .spec import (
-    CFG_MODES, COMPUTE, FORMAT, FORMAT_VERSION, MODES, BlockGroup, ModelSpec, SamplingSpec,
-)
+from .modes import MODE_TABLE
+from .spec import CFG_MODES, COMPUTE, FORMAT, FORMAT_VERSION, BlockGroup, ModelSpec, SamplingSpec
 
 _TOP_LEVEL_FIELDS = ("format", "version", "model", "sampling", "plan", "metrics", "provenance")
 
@@ -52,13 +51,27 @@ def validate_plan(model: ModelSpec, sampling: SamplingSpec, plan: Mapping[str, A
                 if len(row) != g.num_blocks:
                     raise ScheduleError(f"has {len(row)} characters but block group '{g.name}' has "
                                         f"{g.num_blocks} blocks", field=f"{where}[{step}]")
-                bad = sorted(set(row) - set(MODES))
+                bad = sorted(set(row) - set(MODE_TABLE))
                 if bad:
                     raise ScheduleError(f"character(s) {bad} outside the alphabet "
-                                        f"{{{', '.join(repr(m) for m in MODES)}}}", field=f"{where}[{step}]")
+                                        f"{{{', '.join(repr(m) for m in MODE_TABLE)}}}", field=f"{where}[{step}]")
             if rows and set(rows[0]) != {COMPUTE}:
                 raise ScheduleError("step 0 must compute every block ('1'): nothing is cached yet",
                                     field=f"{where}[0]")
+            _check_history(rows, g.num_blocks, where)
+
+
+def _check_history(rows: Sequence[str], num_blocks: int, where: str) -> None:
+    """Each cell's mode needs `computes_before` earlier computes of its (component, block)."""
+    computed = [0] * num_blocks
+    for step, row in enumerate(rows):
+        for b, ch in enumerate(row):
+            mode = MODE_TABLE[ch]
+            if computed[b] < mode.computes_before:
+                raise ScheduleError(f"block {b} is '{ch}' ({mode.name}) at step {step}, which needs "
+                                    f"{mode.computes_before} earlier computes of that component; it has "
+                                    f"{computed[b]}", field=f"{where}[{step}]")
+            computed[b] += mode.calls_module
 
 
 def _validate_explicit(sampling: SamplingSpec) -> None:
