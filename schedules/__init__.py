@@ -18,6 +18,7 @@ from .errors import ScheduleConflictError, ScheduleError, ScheduleMismatchError,
 from .io import json_schema, load_schedule, save_schedule
 from .result import DONE, FAILED, EvaluationResult
 from .schedule import Schedule, genome_length
+from .modes import DAMPED, FORECAST, MODE_TABLE, Mode, mode_of
 from .spec import (
     COMPUTE, FORMAT, FORMAT_VERSION, MODES, REUSE, SIGMAS, SKIP, TIMESTEPS, BlockGroup, ModelSpec, SamplingSpec,
 )
@@ -46,6 +47,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "ScheduleConflictError", "ScheduleError", "ScheduleMismatchError", "ScheduleStepError",
     "json_schema", "load_schedule", "save_schedule", "DONE", "FAILED", "EvaluationResult",
-    "Schedule", "genome_length", "COMPUTE", "FORMAT", "FORMAT_VERSION", "MODES", "REUSE", "SKIP", "TIMESTEPS", "SIGMAS",
+    "Schedule", "genome_length", "COMPUTE", "FORMAT", "FORMAT_VERSION", "MODES", "REUSE", "SKIP",
+    "FORECAST", "DAMPED", "MODE_TABLE", "Mode", "mode_of", "TIMESTEPS", "SIGMAS",
     "BlockGroup", "ModelSpec", "SamplingSpec", *_LAZY,
 ]

@@ -119,6 +119,24 @@ class LinearForecastState(CellState):
         self.x0 = self.x1 = 0.0
 
 
+class DampedForecastState(LinearForecastState):
+    """'D': the last computed output plus a quarter of the linear trend (`y1 + 0.25 (y1 - y0) (x - x1)
+    / (x1 - x0)`, one `lerp`). Why: on the embedded model's 20-step DPM-Solver++ run, the full slope
+    overshoots (every component forecast between computes every 3 steps: 23.5 dB vs 31.8 dB for
+    reuse), while a quarter of it beats reuse (32.9 dB); between full forecast and reuse, the
+    search picks per cell."""
+
+    damping = 0.25
+
+    def predict(self, position: float) -> Any:
+        import torch
+
+        if self.older is None:
+            return None
+        weight = 1.0 + self.damping * (float(position) - self.x1) / (self.x1 - self.x0)
+        return _map2(self.older, self.newer, lambda a, b: torch.lerp(a, b, weight))
+
+
 def _map(value: Any, fn: Callable[[Any], Any]) -> Any:
     if isinstance(value, tuple):
         return tuple(_map(v, fn) for v in value)
@@ -161,7 +179,7 @@ class Mode:
         return self.state.history if self.state is not None else 0
 
 
-COMPUTE, REUSE, SKIP, FORECAST = "1", "0", "-", "F"
+COMPUTE, REUSE, SKIP, FORECAST, DAMPED = "1", "0", "-", "F", "D"
 
 MODE_TABLE: dict[str, Mode] = {m.char: m for m in (
     Mode(COMPUTE, "compute", "compute the component", True, 0, None, True, "#1f77b4", "compute"),
@@ -171,6 +189,8 @@ MODE_TABLE: dict[str, Mode] = {m.char: m for m in (
          "#d9d9d9", "skip"),
     Mode(FORECAST, "forecast", "forecast the output by linear extrapolation of its last two computed "
          "outputs (in timestep)", False, 2, LinearForecastState, True, "#2ca02c", "forecast"),
+    Mode(DAMPED, "damped", "damped forecast: the last computed output plus a quarter of its linear trend",
+         False, 2, DampedForecastState, True, "#98df8a", "damped forecast"),
 )}
 
 #: character -> one-line description (the JSON Schema and `cachesearch schema` list these)

@@ -22,7 +22,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from schedules import (
-    COMPUTE, SKIP, BlockGroup, CostTable, EvaluationResult, ModelSpec, SamplingSpec, Schedule, mac_speedup,
+    COMPUTE, DAMPED, FORECAST, REUSE, SKIP, BlockGroup, CostTable, EvaluationResult, ModelSpec, SamplingSpec, Schedule, mac_speedup,
     schedule_macs,
 )
 
@@ -33,6 +33,10 @@ COMPONENT_MACS = {"attn1": 40, "attn2": 15, "ff": 60}
 def synthetic_spec(num_blocks: int = 4, components: Sequence[str] = ("attn1", "attn2", "ff")) -> ModelSpec:
     return ModelSpec("pixart", SYNTHETIC_CLASS,
                      (BlockGroup("transformer_blocks", num_blocks, tuple(components)),), "synthetic")
+
+
+#: error of a served cell relative to reuse (a forecast recovers part of the drift, more when damped)
+SERVED_ERROR = {REUSE: 1.0, FORECAST: 0.6, DAMPED: 0.75}
 
 
 class SyntheticPool:
@@ -130,8 +134,10 @@ class SyntheticPool:
                         last = s
                     elif ch == SKIP:
                         total += self.skip_penalty * w[b]
+                    elif ch in SERVED_ERROR:
+                        total += SERVED_ERROR[ch] * w[b] * (cum[s] - cum[last])
                     else:
-                        total += w[b] * (cum[s] - cum[last])
+                        raise ValueError(f"the synthetic pool has no quality model of mode {ch!r}")
         return total
 
     def timestep_cost(self, schedule: Schedule, grid: Sequence[float]) -> float:

@@ -85,4 +85,4 @@ def test_unknown_modes_are_errors_everywhere():
 def test_the_json_schema_pattern_is_the_table():
     pattern = json_schema()["properties"]["plan"]["additionalProperties"]["additionalProperties"]["items"]["pattern"]
     assert pattern == plan_pattern()
-    assert set(json.loads(json.dumps(list(MODE_TABLE)))) == {"1", "0", "-", "F"}
+    assert set(json.loads(json.dumps(list(MODE_TABLE)))) == {"1", "0", "-", "F", "D"}
