@@ -106,12 +106,17 @@ class LinearForecastState(CellState):
         self.older, self.x0 = self.newer, self.x1
         self.newer, self.x1 = output, float(position)
 
+    @staticmethod
+    def weight(position: float, x0: float, x1: float) -> float:
+        """The lerp weight from (y0 at x0, y1 at x1) to `position` (also used by drift profiling)."""
+        return (position - x0) / (x1 - x0)
+
     def predict(self, position: float) -> Any:
         import torch
 
         if self.older is None:
             return None
-        weight = (float(position) - self.x0) / (self.x1 - self.x0)
+        weight = self.weight(float(position), self.x0, self.x1)
         return _map2(self.older, self.newer, lambda a, b: torch.lerp(a, b, weight))
 
     def reset(self) -> None:
@@ -128,13 +133,9 @@ class DampedForecastState(LinearForecastState):
 
     damping = 0.25
 
-    def predict(self, position: float) -> Any:
-        import torch
-
-        if self.older is None:
-            return None
-        weight = 1.0 + self.damping * (float(position) - self.x1) / (self.x1 - self.x0)
-        return _map2(self.older, self.newer, lambda a, b: torch.lerp(a, b, weight))
+    @staticmethod
+    def weight(position: float, x0: float, x1: float) -> float:
+        return 1.0 + DampedForecastState.damping * (position - x1) / (x1 - x0)
 
 
 def _map(value: Any, fn: Callable[[Any], Any]) -> Any:
@@ -195,6 +196,11 @@ MODE_TABLE: dict[str, Mode] = {m.char: m for m in (
 
 #: character -> one-line description (the JSON Schema and `cachesearch schema` list these)
 MODES: dict[str, str] = {c: m.description for c, m in MODE_TABLE.items()}
+
+
+def forecast_modes() -> dict[str, Mode]:
+    """Modes whose cells extrapolate from the last two computes (their State has `weight`)."""
+    return {c: m for c, m in MODE_TABLE.items() if m.state is not None and hasattr(m.state, "weight")}
 
 
 def mode_of(char: str) -> Mode:

@@ -17,7 +17,7 @@ calibration has to discover).
 from __future__ import annotations
 
 import time
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -98,12 +98,19 @@ class SyntheticPool:
         n = len(self.rates)
         return np.cumsum(self.rates)[[min(n - 1, round(s * n / steps)) for s in range(steps)]]
 
-    def profile(self, schedule: Schedule | None = None) -> dict[tuple[str, str], np.ndarray]:
-        """D[b, a, s] for every unit along the schedule's steps: the same drift whatever trajectory."""
+    def profile(self, schedule: Schedule | None = None) -> Any:
+        """D[b, a, s] for every unit along the schedule's steps: the same drift whatever trajectory;
+        forecasts err by their SERVED_ERROR share of it, whatever the older compute."""
+        from evaluators.profiling import DriftProfile
+
         self.profiles += 1
-        cum = self._cumulative(schedule.num_steps if schedule is not None else len(self.rates))
+        n = schedule.num_steps if schedule is not None else len(self.rates)
+        cum = self._cumulative(n)
         drift = np.abs(cum[None, :] - cum[:, None])          # [a, s] = r_{a+1} + ... + r_s
-        return {key: w[:, None, None] * drift[None, :, :] for key, w in self.weights.items()}
+        drifts = {key: w[:, None, None] * drift[None, :, :] for key, w in self.weights.items()}
+        forecast = {(g, c, mode): np.broadcast_to(factor * d[:, None, :, :], (d.shape[0], n, n, n)).copy()
+                    for (g, c), d in drifts.items() for mode, factor in SERVED_ERROR.items() if mode != REUSE}
+        return DriftProfile(drift=drifts, seconds=0.0, forecast=forecast)
 
     def timestep_grid(self, steps: int) -> tuple[str, tuple[float, ...]]:
         """The grid the analytic quality scores against (made at construction), else a fresh one."""
