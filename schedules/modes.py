@@ -183,11 +183,11 @@ class Mode:
 COMPUTE, REUSE, SKIP, FORECAST, DAMPED = "1", "0", "-", "F", "D"
 
 MODE_TABLE: dict[str, Mode] = {m.char: m for m in (
-    Mode(COMPUTE, "compute", "compute the component", True, 0, None, True, "#1f77b4", "compute"),
+    Mode(COMPUTE, "compute", "compute the component", True, 0, None, True, "#1f4e8c", "compute"),
     Mode(REUSE, "reuse", "reuse the component's last computed output (the block still applies this "
-         "step's gates)", False, 1, ReuseState, True, "#ffbf00", "reuse"),
+         "step's gates)", False, 1, ReuseState, True, "#dde6ee", "reuse"),
     Mode(SKIP, "skip", "skip (zero output, residual passes through)", False, 1, SkipState, False,
-         "#d9d9d9", "skip"),
+         "#d9534f", "skip"),
     Mode(FORECAST, "forecast", "forecast the output by linear extrapolation of its last two computed "
          "outputs (in timestep)", False, 2, LinearForecastState, True, "#2ca02c", "forecast"),
     Mode(DAMPED, "damped", "damped forecast: the last computed output plus a quarter of its linear trend",
