@@ -25,7 +25,7 @@ from .spec import (
 
 _LAZY = {
     "ADAPTERS": "adapters", "Adapter": "adapters", "GroupLayout": "adapters", "describe": "adapters",
-    "CostTable": "cost", "counting_mode": "cost", "full_macs": "cost", "mac_speedup": "cost",
+    "CostTable": "cost", "cache_memory": "cost", "counting_mode": "cost", "full_macs": "cost", "mac_speedup": "cost",
     "measure_cost_table": "cost", "schedule_macs": "cost",
     "ScheduleHandle": "runtime", "apply_schedule": "runtime",
 }
