@@ -19,7 +19,12 @@ the evaluator-seconds budget like evaluations do):
    Granularity `auto` runs all three and shares the candidates by how many front members each
    produced: on the embedded model whole-step reuse (coherent: every component reuses the same
    step's output) beats the sum-of-parts model that finer units assume, while finer units win at
-   small speedups (e.g. cross-attention, which barely drifts);
+   small speedups (e.g. cross-attention, which barely drifts). Where the space allows forecasts,
+   every granularity is also solved by the two-history DP (`+forecast`: each served cell reuses or
+   forecasts, whichever the profile says errs less) and the candidates are shared the same way:
+   the profiled forecast error is a one-step proxy that can misjudge how an overshoot propagates
+   (on the embedded model a late forecast profiled below an early reuse did far more damage), so
+   the reuse plans stay in the running and the measured front decides;
 4. on-policy refinement: the knee (or fastest/median) of the verified front is re-profiled *along its
    own schedule* (drift as the cached trajectory really sees it) and step 3 repeats, for
    `refine_rounds` rounds. Then the searcher is finished; its front can seed `ecad`.
@@ -193,7 +198,8 @@ class DPSearcher(Searcher):
             return float(table.component_macs[g][c][b]) if table is not None else 1.0
 
         power = self.settings.error_power
-        forecasts = self._forecast_modes(profile)
+        gran, _, variant = gran.partition("+")
+        forecasts = self._forecast_modes(profile) if variant == "forecast" else []
 
         def dist(slot: tuple[str, str, int]) -> np.ndarray:
             g, c, b = slot
@@ -268,7 +274,7 @@ class DPSearcher(Searcher):
         each granularity produced."""
         if len(grans) == 1:
             return {grans[0]: total}
-        wins = {g: (2.0 if g == "step" else 1.0) for g in grans}
+        wins = {g: (2.0 if g.startswith("step") else 1.0) * (0.5 if g.endswith("+forecast") else 1.0) for g in grans}
         if self.verified:
             mask = self.objectives.front_mask(self.verified)
             for keep, doc in zip(mask, self.verified_docs):
@@ -284,6 +290,10 @@ class DPSearcher(Searcher):
         base = base or self.space.baseline()
         weighted = self.calibrated(profile, base)
         grans = ["step", "component", "block"] if self.settings.granularity == "auto" else [self.settings.granularity]
+        if any(m in forecast_modes() for m in self.space.modes):
+            # forecasts are a superset of reuse, but the drift model can misjudge them: solve both and
+            # let front success share the candidates (see `_allocation`)
+            grans += [f"{g}+forecast" for g in grans]
         out: list[Schedule] = []
         for gran, count in self._allocation(grans, total or self.settings.candidates).items():
             scored = [c for c in self.candidates(weighted, gran, base) if self.fresh(c[2], out)]
