@@ -313,7 +313,10 @@ class Evaluator:
             finally:
                 recorder.remove()
         drift = recorder.drift()
-        return DriftProfile(drift=drift, seconds=time.perf_counter() - t0,
+        values = getattr(self.pipe.scheduler, "timesteps", None)   # the run's timesteps: forecast positions
+        positions = [float(v) for v in values.tolist()] if hasattr(values, "tolist") else None
+        forecast = recorder.forecast_drift(positions)
+        return DriftProfile(drift=drift, forecast=forecast, seconds=time.perf_counter() - t0,
                             schedule_hash=schedule.hash if schedule is not None else None,
                             num_pairs=len(chosen), worker=self.name)
 

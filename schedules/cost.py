@@ -65,6 +65,7 @@ class CostTable:
     fast_block_macs: Mapping[str, tuple[int | None, ...]] = field(default_factory=dict)
     block_components: Mapping[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
     feeder_macs: Mapping[str, int] = field(default_factory=dict)
+    output_bytes: Mapping[str, Mapping[str, tuple[int, ...]]] = field(default_factory=dict)  # per block
 
     @property
     def call_macs(self) -> int:
@@ -81,6 +82,7 @@ class CostTable:
             "fast_block_macs": {g: list(v) for g, v in self.fast_block_macs.items()},
             "block_components": {g: [list(c) for c in v] for g, v in self.block_components.items()},
             "feeder_macs": dict(self.feeder_macs),
+            "output_bytes": {g: {c: list(v) for c, v in comps.items()} for g, comps in self.output_bytes.items()},
         }
 
     @classmethod
@@ -91,7 +93,8 @@ class CostTable:
                    {g: tuple(v) for g, v in (doc.get("block_macs") or {}).items()},
                    {g: tuple(v) for g, v in (doc.get("fast_block_macs") or {}).items()},
                    {g: tuple(tuple(c) for c in v) for g, v in (doc.get("block_components") or {}).items()},
-                   {k: int(v) for k, v in (doc.get("feeder_macs") or {}).items()})
+                   {k: int(v) for k, v in (doc.get("feeder_macs") or {}).items()},
+                   {g: {c: tuple(v) for c, v in comps.items()} for g, comps in (doc.get("output_bytes") or {}).items()})
 
 
 def measure_cost_table(pipe_or_model: Any, run: Callable[[], Any], batch_size: int | None = None,
@@ -150,8 +153,41 @@ def measure_cost_table(pipe_or_model: Any, run: Callable[[], Any], batch_size: i
                    if isinstance(getattr(model, f.attribute, None), torch.nn.Module)}
     covered += sum(feeder_macs.values())
     total = sum(counts.get(root, {}).values()) // 2 // calls
+    output_bytes = {g.name: {c: tuple(_nbytes(seen.get((g.name, b), ((), {}, {}))[2].get(c))
+                                      for b in range(len(blocks[g.name]))) for c in g.components}
+                    for g in spec.block_groups}
     return CostTable(root, component_macs, total - covered, batch_size, height, width, block_macs,
-                     fast_block_macs, block_components, feeder_macs)
+                     fast_block_macs, block_components, feeder_macs, output_bytes)
+
+
+def _nbytes(value: Any) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (tuple, list)):
+        return sum(_nbytes(v) for v in value)
+    return 0
+
+
+def cache_memory(schedule: Schedule, table: CostTable) -> dict[str, Any]:
+    """What a schedule keeps alive while it runs, per cache context: every hooked component holds
+    the history its modes need (reuse and skip 1 output, forecasts 2; the states share tensors, so
+    a component needs the largest, not the sum), at the output sizes the cost table measured.
+    Sequential CFG keeps one set per context (cond, uncond)."""
+    by_mode: dict[str, int] = {}
+    total = 0
+    for g, c in schedule.components():
+        sizes = table.output_bytes.get(g, {}).get(c, ())
+        for b in range(schedule.model.group(g).num_blocks):
+            used = {ch for row in schedule.rows(g, c) for ch in row[b]} - {"1"}
+            if not used or b >= len(sizes):
+                continue
+            history = max(MODE_TABLE[ch].memory_tensors for ch in used)
+            total += history * sizes[b]
+            for ch in used:
+                by_mode[ch] = by_mode.get(ch, 0) + MODE_TABLE[ch].memory_tensors * sizes[b]
+    contexts = calls_per_step(schedule)
+    return {"bytes": total * contexts, "contexts": contexts,
+            "by_mode_bytes": {MODE_TABLE[ch].name: v * contexts for ch, v in sorted(by_mode.items())}}
 
 
 class _FirstCalls:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .modes import COMPUTE, FORECAST, MODES, REUSE, SKIP  # noqa: F401
+from .modes import COMPUTE, DAMPED, FORECAST, MODES, REUSE, SKIP  # noqa: F401
 
 FORMAT = "cachesearch.schedule"
 FORMAT_VERSION = 1

@@ -64,6 +64,9 @@ class SpaceConfig(_Strict):
     kinds: list[Literal["cache", "timesteps", "architecture"]] = Field(
         default_factory=lambda: ["cache"], min_length=1, description=f"any of {KINDS}")
     min_changes: int = Field(1, ge=1, description="slots that must differ from all-compute (excludes it)")
+    modes: list[str] = Field(default_factory=lambda: ["1", "0"], description=(
+        "cache space: the plan characters a cell may take (schedules.MODE_TABLE: '1' compute, '0' reuse, "
+        "'F' forecast, 'D' damped forecast, '-' skip); default reuse-only, ECAD's language"))
     fine_steps: int | None = Field(None, ge=2, description="timesteps space: size M of the fine grid, the "
                                    "scheduler's own M-step timesteps (or sigmas); M = the study's steps makes "
                                    "the fine trajectory the reference run itself")

@@ -26,7 +26,7 @@ import numpy as np
 
 from schedules import EvaluationResult, Schedule
 
-from .base import ProfileRequest, Searcher
+from .base import Profile, ProfileRequest, Searcher
 from .objectives import Objectives
 from .progress import SearchProgress
 
@@ -245,7 +245,7 @@ class SearchLoop:
         else:
             raw = self.pool.profile(request.schedule)
             seconds = getattr(raw, "seconds", None)      # the worker's own timing (DriftProfile)
-            data = {key: np.asarray(value, dtype=float) for key, value in raw.items()}
+            data = Profile.of(raw)
         self.profile_seconds += float(seconds) if seconds is not None else self.clock() - t0
         self.profiles += 1
         self.searcher.tell_profile(request, data)

@@ -89,7 +89,7 @@ def make_space(config: StudyConfig, pool: Any) -> SearchSpace:
             grid = tuple(sp.grid)
     try:
         return SearchSpace(base.model, base.sampling, tuple(sp.kinds), grid, sp.min_changes, kind,
-                           sp.min_steps, sp.max_steps)
+                           sp.min_steps, sp.max_steps, tuple(sp.modes))
     except ValueError as exc:
         raise StudyError(f"space: {exc}") from None
 

@@ -17,12 +17,12 @@ calibration has to discover).
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from schedules import (
-    COMPUTE, SKIP, BlockGroup, CostTable, EvaluationResult, ModelSpec, SamplingSpec, Schedule, mac_speedup,
+    COMPUTE, DAMPED, FORECAST, REUSE, SKIP, BlockGroup, CostTable, EvaluationResult, ModelSpec, SamplingSpec, Schedule, mac_speedup,
     schedule_macs,
 )
 
@@ -33,6 +33,10 @@ COMPONENT_MACS = {"attn1": 40, "attn2": 15, "ff": 60}
 def synthetic_spec(num_blocks: int = 4, components: Sequence[str] = ("attn1", "attn2", "ff")) -> ModelSpec:
     return ModelSpec("pixart", SYNTHETIC_CLASS,
                      (BlockGroup("transformer_blocks", num_blocks, tuple(components)),), "synthetic")
+
+
+#: error of a served cell relative to reuse (a forecast recovers part of the drift, more when damped)
+SERVED_ERROR = {REUSE: 1.0, FORECAST: 0.6, DAMPED: 0.75}
 
 
 class SyntheticPool:
@@ -98,12 +102,19 @@ class SyntheticPool:
         n = len(self.rates)
         return np.cumsum(self.rates)[[min(n - 1, round(s * n / steps)) for s in range(steps)]]
 
-    def profile(self, schedule: Schedule | None = None) -> dict[tuple[str, str], np.ndarray]:
-        """D[b, a, s] for every unit along the schedule's steps: the same drift whatever trajectory."""
+    def profile(self, schedule: Schedule | None = None) -> Any:
+        """D[b, a, s] for every unit along the schedule's steps: the same drift whatever trajectory;
+        forecasts err by their SERVED_ERROR share of it, whatever the older compute."""
+        from evaluators.profiling import DriftProfile
+
         self.profiles += 1
-        cum = self._cumulative(schedule.num_steps if schedule is not None else len(self.rates))
+        n = schedule.num_steps if schedule is not None else len(self.rates)
+        cum = self._cumulative(n)
         drift = np.abs(cum[None, :] - cum[:, None])          # [a, s] = r_{a+1} + ... + r_s
-        return {key: w[:, None, None] * drift[None, :, :] for key, w in self.weights.items()}
+        drifts = {key: w[:, None, None] * drift[None, :, :] for key, w in self.weights.items()}
+        forecast = {(g, c, mode): np.broadcast_to(factor * d[:, None, :, :], (d.shape[0], n, n, n)).copy()
+                    for (g, c), d in drifts.items() for mode, factor in SERVED_ERROR.items() if mode != REUSE}
+        return DriftProfile(drift=drifts, seconds=0.0, forecast=forecast)
 
     def timestep_grid(self, steps: int) -> tuple[str, tuple[float, ...]]:
         """The grid the analytic quality scores against (made at construction), else a fresh one."""
@@ -134,8 +145,10 @@ class SyntheticPool:
                         last = s
                     elif ch == SKIP:
                         total += self.skip_penalty * w[b]
+                    elif ch in SERVED_ERROR:
+                        total += SERVED_ERROR[ch] * w[b] * (cum[s] - cum[last])
                     else:
-                        total += w[b] * (cum[s] - cum[last])
+                        raise ValueError(f"the synthetic pool has no quality model of mode {ch!r}")
         return total
 
     def timestep_cost(self, schedule: Schedule, grid: Sequence[float]) -> float:

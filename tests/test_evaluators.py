@@ -319,6 +319,15 @@ def test_profile_drift(local_pool):
     for d in prof.values():
         assert d.shape == (2, STEPS, STEPS) and torch.isfinite(d).all()
         assert torch.all(torch.diagonal(d, dim1=1, dim2=2) == 0) and (d > 0).sum() == 2 * STEPS * (STEPS - 1)
+    # forecast errors for every forecast mode of the table: defined exactly where p < a < s
+    from evaluators.profiling import FORECAST_WINDOW
+    from schedules.modes import forecast_modes
+    assert set(prof.forecast) == {(GROUP, c, m) for c in COMPONENTS for m in forecast_modes()}
+    for f in prof.forecast.values():
+        assert f.shape == (2, STEPS, STEPS, STEPS)
+        p, a, s = torch.meshgrid(*(torch.arange(STEPS),) * 3, indexing="ij")
+        valid = (p < a) & (a < s) & (a - p <= FORECAST_WINDOW) & (s - a <= FORECAST_WINDOW)
+        assert torch.isfinite(f[:, valid]).all() and not torch.isfinite(f[:, ~valid]).any()
     reuse = fora(local_pool, 2)
     on_policy = local_pool.profile(reuse)
     assert on_policy.schedule_hash == reuse.hash

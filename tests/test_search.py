@@ -69,7 +69,10 @@ def test_heuristics_cover_every_family_and_are_admissible_and_unique():
     space = SearchSpace(pool.spec, pool.sampling)
     items = space_heuristics(space)
     labels = {s.provenance["heuristic"] for s in items}
-    assert labels == {"fora", "tgate", "delta-dit", "toca-static", "even-component", "cache-dit-mask"}
+    assert labels == {"fora", "tgate", "delta-dit", "toca-static", "even-component", "cache-dit-mask", "fora-warmup"}
+    forecasting = SearchSpace(pool.spec, pool.sampling, modes=("1", "0", "F", "D"))
+    more = {s.provenance["heuristic"] for s in space_heuristics(forecasting)} - labels
+    assert more == {"taylorseer", "taylorseer-damped"}, "forecast heuristics only where the space allows them"
     assert len({s.hash for s in items}) == len(items)
     assert all(space.admissible(s) for s in items)
     fora3 = next(s for s in items
@@ -152,14 +155,14 @@ def test_ecad_generations_and_seeding(tmp_path):
     searcher = SEARCHERS["ecad"](space, OBJ, {"population": 12, "generations": 3})
     first = searcher.ask(100)
     heuristic = {s.hash for s in space_heuristics(space)}
-    assert {s.hash for s in first} == heuristic                  # generation 0: every heuristic (31)
+    assert {s.hash for s in first} == heuristic                  # generation 0: every heuristic
     assert searcher.ask(5) == []                                 # waits for the generation's results
     searcher.tell(list(pool.evaluate(first)))
     assert len(searcher.population) == 12                       # survival trims to the population
     while not searcher.finished:
         batch = searcher.ask(7)
         searcher.tell(list(pool.evaluate(batch)))
-    assert searcher.generation == 3 and len(pool.evaluated) == 31 + 36 == len(set(pool.evaluated))
+    assert searcher.generation == 3 and len(pool.evaluated) == len(heuristic) + 36 == len(set(pool.evaluated))
     assert len(searcher.population) == 12
 
 
@@ -400,3 +403,50 @@ def test_bayes_searches_the_step_count():
         steps |= {s.num_steps for s in batch}
         searcher.tell(list(pool.evaluate(batch)))
     assert len(steps) >= 3 and min(steps) < 8
+
+
+FORECASTING = {"kinds": ["cache"], "modes": ["1", "0", "F", "D"]}
+
+
+@pytest.mark.parametrize("name", sorted(SEARCHERS))
+def test_every_searcher_speaks_the_whole_alphabet(tmp_path, name):
+    """With forecasts allowed, every searcher's asks are valid plans of the space, some use the
+    forecast modes, and none repeats; resume is still exact."""
+    from search.study import make_space
+    own = {"ecad": {"population": 12, "include_heuristics": False}, "dp": {"candidates": 10, "max_heuristics": 4}}
+    cfg = _config(name, 40, space=FORECASTING)
+    if name in own:   # leave room for the searcher's own proposals next to its heuristic seeds
+        cfg = validate_config({**cfg.model_dump(exclude_none=True),
+                               "searcher": {"name": name, "seed": 0, "settings": own[name]}})
+    pool = SyntheticPool(num_blocks=4, num_steps=8)
+    run_study(cfg, db=str(tmp_path / "f.db"), show_progress=False, pool=pool, log=lambda m: None)
+    space = make_space(cfg, pool)
+    schedules = _evaluated(tmp_path / "f.db", cfg.study)
+    assert len(pool.evaluated) == len(set(pool.evaluated))
+    used = set()
+    for s in schedules:
+        space.check(s)
+        if name == "heuristics" or "heuristic" not in s.provenance:   # the searcher's own proposals
+            used |= {ch for g, c in s.components() for row in s.rows(g, c) for ch in row}
+    assert used & {"F", "D"}, f"{name} never proposed a forecast cell of its own"
+    first = InterruptingPool(11, num_blocks=4, num_steps=8)
+    run_study(cfg, db=str(tmp_path / "g.db"), show_progress=False, pool=first, log=lambda m: None)
+    second = SyntheticPool(num_blocks=4, num_steps=8)
+    run_study(cfg, db=str(tmp_path / "g.db"), resume=cfg.study, show_progress=False, pool=second, log=lambda m: None)
+    assert first.evaluated[:10] + second.evaluated == pool.evaluated
+
+
+def test_categorical_genome_round_trip_and_history_repair():
+    pool = SyntheticPool(num_blocks=3, num_steps=6)
+    space = SearchSpace(pool.spec, pool.sampling, modes=("1", "0", "F"))
+    assert space.gene_modes == ("0", "1", "F")
+    rng = random.Random(1)
+    for _ in range(30):
+        s = space.decode(space.random_genome(rng))
+        space.check(s)
+        assert space.decode(space.encode(s)).hash == s.hash
+    forecast_first = [2] * space.cache_length          # every cell 'F': step 1 cannot forecast yet
+    s = space.decode(forecast_first)
+    assert all(row == "000" for g, c in s.components() for row in s.rows(g, c)[1:2]), "falls back to reuse"
+    with pytest.raises(ValueError, match="space modes must include compute"):
+        SearchSpace(pool.spec, pool.sampling, modes=("0", "F"))
