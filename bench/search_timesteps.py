@@ -44,7 +44,7 @@ from schedules import Schedule  # noqa: E402
 from search.config import validate_config  # noqa: E402
 from search.dp import boss_path  # noqa: E402
 from search.study import make_pool, run_study  # noqa: E402
-from store.pareto import hypervolume_history  # noqa: E402
+from schedules.objectives import hypervolume_history  # noqa: E402
 
 SPACES = {"cache": ["cache"], "cache+timesteps": ["cache", "timesteps"],
           "cache+timesteps+architecture": ["cache", "timesteps", "architecture"]}

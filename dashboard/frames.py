@@ -13,18 +13,23 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from store import COST_OBJECTIVES, DONE, EvaluationRecord, StudyInfo, StudySummary, pareto
+from schedules import objectives as obj
+from schedules.objectives import COST_NAMES, FIGURE_NAMES
+from schedules.provenance import describe, origin
+from store import DONE, SEARCH, EvaluationRecord, StudyInfo, StudySummary
 
 #: Columns of an evaluation table that are not metrics; metric `m` lives in column `metric:m`
-#: (a prefix, so a metric can never shadow a column such as `id` or `step`).
-BASE_COLUMNS = ("id", "schedule_hash", "status", "step", "mac_speedup", "latency_speedup", "macs",
-                "latency_s", "compute_fraction", "recorded_at", "worker", "error", "n_thumbnails")
-_NUMERIC = ("mac_speedup", "latency_speedup", "latency_s", "compute_fraction", "recorded_at")
+#: (a prefix, so a metric can never shadow a column such as `id` or `step`). `origin` and `found_by`
+#: are the provenance's (`schedules.provenance`).
+BASE_COLUMNS = ("id", "schedule_hash", "status", "kind", "step", *FIGURE_NAMES, "compute_fraction", "recorded_at",
+                "worker", "error", "n_thumbnails", "prompt_set_hash")
+DERIVED_COLUMNS = ("origin", "found_by")
+_NUMERIC = (*COST_NAMES, "latency_s", "compute_fraction", "recorded_at")
 
 
 def column(objective: str) -> str:
     """Column of an objective in an evaluation table (cost figures are plain columns)."""
-    if objective in COST_OBJECTIVES or objective in ("macs", "latency_s"):
+    if objective in FIGURE_NAMES:
         return objective
     return f"metric:{objective}"
 
@@ -38,7 +43,8 @@ class EvalTable:
     metrics: tuple[str, ...] = field(default=())
 
     def done(self) -> pd.DataFrame:
-        return self.frame[self.frame["status"] == DONE]
+        """Done evaluations of the search itself (other kinds never enter fronts)."""
+        return self.frame[(self.frame["status"] == DONE) & (self.frame["kind"] == SEARCH)]
 
     def points(self, quality: str, cost: str) -> pd.DataFrame:
         """Done evaluations with finite values for both objectives (what a front is made of)."""
@@ -53,9 +59,11 @@ class EvalTable:
 def evaluation_table(study: str, records: Sequence[EvaluationRecord]) -> EvalTable:
     metrics = sorted({k for r in records for k in r.metrics})
     data: dict[str, list[Any]] = {c: [getattr(r, c) for r in records] for c in BASE_COLUMNS}
+    data["origin"] = [origin(r.provenance) for r in records]
+    data["found_by"] = [describe(r.provenance) for r in records]
     for m in metrics:
         data[f"metric:{m}"] = [r.metrics.get(m) for r in records]
-    frame = pd.DataFrame(data, columns=list(BASE_COLUMNS) + [f"metric:{m}" for m in metrics])
+    frame = pd.DataFrame(data, columns=[*BASE_COLUMNS, *DERIVED_COLUMNS, *(f"metric:{m}" for m in metrics)])
     for c in _NUMERIC + tuple(f"metric:{m}" for m in metrics):
         frame[c] = pd.to_numeric(frame[c], errors="coerce").astype(float)
     return EvalTable(study, frame, tuple(metrics))
@@ -63,25 +71,26 @@ def evaluation_table(study: str, records: Sequence[EvaluationRecord]) -> EvalTab
 
 def front_ids(table: EvalTable, info: StudyInfo, quality: str, cost: str) -> list[int]:
     """Ids of the front on (quality, cost), ordered like `Store.front` (cost ascending, then id).
-    Same rule and same non-dominance code as the store (`store.pareto`), applied to the table the page
-    already holds, so a 10,000-evaluation study is read once per change, not once per question."""
+    Same rule and same non-dominance code as the store (`schedules.objectives`), applied to the table
+    the page already holds, so a 10,000-evaluation study is read once per change, not once per question."""
     pts = table.points(quality, cost)
     if not len(pts):
         return []
+    flags = info.pair(quality, cost).maximise_flags
     values = np.column_stack([pts[column(quality)].to_numpy(dtype=float), pts[column(cost)].to_numpy(dtype=float)])
-    mask = pareto.nondominated(values, [info.maximize(quality), info.maximize(cost)])
-    sign = 1.0 if info.maximize(cost) else -1.0
+    mask = obj.nondominated(values, flags)
+    sign = 1.0 if flags[1] else -1.0
     members = sorted(zip(sign * values[mask, 1], pts["id"].to_numpy()[mask]))
     return [int(i) for _, i in members]
 
 
 def knee_id(table: EvalTable, info: StudyInfo, quality: str, cost: str) -> int | None:
-    """The knee of the front (`store.pareto.knee_index`, as `cachesearch export --pick knee`)."""
+    """The knee of the front (`schedules.objectives.knee_index`, as `cachesearch export --pick knee`)."""
     ids = front_ids(table, info, quality, cost)
     if not ids:
         return None
     pts = table.frame.set_index("id").loc[ids, [column(quality), column(cost)]].to_numpy(dtype=float)
-    return ids[pareto.knee_index(pts, [info.maximize(quality), info.maximize(cost)])]
+    return ids[obj.knee_index(pts, info.pair(quality, cost).maximise_flags)]
 
 
 def best_cost_at(table: EvalTable, info: StudyInfo, quality: str, cost: str, threshold: float) -> float | None:
@@ -124,7 +133,7 @@ def studies_frame(summaries: Sequence[StudySummary], infos: Mapping[str, StudyIn
 
 
 def _has_quality(info: StudyInfo) -> bool:
-    return any(o.name not in COST_OBJECTIVES for o in info.objectives)
+    return any(o.role == obj.QUALITY for o in info.objectives)
 
 
 def quality_metrics(infos: Sequence[StudyInfo], tables: Sequence[EvalTable]) -> list[str]:
@@ -132,7 +141,7 @@ def quality_metrics(infos: Sequence[StudyInfo], tables: Sequence[EvalTable]) -> 
     out: list[str] = []
     for info in infos:
         for o in info.objectives:
-            if o.name not in COST_OBJECTIVES and o.name not in out:
+            if o.role == obj.QUALITY and o.name not in out:
                 out.append(o.name)
     for t in tables:
         out += [m for m in t.metrics if m not in out]

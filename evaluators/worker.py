@@ -44,7 +44,7 @@ from .jumps import jump_costs
 from .metrics import Batch, MetricError, build_metrics
 from .models import load_model
 from .profiling import DriftProfile, DriftRecorder
-from .prompts import pairs as study_pairs
+from .prompts import pairs as study_pairs, thumbnail_positions
 from .references import Reference, ReferenceStore
 from .runner import Outputs, PipelineRunner
 from .timing import Clock, Timer, median
@@ -197,9 +197,7 @@ class Evaluator:
 
     def _thumbnail_index(self) -> list[int]:
         """First seed of each of the first n prompts, as positions in the pair list."""
-        seeds = len(self.config.seeds or [])
-        n_prompts = len(self.pairs) // max(seeds, 1)
-        return [i * seeds for i in range(min(self.config.n_thumbnails, n_prompts))]
+        return thumbnail_positions(self.config, len(self.pairs))
 
     @staticmethod
     def _batch_lists(batch: list[tuple[str, int]]) -> tuple[list[str], list[int]]:

@@ -19,6 +19,7 @@ from .io import json_schema, load_schedule, save_schedule
 from .result import DONE, FAILED, EvaluationResult
 from .schedule import Schedule, genome_length
 from .modes import DAMPED, FORECAST, MODE_TABLE, Mode, mode_of
+from .objectives import COST_NAMES, Objective, ObjectiveError, Objectives, objective_value
 from .spec import (
     COMPUTE, FORMAT, FORMAT_VERSION, MODES, REUSE, SIGMAS, SKIP, TIMESTEPS, BlockGroup, ModelSpec, SamplingSpec,
 )
@@ -49,5 +50,6 @@ __all__ = [
     "json_schema", "load_schedule", "save_schedule", "DONE", "FAILED", "EvaluationResult",
     "Schedule", "genome_length", "COMPUTE", "FORMAT", "FORMAT_VERSION", "MODES", "REUSE", "SKIP",
     "FORECAST", "DAMPED", "MODE_TABLE", "Mode", "mode_of", "TIMESTEPS", "SIGMAS",
-    "BlockGroup", "ModelSpec", "SamplingSpec", *_LAZY,
+    "BlockGroup", "ModelSpec", "SamplingSpec", "COST_NAMES", "Objective", "ObjectiveError", "Objectives",
+    "objective_value", *_LAZY,
 ]

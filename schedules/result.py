@@ -5,10 +5,10 @@ so it crosses process boundaries (Ray) and lands in any SQL store without a para
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .objectives import objective_value
 from .schedule import Schedule
 
 DONE = "done"
@@ -25,6 +25,7 @@ class EvaluationResult:
     mac_speedup: float | None = None              # all-compute MACs / schedule MACs
     latency_s: float | None = None                # seconds per image, median of repeats
     latency_speedup: float | None = None          # all-compute latency / schedule latency, same worker
+    latency_speedup_model: float | None = None    # the latency cost model's predicted speedup (when asked for)
     error: str | None = None                      # why it failed (status FAILED)
     worker: str | None = None                     # which evaluator produced it
     started_at: float | None = None               # unix seconds
@@ -41,14 +42,8 @@ class EvaluationResult:
         return cls(schedule=schedule, status=FAILED, error=error, **kwargs)
 
     def objective(self, name: str) -> float | None:
-        """A metric or cost figure by name (`mac_speedup`, `latency_speedup`, or any metric)."""
-        if name in ("mac_speedup", "latency_speedup", "macs", "latency_s"):
-            value = getattr(self, name)
-        else:
-            value = self.metrics.get(name)
-        if value is None or not math.isfinite(float(value)):
-            return None
-        return float(value)
+        """A cost figure or metric by name, None unless present and finite (`objectives.objective_value`)."""
+        return objective_value(self, name)
 
     def summary(self) -> dict[str, Any]:
         """JSON-able view without the schedule body or image bytes."""

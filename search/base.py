@@ -29,7 +29,8 @@ from pydantic import BaseModel, ConfigDict
 
 from schedules import CostTable, EvaluationResult, Schedule
 
-from .objectives import Objectives
+from schedules.objectives import Objectives
+
 from .space import SearchSpace
 
 STATE_VERSION = 1
@@ -93,6 +94,9 @@ def profile_from_json(doc: Mapping[str, Any]) -> dict[tuple[str, str], np.ndarra
 class Searcher(ABC):
     name: ClassVar[str] = "searcher"
     Settings: ClassVar[type[SearcherSettings]] = SearcherSettings
+    #: settings small enough for a tiny study (a few dozen evaluations of the synthetic pool): the
+    #: shared contract test runs every registered searcher with them
+    quick_settings: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, space: SearchSpace, objectives: Objectives, settings: SearcherSettings | Mapping | None = None,
                  seed: int = 0, *, seeds: Sequence[Schedule] = (), cost_table: CostTable | None = None):
@@ -199,8 +203,10 @@ class Searcher(ABC):
                 and self.space.admissible(schedule))
 
     def tag(self, schedule: Schedule, **provenance: Any) -> Schedule:
-        """Provenance for the store and exported files; a schedule sampling other steps than the study
-        also records the study's step count (its speedups are against that run)."""
+        """Provenance for the store and exported files (`schedules.provenance`): this searcher, plus
+        what the caller says (generation, round, parents...), on top of what the schedule carries (a
+        heuristic's name and parameters, a seed's origin). A schedule sampling other steps than the
+        study also records the study's step count (its speedups are against that run)."""
         if schedule.num_steps != self.space.num_steps:
             provenance = {"reference_steps": self.space.num_steps, **provenance}
         return schedule.with_info(provenance={"searcher": self.name, **provenance})

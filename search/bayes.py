@@ -53,6 +53,7 @@ class BayesSettings(SearcherSettings):
 class BayesSearcher(Searcher):
     name = "bayes"
     Settings = BayesSettings
+    quick_settings = {"n_startup_trials": 6}
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

@@ -39,15 +39,20 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from evaluators.models import ModelLoadError
-    from evaluators.pool import PoolStartError
-    from schedules import ScheduleError
-    from store import StoreError
+#: Errors of modules a command may have loaded, by module: bad input they raise is the user's. Looked
+#: up only in modules already imported (an error can only come from a loaded module), so a store
+#: command that fails never imports the search stack or torch just to name the error it caught.
+_USER_ERRORS = {"schedules": ("ScheduleError", "ObjectiveError"), "store": ("StoreError",),
+                "search.config": ("ConfigError",), "search.study": ("StudyError",),
+                "evaluators.models": ("ModelLoadError",), "evaluators.pool": ("PoolStartError",)}
 
-    from .config import ConfigError
-    from .study import StudyError
-    return (ConfigError, StudyError, StoreError, ScheduleError, ModelLoadError, PoolStartError, FileNotFoundError)
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    found: list[type[BaseException]] = [FileNotFoundError]
+    for module, names in _USER_ERRORS.items():
+        loaded = sys.modules.get(module)
+        found += [getattr(loaded, n) for n in names] if loaded is not None else []
+    return tuple(found)
 
 
 @contextmanager
@@ -94,12 +99,13 @@ def search(config: Path = typer.Argument(..., help="Study config (YAML); see `ca
     except KeyboardInterrupt:     # outside the loop's own handling (e.g. a second Ctrl-C while it saves)
         _fail("interrupted; every result stored so far is kept (continue with --resume STUDY)", 130)
     objectives = cfg.resolved_objectives()
+    quality, cost = objectives.quality.name, objectives.cost.name
     console.print(f"[bold]{name}[/]: {outcome.reason}; {outcome.evaluations} evaluations "
                   f"({outcome.evaluated_now} in this run), {outcome.evaluator_seconds:.0f} evaluator-s, "
                   f"hypervolume {outcome.hypervolume:.4g}")
     with _store(db or cfg.db) as store:
-        front = store.front(name, objectives[0].name, objectives[-1].name)
-        console.print(front_table(front, objectives[0].name, objectives[-1].name, f"front of {name}", top))
+        front = store.front(name, quality, cost)
+        console.print(front_table(front, quality, cost, f"front of {name}", top))
     if outcome.reason.startswith("interrupted"):
         console.print(f"interrupted; everything finished is stored. Continue with:\n"
                       f"  cachesearch search {config} --resume {name}" + (f" --db {db}" if db else ""),

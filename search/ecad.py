@@ -107,6 +107,7 @@ def _genome(bits: str) -> list[int]:
 class EcadSearcher(Searcher):
     name = "ecad"
     Settings = EcadSettings
+    quick_settings = {"population": 12}
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

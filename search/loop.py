@@ -25,9 +25,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from schedules import EvaluationResult, Schedule
+from schedules.objectives import Objectives
 
 from .base import Profile, ProfileRequest, Searcher
-from .objectives import Objectives
 from .progress import SearchProgress
 
 
@@ -201,8 +201,9 @@ class SearchLoop:
             self._finish("failed")
             raise
         self._finish(status)
+        cost = self.objectives.index(self.objectives.cost.name)
         return Outcome(reason, self.evaluations, self.evaluated_now, self.evaluator_seconds, self.wall_time,
-                       sorted(self.front, key=lambda r: self.objectives.values(r)[-1]), self.hv)
+                       sorted(self.front, key=lambda r: self.objectives.values(r)[cost]), self.hv)
 
     def _finish(self, status: str) -> None:
         self._save()

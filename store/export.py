@@ -1,11 +1,12 @@
 """Write chosen schedules out of a store: one file picked by a rule, or the whole front.
 
 Pick rules (the `--pick` of `cachesearch export`):
-    knee                          the bend of the (quality, cost) front
+    knee                          the knee of the (quality, cost) front (`schedules.objectives.knee_index`)
     fastest-with psnr>=30         the highest speedup among evaluations meeting the bound
     fastest-with quality>=30      `quality` means the study's primary quality objective
     best-with speedup>=2          the best quality among evaluations meeting the bound
     best-with latency_speedup>=1.5
+    fastest-with psnr>=30 on cost latency_speedup_model: pass cost= (the CLI's --cost)
 Operators: >=, >, <=, < (so `fastest-with latent_mse<=0.01` works for lower-is-better metrics).
 
 A written schedule file is the contract's format, carrying the measured metrics and provenance (study,
@@ -27,13 +28,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from schedules import FORMAT_VERSION, Schedule, save_schedule
+from schedules.objectives import FIGURE_NAMES
+from schedules.provenance import describe, origin
 
-from . import pareto
 from .api import Store
 from .cachedit import cache_dit_yaml
 from .errors import ExportError, NothingQualifies, ObjectiveError
 from .names import safe_path
-from .records import DONE, EvaluationRecord, StudyInfo
+from .records import DONE, SEARCH, EvaluationRecord, StudyInfo
 
 FORMATS = ("cachesearch", "cache-dit")
 _OPS: dict[str, Callable[[float, float], bool]] = {
@@ -72,21 +74,19 @@ def choose(store: Store, study: str, pick: str | Pick, *, quality: str | None = 
     """The evaluation a rule picks (done evaluations only), or `NothingQualifies` with the nearest miss."""
     rule = parse_pick(pick) if isinstance(pick, str) else pick
     info = store.get_study(study)
-    quality = quality or info.quality
-    cost = cost or info.cost
+    pair = info.pair(quality, cost)                  # roles checked: a cost as quality is an error
+    quality, cost = pair[0].name, pair[1].name
     if rule.kind == "knee":
-        front = store.front(study, quality, cost)
-        if not front:
+        knee = store.knee(study, quality, cost)
+        if knee is None:
             raise NothingQualifies(f"study '{study}' has no done evaluation with finite {quality} and {cost} "
                                    "yet, so it has no front and no knee")
-        import numpy as np
-        pts = np.array([[r.objective(quality), r.objective(cost)] for r in front], dtype=float)
-        return front[pareto.knee_index(pts, [info.maximize(quality), info.maximize(cost)])]
+        return knee
 
     assert rule.bound is not None
     name, op, threshold = rule.bound
     bound_name = _resolve_name(name, quality, cost)
-    done = [r for r in store.evaluations(study, DONE, per_prompt=False)
+    done = [r for r in store.evaluations(study, DONE, per_prompt=False, kind=SEARCH)
             if r.objective(quality) is not None and r.objective(cost) is not None]
     if not done:
         raise NothingQualifies(f"study '{study}' has no done evaluation with finite {quality} and {cost} yet")
@@ -102,8 +102,8 @@ def choose(store: Store, study: str, pick: str | Pick, *, quality: str | None = 
             f"no done evaluation of study '{study}' has {bound_name} {op} {threshold:g}: the closest is "
             f"evaluation {near.id} with {bound_name} = {near.objective(bound_name):.4g} "
             f"({quality} {near.objective(quality):.4g}, {cost} {near.objective(cost):.4g}x)")
-    sq = 1.0 if info.maximize(quality) else -1.0
-    sc = 1.0 if info.maximize(cost) else -1.0
+    sq = 1.0 if pair[0].maximize else -1.0
+    sc = 1.0 if pair[1].maximize else -1.0
     if rule.kind == "fastest-with":
         key = lambda r: (sc * (r.objective(cost) or 0.0), sq * (r.objective(quality) or 0.0), -r.id)  # noqa: E731
     else:
@@ -142,7 +142,7 @@ def annotated_schedule(store: Store, info: StudyInfo, record: EvaluationRecord, 
                        quality: str | None = None, cost: str | None = None) -> Schedule:
     """The stored schedule with its measured metrics and provenance attached (hash unchanged)."""
     metrics: dict[str, Any] = {k: _json_number(v) for k, v in record.metrics.items()}
-    for name in ("mac_speedup", "latency_speedup", "macs", "latency_s"):
+    for name in FIGURE_NAMES:
         value = getattr(record, name)
         if value is not None:
             metrics[name] = _json_number(value)
@@ -150,7 +150,10 @@ def annotated_schedule(store: Store, info: StudyInfo, record: EvaluationRecord, 
     versions = provenance.get("versions") or info.config.get("versions")
     provenance.update({
         "study": info.name,
-        "searcher": info.searcher,
+        "searcher": provenance.get("searcher") or info.searcher,    # who proposed it (an import: its study's)
+        "study_searcher": info.searcher,
+        "origin": origin(record.provenance),
+        "found_by": describe(record.provenance),
         "searcher_settings": info.searcher_settings,
         "model_signature": info.model_signature,
         "prompt_set_hash": record.prompt_set_hash,
@@ -161,6 +164,7 @@ def annotated_schedule(store: Store, info: StudyInfo, record: EvaluationRecord, 
         "evaluated_at": record.finished_at,
         "exported_at": time.time(),
         "objectives": {"quality": quality or info.quality, "cost": cost or info.cost},
+        "kind": record.kind,
         "versions": versions or _versions(),
     })
     if not versions:
@@ -175,6 +179,7 @@ def _header(schedule: Schedule) -> list[str]:
     return [f"cachesearch schedule {schedule.hash}",
             f"study {prov.get('study')} / searcher {prov.get('searcher')} / evaluation {prov.get('evaluation_id')}"
             f" / pick {prov.get('pick', '-')}",
+            f"found by {prov.get('found_by', 'unknown')}",
             f"model {schedule.model.transformer_class} ({schedule.model.model_id or 'no id'}), "
             f"{schedule.num_steps} steps, prompt set {prov.get('prompt_set_hash')}",
             "measured: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"

@@ -114,13 +114,13 @@ def test_schedule_page_heatmap_diff_and_per_prompt(filled: str, monkeypatch: pyt
 def test_schedule_page_shows_the_timesteps_a_schedule_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import random
 
-    from store import ObjectiveSpec
+    from store import Objective
     from test_dashboard_data import model_specs, result_for, timestep_schedule
     url = f"sqlite:///{tmp_path / 'joint.db'}"
     pixart, _ = model_specs()
     with Store(url) as store:
         store.create_study("joint", {"seeds": [0]}, "tiny", "dp", {},
-                           [ObjectiveSpec("psnr"), ObjectiveSpec("mac_speedup")], {"psnr": 15.0, "mac_speedup": 1.0})
+                           [Objective("psnr"), Objective("mac_speedup")], {"psnr": 15.0, "mac_speedup": 1.0})
         store.record_evaluations("joint", [result_for(timestep_schedule(pixart), random.Random(0))], step=0)
     at = app(url, "schedule", monkeypatch, study="joint")
     assert "5 steps at explicit timesteps (the study runs 8)" in texts(at, "caption")

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from schedules import COMPUTE, REUSE, EvaluationResult, Schedule, SamplingSpec, describe
-from store import DONE, ObjectiveSpec, Store
+from store import DONE, Objective, Store
 
 STEPS = 8
 PROMPTS = ["a red square on blue", "a green circle", "the digit three in yellow"]
@@ -82,7 +82,7 @@ def fill_store(path: Path) -> str:
     url = f"sqlite:///{path}"
     pixart, flux = model_specs()
     rng = random.Random(0)
-    objectives = [ObjectiveSpec("psnr"), ObjectiveSpec("mac_speedup")]
+    objectives = [Objective("psnr"), Objective("mac_speedup")]
     with Store(url) as store:
         for name, searcher, spec, n, status in (("tiny-ecad", "ecad", pixart, 40, "running"),
                                                 ("tiny-random", "random", pixart, 25, "finished"),

@@ -12,12 +12,12 @@ import pytest
 from schedules import Schedule
 from search.config import validate_config
 from search.heuristics import space_heuristics, warped_indices
-from search.objectives import Objective, Objectives
+from schedules.objectives import Objective, Objectives
 from search.space import SearchSpace, fine_grid
 from search.study import SEARCHERS, run_study
 from search.synthetic import SyntheticPool
 
-OBJ = Objectives([Objective("quality", True, 0.0), Objective("mac_speedup", True, 1.0)])
+OBJ = Objectives([Objective("quality", reference=0.0), Objective("mac_speedup", reference=1.0)])
 SETTINGS = {"ecad": {"population": 12}, "bayes": {"n_startup_trials": 6}, "dp": {"candidates": 10},
             "random": {}, "heuristics": {}}
 
