@@ -19,7 +19,7 @@ The one home (DESIGN.md, "Objectives") of:
       the knee is the member farthest from the straight line through the front's two ends (its
       best-quality and its fastest member) on the side of the ideal corner (0, 0). With no bend
       toward that corner (one or two members, or none inside the line) it is the member closest
-      to the ideal corner.
+      to the ideal corner. Ties go to the better-quality member (two-member fronts tie).
 
   Why this definition: it is what "knee" means for a trade-off curve, the point where the curve
   bends most (Das 1999's maximum bulge; Kneedle's maximum distance from the chord), i.e. where
@@ -177,12 +177,12 @@ class Objectives(tuple):
         names = [o.name for o in items]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
-            raise ObjectiveError(f"objectives list {', '.join(twice)} more than once")
+            raise ObjectiveError(f"{', '.join(twice)} listed more than once")
         if require_roles:
             if not any(o.role == QUALITY for o in items):
-                raise ObjectiveError("objectives: list a quality objective (a metric such as psnr)")
+                raise ObjectiveError("list a quality objective (a metric such as psnr)")
             if not any(o.role == COST for o in items):
-                raise ObjectiveError(f"objectives: list a cost objective ({', '.join(COST_NAMES)})")
+                raise ObjectiveError(f"list a cost objective ({', '.join(COST_NAMES)})")
         return super().__new__(cls, items)
 
     # ---------------------------------------------------------------- roles
@@ -380,5 +380,5 @@ def knee_index(points: np.ndarray, maximise: Sequence[bool]) -> int:
             return (chord[0] * (y - a[1]) - chord[1] * (x - a[0])) / norm
         toward_ideal = side(z[:, 0], z[:, 1]) * np.sign(side(np.zeros(1), np.zeros(1)))
         if toward_ideal.max() > 1e-12:
-            return int(np.argmax(toward_ideal))
-    return int(np.argmin(np.hypot(z[:, 0], z[:, 1])))
+            return int(np.lexsort((z[:, 0], -toward_ideal))[0])     # ties: the better quality
+    return int(np.lexsort((z[:, 0], np.hypot(z[:, 0], z[:, 1])))[0])

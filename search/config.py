@@ -176,7 +176,7 @@ class StudyConfig(_Strict):
         try:
             self.resolved_objectives()
         except ObjectiveError as exc:       # no quality or no cost objective, or one listed twice
-            raise ValueError(str(exc)) from None
+            raise ValueError(f"objectives: {exc}") from None
         return self
 
     def objective_configs(self) -> list[ObjectiveConfig]:

@@ -5,14 +5,16 @@ Imports nothing from evaluators/search/dashboard (dependency rule: store -> sche
 """
 
 from .api import Store
-from .engine import DEFAULT_URL, database_url
+from .engine import DB_ENV, DEFAULT_URL, database_url
 from .errors import (
     DatabaseUnavailable, ExportError, NothingQualifies, ObjectiveError, ScheduleNotFound, SchemaVersionError, StoreError,
     StudyBusy, StudyExists, StudyNotFound,
 )
 from .heartbeat import Heartbeat
 from .names import STUDY_NAME_RULE, StudyNameError, check_study_name, safe_filename, safe_path
-from .export import FORMATS, PICK_HELP, choose, export_front, export_pick, parse_pick, write_schedule
+from .export import (
+    FORMATS, PICK_HELP, Written, choose, export_front, export_pick, parse_pick, write_front, write_pick, write_schedule,
+)
 from .records import (
     BASELINE, DONE, EVALUATION_STATUSES, FAILED, QUEUED, RESULT_KINDS, RUNNING, SEARCH, STUDY_STATUSES, VALIDATION,
     EvaluationRecord, HVPoint, RunInfo, StudyInfo, StudySummary, format_age,
@@ -24,8 +26,9 @@ from schedules.objectives import Objective, Objectives
 ObjectiveSpec = Objective
 
 __all__ = [
-    "DEFAULT_URL", "Store", "database_url", "Heartbeat", "RunInfo", "format_age", "DatabaseUnavailable", "StudyBusy",
-    "FORMATS", "PICK_HELP", "choose", "export_front", "export_pick", "parse_pick", "write_schedule",
+    "DB_ENV", "DEFAULT_URL", "Store", "database_url", "Heartbeat", "RunInfo", "format_age", "DatabaseUnavailable", "StudyBusy",
+    "FORMATS", "PICK_HELP", "Written", "choose", "export_front", "export_pick", "parse_pick", "write_front",
+    "write_pick", "write_schedule",
     "ExportError", "NothingQualifies", "ObjectiveError", "ScheduleNotFound", "SchemaVersionError",
     "StoreError", "StudyExists", "StudyNotFound",
     "STUDY_NAME_RULE", "StudyNameError", "check_study_name", "safe_filename", "safe_path",

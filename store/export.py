@@ -204,31 +204,40 @@ def write_schedule(schedule: Schedule, out_path: str | os.PathLike[str], fmt: st
     return path
 
 
-def export_pick(store: Store, study: str, pick: str, out_path: str | os.PathLike[str], *,
-                quality: str | None = None, cost: str | None = None, fmt: str = "cachesearch") -> Path:
-    """Pick one evaluation by rule and write its schedule; returns the path written."""
+@dataclass(frozen=True)
+class Written:
+    """A file an export wrote and the evaluation it holds."""
+
+    path: Path
+    record: EvaluationRecord
+
+
+def write_pick(store: Store, study: str, pick: str, out_path: str | os.PathLike[str], *,
+               quality: str | None = None, cost: str | None = None, fmt: str = "cachesearch") -> Written:
+    """Pick one evaluation by rule and write its schedule."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r} (one of {', '.join(FORMATS)})")
     rule = parse_pick(pick)
     record = choose(store, study, rule, quality=quality, cost=cost)
     info = store.get_study(study)
-    return write_schedule(annotated_schedule(store, info, record, rule.text, quality, cost), out_path, fmt)
+    path = write_schedule(annotated_schedule(store, info, record, rule.text, quality, cost), out_path, fmt)
+    return Written(path, record)
 
 
-def export_front(store: Store, study: str, folder: str | os.PathLike[str], *, quality: str | None = None,
-                 cost: str | None = None, fmt: str = "cachesearch") -> list[Path]:
+def write_front(store: Store, study: str, folder: str | os.PathLike[str], *, quality: str | None = None,
+                cost: str | None = None, fmt: str = "cachesearch") -> list[Written]:
     """Write every front member to `folder` as `<study>_<rank>_<cost>x_<quality>_<hash12>.json|yaml`,
     ranked by speedup (file names through `names.safe_path`: whatever the study is called, every file
     lands inside `folder`). With `fmt="cache-dit"`, members that do not fit are skipped; if none fits the
     error lists why for each."""
     info = store.get_study(study)
-    quality = quality or info.quality
-    cost = cost or info.cost
+    pair = info.pair(quality, cost)
+    quality, cost = pair[0].name, pair[1].name
     front = store.front(study, quality, cost)
     if not front:
         raise NothingQualifies(f"study '{study}' has no front yet (no done evaluation with {quality} and {cost})")
     folder = Path(folder)
-    written: list[Path] = []
+    written: list[Written] = []
     reasons: list[str] = []
     ext = ".yaml" if fmt == "cache-dit" else ".json"
     for rank, record in enumerate(reversed(front)):       # fastest first
@@ -236,7 +245,7 @@ def export_front(store: Store, study: str, folder: str | os.PathLike[str], *, qu
         path = safe_path(folder, study, f"{rank:03d}", f"{record.objective(cost):.2f}x",
                          f"{quality}{record.objective(quality):.3g}", record.schedule_hash[:12], suffix=ext)
         try:
-            written.append(write_schedule(schedule, path, fmt))
+            written.append(Written(write_schedule(schedule, path, fmt), record))
         except ExportError as exc:
             if fmt != "cache-dit":
                 raise
@@ -244,3 +253,13 @@ def export_front(store: Store, study: str, folder: str | os.PathLike[str], *, qu
     if not written:
         raise ExportError("no front member fits cache-dit:\n  " + "\n  ".join(reasons))
     return written
+
+
+def export_pick(store: Store, study: str, pick: str, out_path: str | os.PathLike[str], **options: Any) -> Path:
+    """`write_pick`, returning only the path written."""
+    return write_pick(store, study, pick, out_path, **options).path
+
+
+def export_front(store: Store, study: str, folder: str | os.PathLike[str], **options: Any) -> list[Path]:
+    """`write_front`, returning only the paths written."""
+    return [w.path for w in write_front(store, study, folder, **options)]
