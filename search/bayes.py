@@ -60,7 +60,9 @@ class BayesSearcher(Searcher):
         self.distributions = self._distributions()
         self.trials: list[dict[str, Any]] = []          # {"params", "state", "values", "hash"}
         self.known: dict[str, list[float] | None] = {}  # hash -> objective values (None = failed)
-        self.warm: list[dict[str, Any]] = self._warm_params() if self.settings.warm_start else []
+        warm = self._warm_params() if self.settings.warm_start else []
+        self.warm: list[dict[str, Any]] = [params for params, _ in warm]
+        self.warm_labels: list[dict[str, Any]] = [label for _, label in warm]   # heuristic provenance per warm trial
         self.asks = 0
         self.study = self._new_study()
 
@@ -125,8 +127,9 @@ class BayesSearcher(Searcher):
             return True
         return (s - warm) % int(p[f"{g}.{c}.interval"]) == 0
 
-    def _warm_params(self) -> list[dict[str, Any]]:
-        """Heuristics as points of the family: FORA, TGATE, per-component caching, cache-dit masks."""
+    def _warm_params(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """Heuristics as points of the family: FORA, TGATE, per-component caching, cache-dit masks,
+        TaylorSeer-style forecasts; each with its heuristic provenance (`schedules.provenance`)."""
         sp, n = self.space, self.space.num_steps
         if "cache" not in sp.kinds:
             return []
@@ -150,18 +153,26 @@ class BayesSearcher(Searcher):
                 p["num_steps"] = n
             return p
 
-        out = [point(lambda c, k=k: k) for k in (2, 3, 4, 5) if k < n]                       # FORA
+        def label(name: str, **params: Any) -> dict[str, Any]:
+            return {"heuristic": name, "heuristic_params": params}
+
+        out = [(point(lambda c, k=k: k), label("fora", interval=k)) for k in (2, 3, 4, 5) if k < n]
         if cross:
-            out.append(point(lambda c: hi_iv if c in cross else 1, warmup=n // 2))            # TGATE
+            out.append((point(lambda c: hi_iv if c in cross else 1, warmup=n // 2), label("tgate", gate_step=n // 2)))
         comps = sorted({c for g in sp.model.block_groups for c in g.components})
-        out += [point(lambda c, comp=comp: 2 if c == comp else 1) for comp in comps]      # per component
-        out += [point(lambda c, k=k: k, warmup=max(1, n // 5), fn=1, bn=0) for k in (2, 3, 4)]  # cache-dit
+        out += [(point(lambda c, comp=comp: 2 if c == comp else 1), label("even-component", component=comp, interval=2))
+                for comp in comps]
+        out += [(point(lambda c, k=k: k, warmup=max(1, n // 5), fn=1, bn=0),
+                 label("cache-dit-mask", Fn=1, Bn=0, warmup=max(1, n // 5), interval=k)) for k in (2, 3, 4)]
         for mode in sp.gene_modes[2:]:                                                    # TaylorSeer-style
-            out += [point(lambda c, k=k: k, warmup=2, serve=mode) for k in (2, 3, 4) if k < n]
+            out += [(point(lambda c, k=k: k, warmup=2, serve=mode),
+                     label(f"taylorseer-style ({mode})", interval=k, warmup=2)) for k in (2, 3, 4) if k < n]
         if "timesteps" in sp.kinds:       # uniform K steps, alone and with FORA-2
             for k in sorted({max(sp.min_steps, min(sp.max_steps, round(f * n))) for f in (0.5, 0.7)}):
-                out += [{**point(lambda c, iv=iv: iv), "num_steps": k} for iv in (1, 2)]
-        return [p for i, p in enumerate(out) if p not in out[:i]]
+                out += [({**point(lambda c, iv=iv: iv), "num_steps": k},
+                         label("uniform-k" if iv == 1 else "uniform-k+fora", steps=k, **({"interval": iv} if iv > 1 else {})))
+                        for iv in (1, 2)]
+        return [(p, lab) for i, (p, lab) in enumerate(out) if p not in [q for q, _ in out[:i]]]
 
     def step(self) -> int:
         return len(self.trials)
@@ -194,8 +205,10 @@ class BayesSearcher(Searcher):
         tries = 0
         while len(out) < n and tries < self.settings.max_tries * n:
             tries += 1
+            origin: dict[str, Any] = {}
             if self.warm:
                 self.study.enqueue_trial(self.warm.pop(0))
+                origin = self.warm_labels.pop(0) if self.warm_labels else {}
             self.study.sampler = self._sampler(self.asks + 1, random_only=tries > self.settings.max_tries // 2)
             self.asks += 1
             trial = self.study.ask(self.distributions)
@@ -209,7 +222,7 @@ class BayesSearcher(Searcher):
             elif schedule.hash in self._seen or any(o.hash == schedule.hash for o in out):
                 pass   # in flight: told when its result arrives
             else:
-                out.append(self.tag(schedule, trial=trial.number))
+                out.append(self.tag(schedule, trial=trial.number, **origin))
         if not out and not self._pending:
             self.finished = True
         return out
@@ -224,12 +237,14 @@ class BayesSearcher(Searcher):
 
     # ------------------------------------------------------------------ state
     def _state(self) -> dict[str, Any]:
-        return {"trials": self.trials, "known": self.known, "warm": self.warm, "asks": self.asks}
+        return {"trials": self.trials, "known": self.known, "warm": self.warm, "warm_labels": self.warm_labels,
+                "asks": self.asks}
 
     def _load_state(self, extra: Mapping[str, Any]) -> None:
         self.trials = [dict(t) for t in extra["trials"]]
         self.known = {h: (list(v) if v is not None else None) for h, v in extra["known"].items()}
         self.warm = [dict(p) for p in extra["warm"]]
+        self.warm_labels = [dict(p) for p in extra.get("warm_labels", [{}] * len(self.warm))]
         self.asks = int(extra["asks"])
         self.study = self._new_study()
         states = {"running": TrialState.RUNNING, "complete": TrialState.COMPLETE, "fail": TrialState.FAIL}

@@ -15,6 +15,10 @@ its JSON state and other code's use of `random` cannot change the search.
 Initial population: the extra seeds given (e.g. a DP front), the heuristic schedules (all of them, up
 to `max_seeds`, even beyond the population: survival trims), then mutations of those (ECAD's
 seeding) up to the population size; random genomes only if there is nothing to seed.
+
+Provenance (`schedules.provenance`): every offspring entry keeps where it came from, so a stored
+result says "fora(interval=2) (as ecad generation 0)" for a seeded heuristic and "ecad generation 3:
+crossover, mutation of 3fa9c0d1 x 77ab12cd" for a bred child (its parents' schedule hashes).
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ from schedules import EvaluationResult, Schedule
 
 from .base import Searcher, SearcherSettings
 from .heuristics import space_heuristics
+
+
+#: Provenance a seed or heuristic keeps in generation 0 (what it is, where it came from).
+_KEPT = ("heuristic", "heuristic_params", "seed_from", "imported_from")
 
 
 class EcadSettings(SearcherSettings):
@@ -129,7 +137,7 @@ class EcadSearcher(Searcher):
             entry = self.offspring[self.queue.pop(0)]
             schedule = self.space.decode(_genome(entry["bits"]))
             if self.fresh(schedule, out):
-                out.append(self.tag(schedule, generation=self.generation))
+                out.append(self.tag(schedule, generation=self.generation, **entry.get("origin", {})))
             else:   # became a duplicate (e.g. a seed given twice): drop it from this generation
                 entry["told"], entry["values"] = True, None
         if not out and not self._pending:
@@ -151,7 +159,7 @@ class EcadSearcher(Searcher):
     # ------------------------------------------------------------------ generations
     def _start(self) -> None:
         self._started = True
-        self._set_offspring(self._initial_genomes())
+        self._set_offspring(*self._initial_genomes())
 
     def _maybe_advance(self) -> None:
         if self.queue or not all(e["told"] for e in self.offspring):
@@ -169,24 +177,31 @@ class EcadSearcher(Searcher):
             self.offspring = []
             return
         self.generation += 1
-        self._set_offspring(self._breed(survivors))
+        self._set_offspring(*self._breed(survivors))
         if not self.queue:
             self.finished = True
 
-    def _set_offspring(self, genomes: list[list[int]]) -> None:
-        self.offspring = [{"bits": _bits(g), "hash": self.space.decode(g).hash, "values": None, "told": False}
-                          for g in genomes]
+    def _set_offspring(self, genomes: list[list[int]], origins: list[dict[str, Any]]) -> None:
+        self.offspring = [{"bits": _bits(g), "hash": self.space.decode(g).hash, "values": None, "told": False,
+                           "origin": origin} for g, origin in zip(genomes, origins)]
         self.queue = list(range(len(self.offspring)))
 
-    def _initial_genomes(self) -> list[list[int]]:
+    def _hash(self, genome: list[int]) -> str:
+        return self.space.decode(genome).hash
+
+    def _initial_genomes(self) -> tuple[list[list[int]], list[dict[str, Any]]]:
+        """Generation 0 and where each member came from: a seed or heuristic keeps its own
+        provenance (its `heuristic`, `seed_from`), a mutation of one names it as parent."""
         mu, space = self.settings.population, self.space
         base = []
+        origins: list[dict[str, Any]] = []
         taken: set[str] = set()
 
         def add(items: list[Schedule], cap: int) -> None:
             for s in items:
                 if self.fresh(s) and s.hash not in taken and len(base) < cap:
                     base.append(space.encode(s))
+                    origins.append({k: v for k, v in s.provenance.items() if k in _KEPT})
                     taken.add(s.hash)
 
         seats = max(mu, self.settings.max_seeds)     # generation 0 may exceed the population: survival trims
@@ -204,14 +219,17 @@ class EcadSearcher(Searcher):
             child = self._unique(self._mutate(parent, indpb) if base else parent, taken, indpb)
             if child is None:
                 break
+            origins.append({"parents": [self._hash(parent)], "operators": ["mutation"]} if base
+                           else {"operators": ["random"]})
             out.append(child)
             taken.add(space.decode(child).hash)
-        return out
+        return out, origins
 
-    def _breed(self, parents: list[_Individual]) -> list[list[int]]:
+    def _breed(self, parents: list[_Individual]) -> tuple[list[list[int]], list[dict[str, Any]]]:
+        """The next offspring and how each was made: its parents' hashes and the operators applied."""
         s, lam = self.settings, self.settings.population
         if not parents:
-            return []
+            return [], []
         chosen: list[list[int]] = []
         with _deap_rng(self.rng):
             usable = parents[:len(parents) // 4 * 4]
@@ -223,25 +241,38 @@ class EcadSearcher(Searcher):
         chosen = chosen[:lam]
         indpb = min(0.5, s.mutation_flips / max(1, self.space.length))
         children: list[list[int]] = []
+        made: list[dict[str, Any]] = []
         for i in range(0, len(chosen) - 1, 2):
             a, b = chosen[i], chosen[i + 1]
+            pair = [self._hash(a), self._hash(b)]
             if self.rng.random() < s.crossover_prob:
                 a, b = self._crossover(a, b)
+                made += [{"parents": pair, "operators": ["crossover"]}, {"parents": pair, "operators": ["crossover"]}]
+            else:
+                made += [{"parents": pair[:1], "operators": []}, {"parents": pair[1:], "operators": []}]
             children += [a, b]
         if len(chosen) % 2:
             children.append(chosen[-1])
+            made.append({"parents": [self._hash(chosen[-1])], "operators": []})
         taken: set[str] = set()
-        out = []
-        for child in children:
+        out, origins = [], []
+        for child, origin in zip(children, made):
+            ops = list(origin["operators"])
             if self.rng.random() < s.mutation_prob:
                 child = self._mutate(child, indpb)
+                ops.append("mutation")
             if self.rng.random() < s.step_mutation_prob:
                 child = self._step_mutate(child)
-            child = self._unique(self.space.repair(child, self.rng), taken, indpb)
+                ops.append("step-mutation")
+            before = self.space.repair(child, self.rng)
+            child = self._unique(before, taken, indpb)
             if child is not None:
+                if child != before and "mutation" not in ops:
+                    ops.append("mutation")             # re-mutated until new (or, last resort, random)
                 out.append(child)
+                origins.append({"parents": origin["parents"], "operators": ops or ["copy"]})
                 taken.add(self.space.decode(child).hash)
-        return out
+        return out, origins
 
     def _crossover(self, a: list[int], b: list[int]) -> tuple[list[int], list[int]]:
         a, b = segmented_crossover(a, b, self.space.segments(), self.settings.crossover_points, self.rng)
