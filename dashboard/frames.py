@@ -15,7 +15,7 @@ import pandas as pd
 
 from schedules import objectives as obj
 from schedules.objectives import COST_NAMES, FIGURE_NAMES
-from schedules.provenance import describe, origin
+from schedules.provenance import ORIGIN_LABELS, describe, origin
 from store import DONE, SEARCH, EvaluationRecord, StudyInfo, StudySummary
 
 #: Columns of an evaluation table that are not metrics; metric `m` lives in column `metric:m`
@@ -23,7 +23,7 @@ from store import DONE, SEARCH, EvaluationRecord, StudyInfo, StudySummary
 #: are the provenance's (`schedules.provenance`).
 BASE_COLUMNS = ("id", "schedule_hash", "status", "kind", "step", *FIGURE_NAMES, "compute_fraction", "recorded_at",
                 "worker", "error", "n_thumbnails", "prompt_set_hash")
-DERIVED_COLUMNS = ("origin", "found_by")
+DERIVED_COLUMNS = ("origin", "found_by", "searcher")
 _NUMERIC = (*COST_NAMES, "latency_s", "compute_fraction", "recorded_at")
 
 
@@ -61,6 +61,7 @@ def evaluation_table(study: str, records: Sequence[EvaluationRecord]) -> EvalTab
     data: dict[str, list[Any]] = {c: [getattr(r, c) for r in records] for c in BASE_COLUMNS}
     data["origin"] = [origin(r.provenance) for r in records]
     data["found_by"] = [describe(r.provenance) for r in records]
+    data["searcher"] = [str(r.provenance.get("searcher") or "") for r in records]
     for m in metrics:
         data[f"metric:{m}"] = [r.metrics.get(m) for r in records]
     frame = pd.DataFrame(data, columns=[*BASE_COLUMNS, *DERIVED_COLUMNS, *(f"metric:{m}" for m in metrics)])
@@ -108,7 +109,8 @@ def best_cost_at(table: EvalTable, info: StudyInfo, quality: str, cost: str, thr
 
 
 def _when(ts: float | None) -> str:
-    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
+    """A local time stamp, '' for none (None or NaN: an unfinished evaluation)."""
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts and ts == ts else ""
 
 
 def studies_frame(summaries: Sequence[StudySummary], infos: Mapping[str, StudyInfo],
@@ -127,9 +129,87 @@ def studies_frame(summaries: Sequence[StudySummary], infos: Mapping[str, StudyIn
             "failed": s.n_failed, "pending": s.n_pending, "front size": s.front_size,
             f"best {cost} at {quality} bar": best,
             "primary quality": info.quality if _has_quality(info) else "", "best quality": s.best_quality,
-            "last update": _when(s.updated_at), "model": s.model_signature,
+            "last update": _when(s.updated_at), "model": s.model_name, "model signature": s.model_signature,
         })
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------- units, names
+def unit(info: StudyInfo | None, name: str) -> str:
+    """Display unit of an objective or metric: the study objective's, else the unit the search
+    recorded for the evaluation's metrics (`metric_units` in the study config); costs are 'x'."""
+    if name in COST_NAMES:
+        return obj.COST_UNIT
+    if info is None:
+        return ""
+    listed = info.objectives.get(name)
+    if listed is not None and listed.unit:
+        return listed.unit
+    return str((info.config.get("metric_units") or {}).get(name, ""))
+
+
+def axis_label(info: StudyInfo | None, name: str) -> str:
+    """'psnr (dB)', 'MAC speedup (x)'."""
+    u = unit(info, name)
+    return f"{obj.label(name)} ({u})" if u else obj.label(name)
+
+
+def model_labels(infos: Mapping[str, StudyInfo]) -> dict[str, str]:
+    """Signature -> the model's name for pages; a name two signatures share gets the signature's start."""
+    names: dict[str, str] = {}
+    for info in infos.values():
+        names.setdefault(info.model_signature, info.model_name)
+    shared = {n for n in names.values() if list(names.values()).count(n) > 1}
+    return {sig: f"{n} ({sig[:8]})" if n in shared else n for sig, n in names.items()}
+
+
+def prompt_sets(table: EvalTable) -> frozenset[str]:
+    """The prompt sets a study's own done evaluations were scored on."""
+    done = table.done()
+    return frozenset(str(p) for p in done["prompt_set_hash"].dropna() if p)
+
+
+def comparable(info: StudyInfo, table: EvalTable, other: StudyInfo, other_table: EvalTable) -> bool:
+    """Whether two studies' figures can share a plot: same model (signature) and same prompt sets."""
+    return info.model_signature == other.model_signature and prompt_sets(table) == prompt_sets(other_table)
+
+
+# ------------------------------------------------------------------------------------------- the evaluations table
+def evaluations_frame(table: EvalTable, info: StudyInfo | None) -> pd.DataFrame:
+    """Every evaluation of a study as the Evaluations page shows it (and its CSV holds): ids, status,
+    who found it, each metric (headers with units), every cost figure, timing and errors."""
+    f = table.frame
+    out = pd.DataFrame({
+        "id": f["id"], "status": f["status"], "kind": f["kind"],
+        "found": f["origin"].map(lambda o: ORIGIN_LABELS.get(o, o)), "found by": f["found_by"],
+        "searcher": f["searcher"], "step": f["step"]})
+    for m in table.metrics:
+        out[axis_label(info, m)] = f[f"metric:{m}"]
+    for name in COST_NAMES:
+        out[axis_label(info, name)] = f[name]
+    out["computed"] = f["compute_fraction"]
+    out["s per image"] = f["latency_s"]
+    out["finished"] = [_when(t) for t in f["recorded_at"]]
+    out["worker"] = f["worker"]
+    out["error"] = f["error"]
+    out["hash"] = f["schedule_hash"].str.slice(0, 12)
+    return out.reset_index(drop=True)
+
+
+def filter_evaluations(frame: pd.DataFrame, statuses: Sequence[str] | None = None,
+                       found: Sequence[str] | None = None, searchers: Sequence[str] | None = None,
+                       text: str = "") -> pd.DataFrame:
+    """The rows matching every filter given (None or empty: no filter on that column); `text`
+    matches the provenance line, the hash or the error, case-insensitively."""
+    keep = pd.Series(True, index=frame.index)
+    for col, wanted in (("status", statuses), ("found", found), ("searcher", searchers)):
+        if wanted:
+            keep &= frame[col].isin(list(wanted))
+    if text.strip():
+        needle = text.strip().lower()
+        hay = frame["found by"].fillna("") + " " + frame["hash"].fillna("") + " " + frame["error"].fillna("")
+        keep &= hay.str.lower().str.contains(needle, regex=False)
+    return frame[keep].reset_index(drop=True)
 
 
 def _has_quality(info: StudyInfo) -> bool:

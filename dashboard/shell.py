@@ -99,7 +99,9 @@ def _sidebar(url: str, summaries: list[StudySummary], infos: dict[str, StudyInfo
     state.choose("quality", metrics, infos[study].quality if study and _has_quality(infos[study]) else None)
     sb.selectbox("Quality metric", metrics, key="quality")
     state.choose("cost", list(COST_NAMES), infos[study].cost if study and _has_cost(infos[study]) else None)
-    sb.radio("Speedup", list(COST_NAMES), key="cost", format_func=COST_LABELS.get)
+    sb.radio("Speedup", list(COST_NAMES), key="cost", format_func=lambda c: f"{COST_LABELS[c]} (x)",
+             help="MAC speedup: all-compute MACs / schedule MACs; latency speedup: measured seconds, all compute "
+                  "/ schedule, on the same worker; modelled latency speedup: the latency cost model's prediction")
     running = any(status == "running" for status in shown.values())
     st.session_state.setdefault("live", running)
     sb.toggle(f"Live refresh (every {LIVE_EVERY:g} s)", key="live",
