@@ -33,6 +33,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from .registry import NAMES as SEARCHER_NAMES
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Search per-step cache schedules for diffusion transformers: quality vs speed Pareto "
                        "fronts, stored, browsable and exportable.")
@@ -128,14 +130,14 @@ def _sigterm_as_interrupt() -> None:
 
 
 @app.command()
-def search(config: Path = typer.Argument(..., help="Study config (YAML); see `cachesearch schema config`."),
+def search(config: Path = typer.Argument(..., help=f"Study config (YAML; `searcher: {{name: ...}}` is one of "
+                                                    f"{', '.join(SEARCHER_NAMES)}); see `cachesearch schema config`."),
            resume: Optional[str] = typer.Option(None, "--resume", help="Continue this interrupted study."),
            db: Optional[str] = typer.Option(None, "--db", help=DB_HELP + " A config's `db:` comes after "
                                                                          "$CACHESEARCH_DB."),
            quiet: bool = typer.Option(False, "--quiet", "-q", help="No live progress display."),
            top: int = typer.Option(20, help="Front members shown in the summary.")) -> None:
-    """Run a study (or resume one): evaluate schedules until the budget ends, storing every result.
-    The config's `searcher:` is one of the registered searchers (see `cachesearch schema config`)."""
+    """Run a study (or resume one): evaluate schedules until the budget ends, storing every result."""
     from store import database_url
 
     from .config import load_config

@@ -494,3 +494,19 @@ def test_search_never_imports_the_dashboard_and_launches_it_as_a_program():
     helped = subprocess.run([sys.executable, "-m", "dashboard", "--help"], capture_output=True, text=True,
                             timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert helped.returncode == 0 and "--db" in helped.stdout
+
+
+def test_the_study_records_model_name_units_and_thumbnail_captions():
+    """What the dashboard shows without importing the evaluators comes with the study: the model's name,
+    the units of the evaluation's metrics, the (prompt, seed) of each thumbnail in thumbnail order."""
+    from evaluators.prompts import load_prompts
+    from search.config import load_config
+    from search.study import study_document
+    cfg = load_config(ROOT / "configs" / "embedded_quick.yaml")
+    doc = study_document(cfg)
+    prompts, seeds = load_prompts(cfg.evaluation), cfg.evaluation.seeds
+    assert doc["model_name"] == "embedded" and doc["metric_units"]["psnr"] == "dB"
+    assert doc["thumbnails"] == [{"prompt": p, "seed": seeds[0]}
+                                 for p in prompts[:min(cfg.evaluation.n_thumbnails, len(prompts))]]
+    objectives = cfg.resolved_objectives()
+    assert (objectives.quality.name, objectives.quality.unit, objectives.cost.name) == ("psnr", "dB", "mac_speedup")
