@@ -67,7 +67,8 @@ def main() -> None:
     dbs = {}
     for name, tree in trees.items():
         dbs[name] = f"sqlite:///{work / (name.replace(' ', '_') + '.db')}"
-        subprocess.run([sys.executable, "-c", _MAKE_DB, dbs[name]], check=True, env={**os.environ, "PYTHONPATH": str(tree)})
+        subprocess.run([sys.executable, "-c", _MAKE_DB, dbs[name]], check=True,
+                       env={**os.environ, "PYTHONPATH": str(tree)})
     lines = [f"# bench/cli_import_time.py  ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
              f"{args.rounds} interleaved rounds; {load()} at the start)"]
     results: dict[tuple[str, str], list[dict[str, float]]] = {}

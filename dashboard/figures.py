@@ -18,7 +18,8 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from schedules import COMPUTE, MODE_TABLE, SKIP, Schedule
-from schedules.objectives import COST_LABELS, COST_NAMES, COST_UNIT, label
+from schedules.objectives import COST_LABELS, COST_NAMES, COST_UNIT
+from schedules.objectives import label as objective_label
 from schedules.provenance import ORIGIN_LABELS
 
 from .frames import column
@@ -36,7 +37,7 @@ PALETTE = qualitative.Plotly
 def axis_title(objective: str) -> str:
     """An axis title without a study at hand: costs with their unit ('MAC speedup (x)'), metrics as
     named (pages use `frames.axis_label`, which knows the study's units)."""
-    return f"{label(objective)} ({COST_UNIT})" if objective in COST_NAMES else objective
+    return f"{objective_label(objective)} ({COST_UNIT})" if objective in COST_NAMES else objective
 
 
 def _discrete_scale(colors: Sequence[str]) -> list[list[object]]:
@@ -147,7 +148,8 @@ def frontier_figure(series: Sequence[FrontierSeries], quality: str, cost: str,
     if star is not None:
         fig.add_trace(go.Scatter(x=[star[0]], y=[star[1]], mode="markers+text", name=f"knee #{knee}",
                                  text=["knee"], textposition="top center", hoverinfo="skip",
-                                 marker=dict(size=20, symbol="star", color="gold", line=dict(width=1.5, color="black"))))
+                                 marker=dict(size=20, symbol="star", color="gold",
+                                             line=dict(width=1.5, color="black"))))
     if ring is not None:
         fig.add_trace(go.Scatter(x=[ring[0]], y=[ring[1]], mode="markers", name=f"selected #{selected}",
                                  hoverinfo="skip", marker=dict(size=22, symbol="circle-open",

@@ -108,7 +108,8 @@ class Objective:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
-            raise ObjectiveError(f"an objective needs a name (a metric such as psnr, or one of {', '.join(COST_NAMES)})")
+            raise ObjectiveError("an objective needs a name (a metric such as psnr, or one of "
+                                 f"{', '.join(COST_NAMES)})")
         role = self.role if self.role is not None else (COST if is_cost(self.name) else QUALITY)
         if role not in ROLES:
             raise ObjectiveError(f"objective '{self.name}': role must be quality or cost, got {role!r}")
@@ -127,7 +128,8 @@ class Objective:
             try:
                 reference = float(reference)
             except (TypeError, ValueError):
-                raise ObjectiveError(f"objective '{self.name}': reference must be a number, got {reference!r}") from None
+                raise ObjectiveError(f"objective '{self.name}': reference must be a number, "
+                                     f"got {reference!r}") from None
             if not math.isfinite(reference):
                 raise ObjectiveError(f"objective '{self.name}': reference must be finite, got {reference!r}")
         object.__setattr__(self, "role", role)

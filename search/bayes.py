@@ -169,9 +169,8 @@ class BayesSearcher(Searcher):
                      label(f"taylorseer-style ({mode})", interval=k, warmup=2)) for k in (2, 3, 4) if k < n]
         if "timesteps" in sp.kinds:       # uniform K steps, alone and with FORA-2
             for k in sorted({max(sp.min_steps, min(sp.max_steps, round(f * n))) for f in (0.5, 0.7)}):
-                out += [({**point(lambda c, iv=iv: iv), "num_steps": k},
-                         label("uniform-k" if iv == 1 else "uniform-k+fora", steps=k, **({"interval": iv} if iv > 1 else {})))
-                        for iv in (1, 2)]
+                out += [({**point(lambda c: 1), "num_steps": k}, label("uniform-k", steps=k)),
+                        ({**point(lambda c: 2), "num_steps": k}, label("uniform-k+fora", steps=k, interval=2))]
         return [(p, lab) for i, (p, lab) in enumerate(out) if p not in [q for q, _ in out[:i]]]
 
     def step(self) -> int:

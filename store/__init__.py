@@ -26,7 +26,8 @@ from schedules.objectives import Objective, Objectives
 ObjectiveSpec = Objective
 
 __all__ = [
-    "DB_ENV", "DEFAULT_URL", "Store", "database_url", "Heartbeat", "RunInfo", "format_age", "DatabaseUnavailable", "StudyBusy",
+    "DB_ENV", "DEFAULT_URL", "Store", "database_url", "Heartbeat", "RunInfo", "format_age", "DatabaseUnavailable",
+    "StudyBusy",
     "FORMATS", "PICK_HELP", "Written", "choose", "export_front", "export_pick", "parse_pick", "write_front",
     "write_pick", "write_schedule",
     "ExportError", "NothingQualifies", "ObjectiveError", "ScheduleNotFound", "SchemaVersionError",

@@ -14,7 +14,6 @@ from contextlib import AbstractContextManager
 from typing import Any, Collection, Sequence
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from schedules import objectives as obj

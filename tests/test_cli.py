@@ -337,7 +337,8 @@ def test_apply_a_timestep_schedule_against_the_study_steps(tmp_path):
     assert report["latency_speedup"] > 0 and len(report["images"]) == 1
     described = json.loads(stdout_of("describe", "--json"))
     assert described["model"]["block_groups"][0]["components"] == ["attn1", "attn2", "ff"]
-    assert described["macs_per_call"]["full"] > sum(described["macs_per_call"]["components"]["transformer_blocks"].values())
+    per_call = described["macs_per_call"]
+    assert per_call["full"] > sum(per_call["components"]["transformer_blocks"].values())
 
 
 # ------------------------------------------------------------------------------------------ scripting
@@ -366,7 +367,8 @@ def test_json_outputs_parse_and_carry_evaluation_ids(points_db, tmp_path):
     written = json.loads(out.output)["written"]
     assert written[0]["id"] == ids["C"] and written[0]["path"] == str(tmp_path / "k.json")
     assert json.loads((tmp_path / "k.json").read_text())["provenance"]["evaluation_id"] == ids["C"]
-    syn = _write(tmp_path / "syn.yaml", {"synthetic": {"num_blocks": 2, "num_steps": 4}, "searcher": {"name": "random"}})
+    syn = _write(tmp_path / "syn.yaml", {"synthetic": {"num_blocks": 2, "num_steps": 4},
+                                         "searcher": {"name": "random"}})
     from schedules import Schedule, save_schedule
     from search.synthetic import SyntheticPool
     pool = SyntheticPool(num_blocks=2, num_steps=4)

@@ -189,7 +189,8 @@ def test_config_rejects_reversed_roles_naming_both() -> None:
     assert "objectives[0]: objective 'mac_speedup' is a cost" in text and "role quality" in text
     assert "objectives[1]: objective 'quality' is listed with role cost" in text
     with pytest.raises(ConfigError, match="objectives: quality listed more than once"):
-        validate_config({**doc, "objectives": [{"name": "quality", "reference": 0}, {"name": "quality", "reference": 1}]})
+        validate_config({**doc, "objectives": [{"name": "quality", "reference": 0},
+                                                {"name": "quality", "reference": 1}]})
     with pytest.raises(ConfigError, match="objectives: list a cost objective"):
         validate_config({"searcher": {"name": "random"}, "evaluation": {"metrics": ["psnr", "ssim"]},
                          "objectives": [{"name": "psnr", "reference": 15}, {"name": "ssim", "reference": 0.5}]})
@@ -304,7 +305,8 @@ def test_an_older_store_gains_the_added_columns_and_loses_nothing(tmp_path: Path
     db = tmp_path / "old.db"
     url = f"sqlite:///{db}"
     with Store(url) as store:
-        store.create_study("old", {}, "sig", "random", {}, [Objective("psnr", reference=20.0), Objective("mac_speedup")])
+        store.create_study("old", {}, "sig", "random", {},
+                           [Objective("psnr", reference=20.0), Objective("mac_speedup")])
         store.record_evaluations("old", [_modelled(0, 35.0, 1.5, 1.2), _modelled(1, 30.0, 3.0, 2.5)])
     _drop_added_columns(db)
     with Store(url, create=False) as reader:                 # read-only: nothing is added, values read as None

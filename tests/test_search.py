@@ -4,7 +4,6 @@ no duplicate evaluations, budgets, failures."""
 
 from __future__ import annotations
 
-import json
 import random
 
 import pytest

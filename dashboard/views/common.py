@@ -109,7 +109,8 @@ def record_metrics(record: EvaluationRecord, quality: str, info: StudyInfo | Non
     cols[-1].metric("status", record.status)
     others = {k: v for k, v in sorted(record.metrics.items()) if k != quality}
     if others:
-        st.caption(" · ".join(f"{k} {fmt(v)}{' ' + unit(info, k) if unit(info, k) else ''}" for k, v in others.items()))
+        st.caption(" · ".join(f"{k} {fmt(v)}{' ' + unit(info, k) if unit(info, k) else ''}"
+                              for k, v in others.items()))
     st.caption(f"Evaluation #{record.id} · found by {describe(record.provenance)}")
     if record.error:
         st.warning(f"Evaluation failed: {record.error}")
