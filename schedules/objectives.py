@@ -187,6 +187,10 @@ class Objectives(tuple):
                 raise ObjectiveError(f"list a cost objective ({', '.join(COST_NAMES)})")
         return super().__new__(cls, items)
 
+    def __getnewargs_ex__(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Pickled (Streamlit's caches, Ray) as they are: checked when made, not again on load."""
+        return (tuple(self),), {"require_roles": False}
+
     # ---------------------------------------------------------------- roles
     def _first(self, role: str) -> Objective:
         for o in self:

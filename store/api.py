@@ -29,8 +29,9 @@ from schedules import objectives as obj
 from schedules.objectives import Objective, ObjectiveError, Objectives
 
 from . import codec
-from .convert import finished_order, objective_select, record_from_row, record_select, \
-    search_results, study_info
+from .convert import (
+    finished_order, objective_select, record_from_row, record_select, search_results, study_info,
+)
 from .engine import (
     DEFAULT_URL, WRITE_OPTION, database_url, ensure_schema, explain_connection_error, has_table, make_engine,
     missing_columns,
@@ -54,6 +55,7 @@ def _shown(value: Any) -> str:
         return "[" + ", ".join(f"{o.name} ({o.role}, {'max' if o.maximize else 'min'}, ref {o.reference})"
                                for o in value) + "]"
     return repr(value)
+
 
 class Store(FrontierQueries):
     """A cachesearch result database at a SQLAlchemy URL.

@@ -176,6 +176,9 @@ def test_roles_follow_names_and_a_reversed_role_is_refused() -> None:
         Objectives([Objective("psnr", reference=15.0), Objective("ssim", reference=0.5)])
     both = Objectives([Objective("mac_speedup"), Objective("psnr", reference=15.0)])   # cost listed first
     assert (both.quality.name, both.cost.name) == ("psnr", "mac_speedup")
+    import pickle                                    # Streamlit's caches and Ray pickle them; an older
+    legacy = Objectives([Objective("psnr")], require_roles=False)     # store's may lack a role: kept as is
+    assert pickle.loads(pickle.dumps(legacy)) == legacy and pickle.loads(pickle.dumps(both)) == both
 
 
 def test_config_rejects_reversed_roles_naming_both() -> None:
