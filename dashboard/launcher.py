@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from store import DB_ENV  # noqa: F401  (the app reads the database URL from it; tests set it for AppTest)
+from store import DB_ENV   # the variable the app reads the database URL from (tests set it for `AppTest`)
 from store import database_url as normalize_url   # a file path -> absolute sqlite URL (one home: store)
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -60,7 +60,7 @@ def database_url(argv: list[str] | None = None) -> str:
             return normalize_url(args[i + 1])
         if arg.startswith("--db="):
             return normalize_url(arg.split("=", 1)[1])
-    return normalize_url(None)
+    return normalize_url(None)   # $CACHESEARCH_DB, else the default file
 
 
 def show_problem(problem: data.DashboardError, url: str) -> None:

@@ -8,7 +8,7 @@
 
 Scriptable: `--json` on studies, front, describe, export, apply and evaluate prints one JSON document
 on stdout; tables piped to a file are never cut to the terminal's width; every command reads the
-database from `--db`, else `$CACHESEARCH_DB`, else (search) the config's `db:`, else ./cachesearch.db.
+database from `--db`, else (search) the config's `db:`, else `$CACHESEARCH_DB`, else ./cachesearch.db.
 One evaluation id is used everywhere (front, export, the dashboard, errors).
 
 Every user-facing failure (bad config, unknown study, bad schedule file, a database that cannot be
@@ -80,9 +80,9 @@ def _user_input() -> Iterator[None]:
         _fail(str(exc), 2)
 
 
-def _store(db: Optional[str], create: bool = False, config_db: Optional[str] = None):
+def _store(db: Optional[str], create: bool = False):
     from store import Store, database_url
-    return Store(database_url(db, config_db), create=create)
+    return Store(database_url(db), create=create)
 
 
 def _print_json(doc: Any) -> None:
@@ -133,7 +133,7 @@ def _sigterm_as_interrupt() -> None:
 def search(config: Path = typer.Argument(..., help=f"Study config (YAML; `searcher: {{name: ...}}` is one of "
                                                     f"{', '.join(SEARCHER_NAMES)}); see `cachesearch schema config`."),
            resume: Optional[str] = typer.Option(None, "--resume", help="Continue this interrupted study."),
-           db: Optional[str] = typer.Option(None, "--db", help=DB_HELP + " A config's `db:` comes after "
+           db: Optional[str] = typer.Option(None, "--db", help=DB_HELP + " A config's `db:` comes before "
                                                                          "$CACHESEARCH_DB."),
            quiet: bool = typer.Option(False, "--quiet", "-q", help="No live progress display."),
            top: int = typer.Option(20, help="Front members shown in the summary.")) -> None:
@@ -145,7 +145,7 @@ def search(config: Path = typer.Argument(..., help=f"Study config (YAML; `search
     from .study import run_study
     with _user_input():
         cfg = load_config(config)
-        url = database_url(db, cfg.db)
+        url = database_url(db or cfg.db)
     _sigterm_as_interrupt()
     try:
         with _user_input():

@@ -137,10 +137,9 @@ def study_name(config: StudyConfig, source: str | None) -> str:
     return check_study_name(f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def open_store(db: str | None, config_db: str | None = None) -> Any:
-    """The study's store: `db`, else $CACHESEARCH_DB, else the config's `db:` (`store.database_url`)."""
+def open_store(db: str | None) -> Any:
     from store import Store
-    return Store(database_url(db, config_db))
+    return Store(database_url(db))
 
 
 def check_inputs(config: StudyConfig, store: Any, name: str, resume: str | None) -> bool:
@@ -211,7 +210,7 @@ def run_study(config: StudyConfig, *, source: str | None = None, db: str | None 
     own_pool = pool is None
     if own_pool:
         _locate_model(config)
-    store = open_store(db, config.db)
+    store = open_store(db or config.db)
     try:
         fresh = check_inputs(config, store, name, resume)
         _create_or_check(store, name, config, bool(resume))

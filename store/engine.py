@@ -35,22 +35,19 @@ WRITE_OPTION = "cachesearch_write"   # execution option marking a connection tha
 
 
 DEFAULT_URL = "sqlite:///cachesearch.db"
-#: Environment variable naming the database when no --db is given (every command, the dashboard).
-DB_ENV = "CACHESEARCH_DB"
+DB_ENV = "CACHESEARCH_DB"   # the database when none is named: one URL a team sets once (dashboard too)
 POSTGRES_DRIVERS = (("psycopg", "psycopg"), ("psycopg2", "psycopg2"))   # (SQLAlchemy driver, module)
 
 
-def database_url(db: str | os.PathLike[str] | None, config_db: str | None = None) -> str:
-    """The database a command uses, as a URL: `db` (what users pass as `--db`), else
-    `$CACHESEARCH_DB`, else `config_db` (a study config's `db:`), else the default file. A SQLAlchemy
-    URL is kept as is, a plain file path becomes an absolute `sqlite:///` URL (so a path works from
-    any working directory)."""
-    for candidate in (db, os.environ.get(DB_ENV), config_db):
-        if candidate is not None and str(candidate).strip():
-            break
-    else:
-        return DEFAULT_URL
-    text = str(candidate).strip()
+def database_url(db: str | os.PathLike[str] | None) -> str:
+    """What users pass as `--db`: a SQLAlchemy URL as is, a plain file path as an absolute
+    `sqlite:///` URL (so a path works from any working directory), nothing as `$CACHESEARCH_DB` or,
+    without it, the default file."""
+    if db is None or not str(db).strip():
+        db = os.environ.get(DB_ENV, "").strip()
+        if not db:
+            return DEFAULT_URL
+    text = str(db).strip()
     if "://" in text:
         return text
     return f"sqlite:///{Path(text).expanduser().resolve()}"

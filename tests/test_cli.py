@@ -422,9 +422,9 @@ def test_version_and_the_database_from_the_environment(points_db, monkeypatch, t
     assert json.loads(_run("front", "p", "--json").output)["members"][0]["id"] == ids["G"]
     assert _run("export", "p", "-o", str(tmp_path / "e.json")).exit_code == 0
     cfg = _write(tmp_path / "syn.yaml", {"study": "from-env", "synthetic": {}, "searcher": {"name": "random"},
-                                         "db": str(tmp_path / "config.db"), "budget": {"evaluations": 3}})
-    assert _run("search", str(cfg), "-q").exit_code == 0           # $CACHESEARCH_DB before the config's db
-    assert "from-env" in _run("studies").output and not (tmp_path / "config.db").exists()
+                                         "budget": {"evaluations": 3}})
+    assert _run("search", str(cfg), "-q").exit_code == 0           # no --db, no db: in the config
+    assert "from-env" in _run("studies").output
     assert _run("delete", "from-env", "--yes").exit_code == 0
     assert "from-env" not in _run("studies").output
 
