@@ -50,7 +50,10 @@ class EvalTable:
         """Done evaluations with finite values for both objectives (what a front is made of)."""
         q, c = column(quality), column(cost)
         if q not in self.frame or c not in self.frame:
-            return self.frame.iloc[0:0]
+            # no done evaluation has the metric yet (a study that has just started): no points, but
+            # the columns the figures read
+            return self.frame.iloc[0:0].assign(**{col: pd.Series(dtype=float) for col in (q, c)
+                                                   if col not in self.frame})
         done = self.done()
         ok = np.isfinite(done[q].to_numpy(dtype=float)) & np.isfinite(done[c].to_numpy(dtype=float))
         return done[ok]
@@ -170,8 +173,13 @@ def prompt_sets(table: EvalTable) -> frozenset[str]:
 
 
 def comparable(info: StudyInfo, table: EvalTable, other: StudyInfo, other_table: EvalTable) -> bool:
-    """Whether two studies' figures can share a plot: same model (signature) and same prompt sets."""
-    return info.model_signature == other.model_signature and prompt_sets(table) == prompt_sets(other_table)
+    """Whether two studies' figures can share a plot: the same model (signature), scored on the same
+    prompt sets, as far as known: a study with nothing done yet (e.g. another driver's, just started)
+    has no known prompt set and counts as comparable until its results say otherwise."""
+    if info.model_signature != other.model_signature:
+        return False
+    mine, theirs = prompt_sets(table), prompt_sets(other_table)
+    return not mine or not theirs or mine == theirs
 
 
 # ------------------------------------------------------------------------------------------- the evaluations table

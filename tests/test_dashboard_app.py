@@ -316,7 +316,8 @@ def test_frontier_marks_the_knee_and_the_quality_bar_with_units(filled: str, mon
 
 
 def test_frontier_overlays_only_comparable_studies_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A study of the same model scored on other prompts is not overlaid unless asked, and then flagged."""
+    """A study of the same model scored on other prompts is not overlaid unless asked, and then flagged;
+    one with nothing done yet (its prompts unknown) is."""
     import random
 
     from store import Objective
@@ -331,8 +332,11 @@ def test_frontier_overlays_only_comparable_studies_by_default(tmp_path: Path, mo
         for r in results:
             r.prompt_set_hash = "held-out"
         store.record_evaluations("other-prompts", results)
+        store.create_study("just-started", {}, "PixArtTransformer2DModel:tiny/pixart", "random", {},
+                           [Objective("psnr", reference=15.0), Objective("mac_speedup")])   # nothing done: unknown
     at = app(url, "frontier", monkeypatch, study="tiny-ecad")
-    assert at.multiselect(key="compare").value == ["tiny-ecad", "tiny-random"]
+    assert at.multiselect(key="compare").value == ["tiny-ecad", "tiny-random", "just-started"]
+    assert not at.error, texts(at, "error")
     at.multiselect(key="compare").set_value(["tiny-ecad", "other-prompts"]).run()
     assert "Not comparable with `tiny-ecad`" in texts(at, "warning") and "`other-prompts`" in texts(at, "warning")
 
