@@ -25,7 +25,7 @@ class LocalPool(EvaluatorPool):
         self.evaluator = Evaluator(config, pipe=pipe, progress=progress, clock=clock)
 
     def evaluate(self, schedules: Iterable[Schedule]) -> Iterator[EvaluationResult]:
-        for schedule in unique(schedules):
+        for schedule in self.evaluator.plan(list(unique(schedules))):   # prefix-tree order
             yield self.evaluator.evaluate(schedule)
 
     def model_spec(self) -> ModelSpec:

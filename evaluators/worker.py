@@ -48,6 +48,7 @@ from .prompts import pairs as study_pairs
 from .references import Reference, ReferenceStore
 from .runner import Outputs, PipelineRunner
 from .timing import Clock, Timer, median
+from .trajectory import PrefixCache, TrajectoryControl, branch_points, prefix_key
 
 EMBEDDED_MODEL_ID = "cachesearch/embedded"   # what evaluators.embedded's own schedules record
 COST_STEPS = 2   # a 1-step call breaks PixArt's pipeline with multistep schedulers; MACs are per call
@@ -102,6 +103,10 @@ class Evaluator:
         self._reference_samples: deque[float] = deque([self._reference_latency()],
                                                       maxlen=config.latency.reference_window)
         self.thumbnail_index = self._thumbnail_index()
+        share = config.sharing
+        self.prefixes = PrefixCache(int(share.memory_mb * 2**20)) if share.enabled and self.runner.steerable else None
+        self._save_points: dict[str, set[int]] = {}
+        self.steps_run = 0               # denoising steps this worker ran per (prompt, seed) pair, in all
         self.load_seconds = time.perf_counter() - t0
         self.evaluations = 0
 
@@ -220,7 +225,10 @@ class Evaluator:
             "reference_hits": self.store.hits, "reference_misses": self.store.misses,
             "evaluations": self.evaluations, "model_spec": self.spec, "sampling_spec": self.sampling,
             "cost_table": self.cost_table.to_dict(), "prompt_set_hash": self.prompt_set_hash,
-            "torch_threads": torch.get_num_threads(),
+            "torch_threads": torch.get_num_threads(), "steps_run": self.steps_run,
+            "prefix_hits": self.prefixes.hits if self.prefixes else 0,
+            "prefix_misses": self.prefixes.misses if self.prefixes else 0,
+            "prefix_bytes": self.prefixes.bytes if self.prefixes else 0,
         }
 
     # ------------------------------------------------------------------ scoring
@@ -249,6 +257,43 @@ class Evaluator:
                                 f"cfg={self.sampling.cfg!r} (build schedules from pool.sampling_spec())",
                                 field="sampling.cfg")
 
+    def plan(self, schedules: list[Schedule]) -> list[Schedule]:
+        """The order to evaluate a request in (depth-first over its prefix tree) and, per schedule,
+        where its run should save snapshots for the ones after it (prefix-shared evaluation)."""
+        if self.prefixes is None:
+            return schedules
+        order, points = branch_points(schedules)
+        self._save_points.update(points)
+        return order
+
+    def _host_clock(self) -> float:
+        """The clock at a point inside a run (on CUDA, after the queued work is done)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return self.clock()
+
+    def _run_batch(self, handle: Any, schedule: Schedule, b: int, prompts: list[str],
+                   seeds: list[int]) -> tuple[Any, float]:
+        """One batch under the applied schedule: (outputs, seconds of a full run). With sharing, the
+        run resumes from the longest snapshot on hand and saves snapshots on its way."""
+        if self.prefixes is None:
+            with Timer(self.device, self.clock) as t:
+                out = self.runner(prompts, seeds, schedule.num_steps)
+            self.steps_run += schedule.num_steps * len(prompts)
+            return out, t.seconds
+        scope = f"{b}:"
+        snap = self.prefixes.longest(schedule, scope)
+        every = self.config.sharing.save_every
+        save_at = set(self._save_points.pop(schedule.hash, ())) | (
+            set(range(every, schedule.num_steps, every)) if every else set())
+        with TrajectoryControl(self.pipe, handle, self.denoiser, self._host_clock, snap, save_at) as control:
+            out = self.runner(prompts, seeds, schedule.num_steps, steer=control)
+            seconds = control.latency(self._host_clock())
+        for step, saved in control.saved.items():
+            self.prefixes.put(scope + prefix_key(schedule, step), saved)
+        self.steps_run += (schedule.num_steps - (snap.step if snap else 0)) * len(prompts)
+        return out, seconds
+
     def _score(self, schedule: Schedule, common: dict[str, Any]) -> EvaluationResult:
         self._check(schedule)
         for m in self.metrics:
@@ -258,12 +303,12 @@ class Evaluator:
         thumbs: dict[int, bytes] = {}
         wanted = set(self.thumbnail_index)
         offset = 0
-        with apply_schedule(self.pipe, schedule):
+        # record_history: every component's outputs kept, so any later schedule can resume from this run
+        with apply_schedule(self.pipe, schedule, record_history=self.prefixes is not None) as handle:
             for b, batch in enumerate(self.batches):
                 prompts, seeds = self._batch_lists(batch)
-                with Timer(self.device, self.clock) as t:
-                    out = self.runner(prompts, seeds, schedule.num_steps)
-                times.append(t.seconds / len(batch))
+                out, seconds = self._run_batch(handle, schedule, b, prompts, seeds)
+                times.append(seconds / len(batch))
                 out.images = out.images.to(self.device)
                 bad = _first_non_finite(out, batch)
                 if bad:
