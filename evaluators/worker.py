@@ -26,6 +26,7 @@ import torch
 
 from schedules import (
     DONE,
+    RACED,
     EvaluationResult,
     SamplingSpec,
     Schedule,
@@ -44,6 +45,7 @@ from .jumps import jump_costs
 from .metrics import Batch, MetricError, build_metrics
 from .models import load_model
 from .profiling import DriftProfile, DriftRecorder
+from .racing import Race
 from .prompts import pairs as study_pairs
 from .references import Reference, ReferenceStore
 from .runner import Outputs, PipelineRunner
@@ -232,13 +234,15 @@ class Evaluator:
         }
 
     # ------------------------------------------------------------------ scoring
-    def evaluate(self, schedule: Schedule) -> EvaluationResult:
+    def evaluate(self, schedule: Schedule, race: Race | None = None) -> EvaluationResult:
+        """Score `schedule` on every (prompt, seed) pair, or, with `race`, until it is clearly
+        dominated by the race's opponent (a RACED partial result; see evaluators.racing)."""
         started = time.time()
         common = {"worker": self.name, "started_at": started, "prompt_set_hash": self.prompt_set_hash}
         self.evaluations += 1
         self._maybe_retime_reference()
         try:
-            result = self._score(schedule, common)
+            result = self._score(schedule, common, race)
         except (NonFiniteOutput, ScheduleError, MetricError) as exc:
             result = EvaluationResult.failed(schedule, str(exc), **common)
         except Exception as exc:  # a bug or an unforeseen model error must not stop the search
@@ -294,7 +298,7 @@ class Evaluator:
         self.steps_run += (schedule.num_steps - (snap.step if snap else 0)) * len(prompts)
         return out, seconds
 
-    def _score(self, schedule: Schedule, common: dict[str, Any]) -> EvaluationResult:
+    def _score(self, schedule: Schedule, common: dict[str, Any], race: Race | None = None) -> EvaluationResult:
         self._check(schedule)
         for m in self.metrics:
             m.begin()
@@ -305,7 +309,10 @@ class Evaluator:
         offset = 0
         # record_history: every component's outputs kept, so any later schedule can resume from this run
         with apply_schedule(self.pipe, schedule, record_history=self.prefixes is not None) as handle:
+            steps_before = self.steps_run
             for b, batch in enumerate(self.batches):
+                if race is not None and race.metric in per_prompt and race.lost(per_prompt[race.metric]):
+                    break       # dominated on the pairs scored so far (see evaluators.racing)
                 prompts, seeds = self._batch_lists(batch)
                 out, seconds = self._run_batch(handle, schedule, b, prompts, seeds)
                 times.append(seconds / len(batch))
@@ -328,6 +335,7 @@ class Evaluator:
             while len(times) < self.config.latency.min_timed_calls:
                 with Timer(self.device, self.clock) as t:
                     self.runner(prompts, seeds, schedule.num_steps)
+                self.steps_run += schedule.num_steps * len(prompts)    # extra images count as generated
                 times.append(t.seconds / len(prompts))
         metrics = {m.name: m.result(per_prompt.get(m.name, [])) for m in self.metrics}
         bad_metrics = [k for k, v in metrics.items() if not torch.isfinite(torch.tensor(v))]
@@ -335,8 +343,10 @@ class Evaluator:
             raise MetricError(f"metric(s) {bad_metrics} are not finite: {metrics}")
         latency = median(times)
         per_call = self.cost_table.batch_size or len(self.batches[0])
+        raced = offset < len(self.pairs)
         return EvaluationResult(
-            schedule=schedule, status=DONE, metrics=metrics, per_prompt=per_prompt,
+            schedule=schedule, status=RACED if raced else DONE, metrics=metrics, per_prompt=per_prompt,
+            pairs_scored=offset, pairs_total=len(self.pairs), image_steps=self.steps_run - steps_before,
             macs=schedule_macs(schedule, self.cost_table) // per_call,
             mac_speedup=mac_speedup(schedule, self.cost_table, self.all_compute_schedule()), latency_s=latency,
             latency_speedup=self.reference_latency_s / latency if latency > 0 else None,

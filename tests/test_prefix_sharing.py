@@ -117,3 +117,26 @@ def test_evaluator_scores_identically_with_and_without_sharing(tmp_path):
         ran_plain = plain.worker_info()[0]["steps_run"]
         info = shared.worker_info()[0]
         assert info["prefix_hits"] > 0 and info["steps_run"] < ran_plain, info
+
+
+def test_a_dominated_candidate_is_raced_out_after_its_first_batch(tmp_path):
+    """Racing: with an opponent far better on every pair, scoring stops after the first batch; the
+    partial result says how many pairs it scored and is not a full result."""
+    from evaluators import EvaluationConfig, LocalPool
+    from evaluators.racing import Race
+    from schedules import RACED
+    doc = dict(model="embedded", num_prompts=4, seeds=[0], num_inference_steps=8, batch_size=2, n_thumbnails=0,
+               latency={"warmup": 0, "repeats": 1, "reference_every": 0}, cache_dir=str(tmp_path / "cache"),
+               metrics=["psnr"], sharing={"enabled": False})
+    with LocalPool(EvaluationConfig(**doc)) as pool:
+        evaluator = pool.evaluator
+        bad = Schedule.periodic(pool.model_spec(), pool.sampling_spec(), 7)
+        full = evaluator.evaluate(bad)
+        assert full.ok and full.pairs_scored == 4 and full.image_steps == 4 * 8
+        beaten = Race("psnr", True, tuple(v + 10.0 for v in full.per_prompt["psnr"]))
+        raced = evaluator.evaluate(bad, race=beaten)
+        assert raced.status == RACED and not raced.ok
+        assert raced.pairs_scored == 2 and raced.pairs_total == 4 and raced.image_steps == 2 * 8
+        assert raced.per_prompt["psnr"] == full.per_prompt["psnr"][:2]
+        close = Race("psnr", True, tuple(full.per_prompt["psnr"]))     # a tie is not "clearly dominated"
+        assert evaluator.evaluate(bad, race=close).ok
