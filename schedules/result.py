@@ -13,6 +13,7 @@ from .schedule import Schedule
 
 DONE = "done"
 FAILED = "failed"
+RACED = "raced"      # stopped early, dominated on a subset of the pairs: a partial result
 
 
 @dataclass
@@ -32,9 +33,14 @@ class EvaluationResult:
     finished_at: float | None = None
     thumbnails: list[bytes] = field(default_factory=list)   # PNG bytes, first prompts, request order
     prompt_set_hash: str | None = None            # which calibration set/seeds/settings it was scored on
+    pairs_scored: int | None = None               # (prompt, seed) pairs scored (< pairs_total: RACED)
+    pairs_total: int | None = None
+    image_steps: int | None = None                # denoising steps run per pair, summed over pairs (a
+                                                  # prefix-shared run counts only the steps it ran)
 
     @property
     def ok(self) -> bool:
+        """A full result: scored on every pair (a RACED one is partial and enters no front)."""
         return self.status == DONE
 
     @classmethod

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from schedules import CostTable, EvaluationResult, Schedule
+from schedules import CostTable, EvaluationResult, Schedule, mac_speedup
 
 from schedules.objectives import Objectives
 
@@ -201,6 +201,18 @@ class Searcher(ABC):
         h = schedule.hash
         return (h not in self._seen and all(b.hash != h for b in batch)
                 and self.space.admissible(schedule))
+
+    def speedup(self, schedule: Schedule) -> float:
+        """Predicted MAC speedup over the study's reference (all compute at its own steps), known
+        before any image: from the pool's cost table, else from the fraction computed."""
+        if self.cost_table is not None:
+            return mac_speedup(schedule, self.cost_table, self.space.baseline())
+        return self.space.num_steps / schedule.num_steps / max(schedule.compute_fraction(), 1e-9)
+
+    def predicts_cost(self) -> bool:
+        """Whether `speedup` is the study's cost objective exactly, before any image is made (what
+        screening and racing need)."""
+        return self.objectives.cost.name == "mac_speedup" and self.cost_table is not None
 
     def tag(self, schedule: Schedule, **provenance: Any) -> Schedule:
         """Provenance for the store and exported files (`schedules.provenance`): this searcher, plus

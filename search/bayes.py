@@ -48,6 +48,10 @@ class BayesSettings(SearcherSettings):
     max_interval: int | None = Field(None, ge=1, description="largest refresh interval (default N-1)")
     warm_start: bool = True
     max_tries: int = Field(40, ge=1, description="asks per returned schedule before giving up (duplicates)")
+    screen: int = Field(1, ge=1, description=(
+        "sample this many trials per schedule sent and keep the one the quality surrogate "
+        "(search.surrogate) predicts to add the most hypervolume; the others are told as pruned"))
+    screen_after: int = Field(16, ge=4, description="results before the surrogate screens")
 
 
 class BayesSearcher(Searcher):
@@ -64,6 +68,7 @@ class BayesSearcher(Searcher):
         self.warm: list[dict[str, Any]] = [params for params, _ in warm]
         self.warm_labels: list[dict[str, Any]] = [label for _, label in warm]   # heuristic provenance per warm trial
         self.asks = 0
+        self._predicted: dict[str, float] = {}
         self.study = self._new_study()
 
     # ------------------------------------------------------------------ the family
@@ -214,6 +219,8 @@ class BayesSearcher(Searcher):
             schedule = self.decode(trial.params)
             self.trials.append({"params": dict(trial.params), "state": "running", "values": None,
                                 "hash": schedule.hash})
+            if not self.warm and self.settings.screen > 1:
+                trial, schedule = self._screen(trial, schedule)
             if not self.space.admissible(schedule):
                 self._tell_trial(trial.number, None)
             elif schedule.hash in self.known:
@@ -221,10 +228,54 @@ class BayesSearcher(Searcher):
             elif schedule.hash in self._seen or any(o.hash == schedule.hash for o in out):
                 pass   # in flight: told when its result arrives
             else:
+                if schedule.hash in self._predicted:
+                    origin = {**origin, f"predicted_{self.objectives.quality.name}":
+                              round(self._predicted[schedule.hash], 4)}
                 out.append(self.tag(schedule, trial=trial.number, **origin))
         if not out and not self._pending:
             self.finished = True
         return out
+
+    def _screen(self, first: Any, schedule: Schedule) -> tuple[Any, Schedule]:
+        """`screen` - 1 more trials; the surrogate keeps the one adding the most predicted
+        hypervolume, the rest are told as pruned (Optuna keeps them out of its model)."""
+        model = self._surrogate()
+        if model is None:
+            return first, schedule
+        trials, schedules = [first], [schedule]
+        for _ in range(self.settings.screen - 1):
+            self.study.sampler = self._sampler(self.asks + 1)
+            self.asks += 1
+            t = self.study.ask(self.distributions)
+            s = self.decode(t.params)
+            self.trials.append({"params": dict(t.params), "state": "running", "values": None, "hash": s.hash})
+            trials.append(t)
+            schedules.append(s)
+        usable = [i for i, s in enumerate(schedules) if self.space.admissible(s) and s.hash not in self.known
+                  and s.hash not in self._seen]
+        if not usable:
+            return first, schedule
+        front = [tuple(v) for v in self.known.values() if v is not None]
+        front = [front[i] for i, keep in enumerate(self.objectives.front_mask(front)) if keep] if front else []
+        picks = model.screen([schedules[i] for i in usable], [self.speedup(schedules[i]) for i in usable],
+                             self.objectives, front, 1)
+        best = usable[picks[0]]
+        for i, t in enumerate(trials):
+            if i != best:
+                self.study.tell(t.number, state=TrialState.PRUNED)
+                self.trials[t.number]["state"] = "pruned"
+        self._predicted[schedules[best].hash] = float(model.predict([schedules[best]])[0])
+        return trials[best], schedules[best]
+
+    def _surrogate(self) -> Any:
+        known = [(rec["params"], self.known[rec["hash"]]) for rec in self.trials
+                 if rec["state"] == "complete" and self.known.get(rec["hash"]) is not None]
+        if len(known) < self.settings.screen_after or not self.predicts_cost():
+            return None
+        from .surrogate import QualitySurrogate
+        qi = self.objectives.index(self.objectives.quality.name)
+        model = QualitySurrogate(self.objectives.quality, self.space.components(), self.space.num_steps)
+        return model if model.fit([self.decode(p) for p, _ in known], [v[qi] for _, v in known]) else None
 
     def _observe(self, results: list[EvaluationResult]) -> None:
         for r in results:
@@ -237,7 +288,7 @@ class BayesSearcher(Searcher):
     # ------------------------------------------------------------------ state
     def _state(self) -> dict[str, Any]:
         return {"trials": self.trials, "known": self.known, "warm": self.warm, "warm_labels": self.warm_labels,
-                "asks": self.asks}
+                "asks": self.asks, "predicted": self._predicted}
 
     def _load_state(self, extra: Mapping[str, Any]) -> None:
         self.trials = [dict(t) for t in extra["trials"]]
@@ -245,8 +296,10 @@ class BayesSearcher(Searcher):
         self.warm = [dict(p) for p in extra["warm"]]
         self.warm_labels = [dict(p) for p in extra.get("warm_labels", [{}] * len(self.warm))]
         self.asks = int(extra["asks"])
+        self._predicted = dict(extra.get("predicted", {}))
         self.study = self._new_study()
-        states = {"running": TrialState.RUNNING, "complete": TrialState.COMPLETE, "fail": TrialState.FAIL}
+        states = {"running": TrialState.RUNNING, "complete": TrialState.COMPLETE, "fail": TrialState.FAIL,
+                  "pruned": TrialState.PRUNED}
         for rec in self.trials:
             self.study.add_trial(create_trial(
                 params=rec["params"], distributions=self.distributions, state=states[rec["state"]],

@@ -129,6 +129,17 @@ SEARCHER_CONFIGS = tuple(_searcher_config(n, cls.Settings) for n, cls in SEARCHE
 SearcherConfig = Annotated[Union[SEARCHER_CONFIGS], Field(discriminator="name")]   # type: ignore[valid-type]
 
 
+class RacingConfig(_Strict):
+    """Multi-fidelity racing (evaluators.racing): a candidate is scored batch by batch and stopped once
+    it is dominated, beyond `z` paired standard errors, by the front member at least as fast; needs a
+    per-sample quality metric, MAC speedup as the cost, and several batches (`evaluation.batch_size`
+    below the number of prompt x seed pairs). Stopped candidates are stored as partial ('raced')."""
+
+    enabled: bool = False
+    z: float = Field(2.0, gt=0, description="standard errors of the paired difference the candidate must lose by")
+    min_pairs: int = Field(2, ge=2, description="pairs scored before a candidate can be stopped")
+
+
 class StudyConfig(_Strict):
     study: str | None = Field(None, description=f"study name in the store (default: config file name + time); "
                                                 f"{STUDY_NAME_RULE}")
@@ -141,6 +152,7 @@ class StudyConfig(_Strict):
     searcher: SearcherConfig
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     batch_size: int | None = Field(None, ge=1, description="schedules per dispatch (default: pool workers)")
+    racing: RacingConfig = Field(default_factory=RacingConfig)
     seed_studies: list[str] = Field(default_factory=list, description="fronts of these studies seed the searcher")
     seed_schedules: list[str] = Field(default_factory=list, description="schedule files seeding the searcher")
     heartbeat_s: float = Field(30.0, gt=0, description=f"a running study records a heartbeat this often; one silent "

@@ -40,7 +40,7 @@ from typing import Any, Literal, Mapping
 import numpy as np
 from pydantic import Field
 
-from schedules import EvaluationResult, Schedule, mac_speedup
+from schedules import EvaluationResult, Schedule
 from schedules.modes import forecast_modes
 
 from .base import Profile, ProfileRequest, Searcher, SearcherSettings
@@ -265,7 +265,7 @@ class DPSearcher(Searcher):
                     for step, mode in served.items():
                         masks[(g, c)][step][b] = mode
             s = Schedule.from_masks(self.space.model, base.sampling, masks)
-            speed = self._speedup(s)
+            speed = self.speedup(s)
             if self.settings.min_speedup <= speed <= limit and self.fresh(s):
                 out.append((speed, float(sum(u.errors[k - 1] for u, k in zip(units, choice))), s))
         return out
@@ -323,12 +323,6 @@ class DPSearcher(Searcher):
     def _roles(self) -> tuple[int, int]:
         """Positions of the primary quality and cost objectives in a verified values vector."""
         return self.objectives.index(self.objectives.quality.name), self.objectives.index(self.objectives.cost.name)
-
-    def _speedup(self, schedule: Schedule) -> float:
-        """Predicted MAC speedup over the study's reference (all compute at its own steps)."""
-        if self.cost_table is not None:
-            return mac_speedup(schedule, self.cost_table, self.space.baseline())
-        return self.space.num_steps / schedule.num_steps / max(schedule.compute_fraction(), 1e-9)
 
     # ------------------------------------------------------------------ ask / tell
     def _propose(self, n: int) -> list[Schedule]:

@@ -56,6 +56,10 @@ class EcadSettings(SearcherSettings):
     max_seeds: int = Field(64, ge=0, description="seeds (given + heuristics) evaluated in generation 0 even "
                                                  "beyond the population; NSGA-II survival then trims")
     max_tries: int = Field(50, ge=1, description="re-mutations before a duplicate child is replaced by a random one")
+    screen: float = Field(1.0, ge=1.0, description=(
+        "breed this many times the population and send only the offspring the quality surrogate "
+        "(search.surrogate) predicts to add the most hypervolume; 1 = no screening (ECAD)"))
+    screen_after: int = Field(16, ge=4, description="told results before the surrogate screens")
 
 
 class _Fitness(deap_base.Fitness):
@@ -123,6 +127,8 @@ class EcadSearcher(Searcher):
         self.population: list[dict[str, Any]] = []       # {"bits", "values"}
         self.offspring: list[dict[str, Any]] = []        # {"bits", "hash", "values", "told"} in breed order
         self.queue: list[int] = []                       # indices into offspring not yet asked
+        self.told: list[list[Any]] = []                  # [bits, quality] of every result told, for the surrogate
+        self._predicted: dict[str, float] = {}           # hash -> the surrogate's quality, for provenance
         self._started = False
 
     def step(self) -> int:
@@ -137,7 +143,11 @@ class EcadSearcher(Searcher):
             entry = self.offspring[self.queue.pop(0)]
             schedule = self.space.decode(_genome(entry["bits"]))
             if self.fresh(schedule, out):
-                out.append(self.tag(schedule, generation=self.generation, **entry.get("origin", {})))
+                origin = dict(entry.get("origin", {}))
+                predicted = self._predicted.get(schedule.hash)
+                if predicted is not None:
+                    origin[f"predicted_{self.objectives.quality.name}"] = round(predicted, 4)
+                out.append(self.tag(schedule, generation=self.generation, **origin))
             else:   # became a duplicate (e.g. a seed given twice): drop it from this generation
                 entry["told"], entry["values"] = True, None
         if not out and not self._pending:
@@ -154,6 +164,8 @@ class EcadSearcher(Searcher):
                 values = self.objectives.values(r)
                 entry["values"] = list(self.objectives.minimised(values)) if values is not None else None
                 entry["told"] = True
+                if values is not None:
+                    self.told.append([entry["bits"], float(values[self.objectives.index(self.objectives.quality.name)])])
         self._maybe_advance()
 
     # ------------------------------------------------------------------ generations
@@ -177,7 +189,7 @@ class EcadSearcher(Searcher):
             self.offspring = []
             return
         self.generation += 1
-        self._set_offspring(*self._breed(survivors))
+        self._set_offspring(*self._screened(survivors))
         if not self.queue:
             self.finished = True
 
@@ -225,9 +237,36 @@ class EcadSearcher(Searcher):
             taken.add(space.decode(child).hash)
         return out, origins
 
-    def _breed(self, parents: list[_Individual]) -> tuple[list[list[int]], list[dict[str, Any]]]:
+    def _screened(self, parents: list[_Individual]) -> tuple[list[list[int]], list[dict[str, Any]]]:
+        """The next offspring: bred, and with `screen` > 1 bred `screen` times over and cut back to
+        the population by the quality surrogate (their costs are known before any image)."""
+        mu, s = self.settings.population, self.settings
+        surrogate = self._surrogate() if s.screen > 1 else None
+        if surrogate is None:
+            return self._breed(parents, mu)
+        many, origins = self._breed(parents, int(round(mu * s.screen)))
+        schedules = [self.space.decode(g) for g in many]
+        costs = [self.speedup(x) for x in schedules]
+        # minimised values back to natural units: the convention is self-inverse (a sign per objective)
+        front = [tuple(self.objectives.minimised(p["values"])) for p in self.population]
+        keep = surrogate.screen(schedules, costs, self.objectives, front, mu)
+        predicted = surrogate.predict([schedules[i] for i in keep])
+        self._predicted = {schedules[i].hash: float(q) for i, q in zip(keep, predicted)}
+        return [many[i] for i in keep], [{**origins[i], "screened": True} for i in keep]
+
+    def _surrogate(self) -> Any:
+        if len(self.told) < self.settings.screen_after or not self.predicts_cost():
+            return None
+        from .surrogate import QualitySurrogate
+        model = QualitySurrogate(self.objectives.quality, self.space.components(), self.space.num_steps)
+        ok = model.fit([self.space.decode(_genome(b)) for b, _ in self.told], [q for _, q in self.told])
+        return model if ok else None
+
+    def _breed(self, parents: list[_Individual], lam: int | None = None
+               ) -> tuple[list[list[int]], list[dict[str, Any]]]:
         """The next offspring and how each was made: its parents' hashes and the operators applied."""
-        s, lam = self.settings, self.settings.population
+        s = self.settings
+        lam = lam or s.population
         if not parents:
             return [], []
         chosen: list[list[int]] = []
@@ -312,7 +351,8 @@ class EcadSearcher(Searcher):
     # ------------------------------------------------------------------ state
     def _state(self) -> dict[str, Any]:
         return {"generation": self.generation, "started": self._started, "population": self.population,
-                "offspring": self.offspring, "queue": self.queue}
+                "offspring": self.offspring, "queue": self.queue, "told": self.told,
+                "predicted": getattr(self, "_predicted", {})}
 
     def _load_state(self, extra: Mapping[str, Any]) -> None:
         self.generation = int(extra["generation"])
@@ -320,3 +360,5 @@ class EcadSearcher(Searcher):
         self.population = [dict(p) for p in extra["population"]]
         self.offspring = [dict(e) for e in extra["offspring"]]
         self.queue = list(extra["queue"])
+        self.told = [list(t) for t in extra.get("told", [])]
+        self._predicted = dict(extra.get("predicted", {}))

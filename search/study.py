@@ -243,7 +243,8 @@ def run_study(config: StudyConfig, *, source: str | None = None, db: str | None 
             workers = getattr(pool, "num_workers", 1)
             batch = config.batch_size or max(1, int(workers() if callable(workers) else workers))
             progress = SearchProgress(b.evaluations, f"{name} [{config.searcher.name}]", show_progress, console)
-            loop = SearchLoop(store, name, searcher, pool, objectives, budget, batch_size=batch, progress=progress)
+            loop = SearchLoop(store, name, searcher, pool, objectives, budget, batch_size=batch, progress=progress,
+                              racing=config.racing)
             with progress:
                 outcome = loop.run()
             return name, outcome

@@ -400,3 +400,50 @@ def test_categorical_genome_round_trip_and_history_repair():
     assert all(row == "000" for g, c in s.components() for row in s.rows(g, c)[1:2]), "falls back to reuse"
     with pytest.raises(ValueError, match="space modes must include compute"):
         SearchSpace(pool.spec, pool.sampling, modes=("0", "F"))
+
+
+def test_surrogate_ranks_plans_and_ecad_screens_with_it(tmp_path):
+    """The quality surrogate, fitted on told results, orders unseen plans like the real quality, and
+    ECAD with screening sends only the offspring it ranks best (recording the prediction)."""
+    from search.surrogate import QualitySurrogate, rank_correlation
+    pool = SyntheticPool(num_blocks=4, num_steps=8)
+    space = SearchSpace(pool.spec, pool.sampling)
+    rng = random.Random(0)
+    train = [space.decode(space.random_genome(rng)) for _ in range(40)]
+    test = [space.decode(space.random_genome(rng)) for _ in range(40)]
+    quality = {r.schedule.hash: r.metrics["quality"] for r in pool.evaluate(train + test)}
+    model = QualitySurrogate(OBJ[0], space.components(), space.num_steps)
+    assert model.fit(train, [quality[s.hash] for s in train])
+    rho = rank_correlation(list(model.predict(test)), [quality[s.hash] for s in test])
+    assert rho is not None and rho > 0.7, rho
+
+    cfg = _config("ecad", 60, searcher={"name": "ecad", "seed": 0,
+                                        "settings": {"population": 12, "screen": 3.0, "screen_after": 12}})
+    pool = SyntheticPool(num_blocks=4, num_steps=8)
+    run_study(cfg, db=str(tmp_path / "s.db"), show_progress=False, pool=pool, log=lambda m: None)
+    screened = [s for s in _evaluated(tmp_path / "s.db", cfg.study) if "predicted_quality" in s.provenance]
+    assert screened, "later generations are screened and carry the surrogate's prediction"
+
+
+def test_bayes_screens_its_samples_with_the_surrogate(tmp_path):
+    cfg = _config("bayes", 40, searcher={"name": "bayes", "seed": 0,
+                                         "settings": {"n_startup_trials": 6, "screen": 4, "screen_after": 12,
+                                                      "warm_start": False}})
+    pool = SyntheticPool(num_blocks=4, num_steps=8)
+    run_study(cfg, db=str(tmp_path / "b.db"), show_progress=False, pool=pool, log=lambda m: None)
+    assert len(pool.evaluated) == len(set(pool.evaluated)) == 40
+    screened = [s for s in _evaluated(tmp_path / "b.db", cfg.study) if "predicted_quality" in s.provenance]
+    assert screened
+
+
+@pytest.mark.parametrize("name, settings", [("ecad", {"population": 12, "screen": 3.0, "screen_after": 12}),
+                                            ("bayes", {"n_startup_trials": 6, "screen": 3, "screen_after": 12})])
+def test_screened_study_resumed_equals_uninterrupted(tmp_path, name, settings):
+    cfg = _config(name, 40, searcher={"name": name, "seed": 0, "settings": settings})
+    full = SyntheticPool(num_blocks=4, num_steps=8)
+    run_study(cfg, db=str(tmp_path / "a.db"), show_progress=False, pool=full, log=lambda m: None)
+    first = InterruptingPool(27, num_blocks=4, num_steps=8)
+    run_study(cfg, db=str(tmp_path / "b.db"), show_progress=False, pool=first, log=lambda m: None)
+    second = SyntheticPool(num_blocks=4, num_steps=8)
+    run_study(cfg, db=str(tmp_path / "b.db"), resume=cfg.study, show_progress=False, pool=second, log=lambda m: None)
+    assert first.evaluated[:26] + second.evaluated == full.evaluated
