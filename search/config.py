@@ -104,6 +104,7 @@ class BudgetConfig(_Strict):
     evaluations: int | None = Field(200, ge=1, description="finished evaluations in the study")
     wall_time_s: float | None = Field(None, gt=0, description="wall time over all runs of the study")
     evaluator_seconds: float | None = Field(None, gt=0, description="worker time incl. profiling runs")
+    images: float | None = Field(None, gt=0, description="image-equivalents generated (steps run / N, summed)")
 
 
 class SyntheticConfig(_Strict):

@@ -36,6 +36,7 @@ class Budget:
     evaluations: int | None = None         # finished evaluations in the study (done + failed)
     wall_time_s: float | None = None       # summed over every run of the study
     evaluator_seconds: float | None = None  # worker time: evaluations + profiling runs
+    images: float | None = None            # image-equivalents generated (denoising steps run / N, summed)
 
 
 def budget_eta(budget: Budget, *, evaluations: int, evaluated_now: int, run_seconds: float,
@@ -63,6 +64,7 @@ class Outcome:
     wall_time_s: float
     front: list[EvaluationResult] = field(default_factory=list)
     hypervolume: float = 0.0
+    images: float = 0.0              # image-equivalents generated for the study's evaluations
 
 
 class SearchLoop:
@@ -71,6 +73,8 @@ class SearchLoop:
                  save_interval_s: float = 1.0, clock: Any = time.monotonic, racing: Any = None):
         self.store, self.study, self.searcher, self.pool = store, study, searcher, pool
         self.racing = racing if racing is not None and racing.enabled else None
+        spec = getattr(pool, "sampling_spec", None)
+        self.reference_steps = spec().num_inference_steps if callable(spec) else 1
         self.objectives, self.budget = objectives, budget
         self.batch_size = max(1, int(batch_size))
         self.progress = progress
@@ -93,6 +97,13 @@ class SearchLoop:
     def evaluations(self) -> int:
         """Finished evaluations of this study; results imported from a seed study do not count."""
         return len(self.known) - self.imported
+
+    @property
+    def images(self) -> float:
+        """Image-equivalents generated: denoising steps really run (a prefix-resumed run counts only
+        its own steps, a raced one only its pairs) over the study's N, summed over evaluations."""
+        steps = sum(r.image_steps or 0 for r in self.known.values() if not r.schedule.provenance.get("imported_from"))
+        return steps / max(1, self.reference_steps)
 
     @property
     def evaluator_seconds(self) -> float:
@@ -118,6 +129,8 @@ class SearchLoop:
             return "budget: wall time"
         if b.evaluator_seconds is not None and self.evaluator_seconds >= b.evaluator_seconds:
             return "budget: evaluator seconds"
+        if b.images is not None and self.images >= b.images:
+            return "budget: images"
         return None
 
     def _room(self) -> int:
@@ -204,7 +217,7 @@ class SearchLoop:
         self._finish(status)
         cost = self.objectives.index(self.objectives.cost.name)
         return Outcome(reason, self.evaluations, self.evaluated_now, self.evaluator_seconds, self.wall_time,
-                       sorted(self.front, key=lambda r: self.objectives.values(r)[cost]), self.hv)
+                       sorted(self.front, key=lambda r: self.objectives.values(r)[cost]), self.hv, self.images)
 
     def _finish(self, status: str) -> None:
         self._save()

@@ -239,7 +239,7 @@ def run_study(config: StudyConfig, *, source: str | None = None, db: str | None 
             finally:
                 startup.close()
             b = config.budget
-            budget = Budget(b.evaluations, b.wall_time_s, b.evaluator_seconds)
+            budget = Budget(b.evaluations, b.wall_time_s, b.evaluator_seconds, b.images)
             workers = getattr(pool, "num_workers", 1)
             batch = config.batch_size or max(1, int(workers() if callable(workers) else workers))
             progress = SearchProgress(b.evaluations, f"{name} [{config.searcher.name}]", show_progress, console)

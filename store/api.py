@@ -41,7 +41,7 @@ from .frontier import FrontierQueries, points_of
 from .names import check_study_name
 from .models import Evaluation, ScheduleRow, SearcherState, Study, StudyRun, Thumbnail
 from .records import (
-    DONE, EVALUATION_STATUSES, FAILED, QUEUED, RESULT_KINDS, RUNNING, SEARCH, STUDY_STATUSES, EvaluationRecord,
+    DONE, EVALUATION_STATUSES, FAILED, QUEUED, RACED, RESULT_KINDS, RUNNING, SEARCH, STUDY_STATUSES, EvaluationRecord,
     RunInfo, StudyInfo, StudySummary, format_age,
 )
 from .writes import any_evaluation, record_result, set_thumbnails, upsert_schedule
@@ -426,7 +426,9 @@ class Store(FrontierQueries):
             raise StoreError(f"unknown result kind {kind!r} (one of {', '.join(RESULT_KINDS)})")
         with self._reading() as session:
             q = record_select(per_prompt, self._missing).where(Evaluation.study_id == self._study_id(session, study))
-            if status is not None:
+            if status == RACED:
+                q = q.where(Evaluation.status == DONE, Evaluation.pairs_scored < Evaluation.pairs_total)
+            elif status is not None:
                 q = q.where(Evaluation.status == status)
             if prompt_set_hash is not None:
                 q = q.where(Evaluation.prompt_set_hash == prompt_set_hash)
@@ -449,7 +451,7 @@ class Store(FrontierQueries):
     def results(self, study: str) -> list[EvaluationResult]:
         """The search's finished evaluations as the contract's `EvaluationResult` (schedule included,
         thumbnails not), in recording order, e.g. to re-tell a searcher on resume."""
-        records = [r for r in self.evaluations(study, kind=SEARCH) if r.status in (DONE, FAILED)]
+        records = [r for r in self.evaluations(study, kind=SEARCH) if r.status in (DONE, FAILED, RACED)]
         with self._reading() as session:
             texts = dict(session.execute(select(ScheduleRow.hash, ScheduleRow.canonical_json).where(
                 ScheduleRow.hash.in_({r.schedule_hash for r in records}))).all()) if records else {}
@@ -459,7 +461,8 @@ class Store(FrontierQueries):
             metrics=dict(r.metrics), per_prompt={k: list(v) for k, v in r.per_prompt.items()}, macs=r.macs,
             mac_speedup=r.mac_speedup, latency_s=r.latency_s, latency_speedup=r.latency_speedup,
             latency_speedup_model=r.latency_speedup_model, error=r.error, worker=r.worker,
-            started_at=r.started_at, finished_at=r.finished_at, prompt_set_hash=r.prompt_set_hash)
+            started_at=r.started_at, finished_at=r.finished_at, prompt_set_hash=r.prompt_set_hash,
+            pairs_scored=r.pairs_scored, pairs_total=r.pairs_total, image_steps=r.image_steps)
             for r in records]
 
     def schedule(self, schedule_hash: str) -> Schedule:

@@ -10,7 +10,7 @@ from sqlalchemy import Select, literal, null, select
 from schedules.objectives import Objectives
 
 from .models import ADDED_COLUMNS, Evaluation, ScheduleRow, Study
-from .records import SEARCH, EvaluationRecord, StudyInfo
+from .records import DONE, RACED, SEARCH, EvaluationRecord, StudyInfo
 
 
 def study_info(row: Study) -> StudyInfo:
@@ -42,11 +42,24 @@ def search_results(query: Select[Any], missing: Collection[str] = ()) -> Select[
 _BASE_COLUMNS = (
     "id", "schedule_hash", "status", "metrics", "macs", "mac_speedup", "latency_s", "latency_speedup",
     "latency_speedup_model", "error", "worker", "prompt_set_hash", "step", "provenance", "kind", "queued_at",
-    "started_at", "finished_at", "recorded_at", "n_thumbnails",
+    "started_at", "finished_at", "recorded_at", "n_thumbnails", "pairs_scored", "pairs_total", "image_steps",
 )
 #: Raw objective columns of a finished evaluation (fronts, hypervolume, listings).
 OBJECTIVE_COLUMNS = ("id", "status", "metrics", "mac_speedup", "latency_speedup", "latency_speedup_model", "macs",
-                     "latency_s")
+                     "latency_s", "pairs_scored", "pairs_total", "image_steps")
+
+
+def partial(row: Any) -> bool:
+    """Scored on fewer pairs than the study's (a raced result): never a front point. Takes a row or
+    a record."""
+    m = row._mapping if hasattr(row, "_mapping") else vars(row)
+    scored, total = m.get("pairs_scored"), m.get("pairs_total")
+    return scored is not None and total is not None and scored < total
+
+
+def shown_status(row: Any) -> str:
+    """The stored status, with a done row of fewer pairs shown as raced."""
+    return RACED if row._mapping["status"] == DONE and partial(row) else row._mapping["status"]
 
 
 def objective_select(missing: Collection[str] = ()) -> Select[Any]:
@@ -70,7 +83,7 @@ def finished_order() -> tuple[Any, ...]:
 def record_from_row(row: Any, study: str) -> EvaluationRecord:
     m = row._mapping
     return EvaluationRecord(
-        id=m["id"], study=study, schedule_hash=m["schedule_hash"], status=m["status"],
+        id=m["id"], study=study, schedule_hash=m["schedule_hash"], status=shown_status(row),
         metrics=dict(m["metrics"] or {}), per_prompt=dict(m.get("per_prompt") or {}),
         macs=m["macs"], mac_speedup=m["mac_speedup"], latency_s=m["latency_s"],
         latency_speedup=m["latency_speedup"], latency_speedup_model=m["latency_speedup_model"], error=m["error"],
@@ -78,4 +91,5 @@ def record_from_row(row: Any, study: str) -> EvaluationRecord:
         provenance=dict(m["provenance"] or {}), queued_at=m["queued_at"], started_at=m["started_at"],
         finished_at=m["finished_at"], recorded_at=m["recorded_at"], compute_fraction=m["compute_fraction"],
         fractions=dict(m["fractions"] or {}), n_thumbnails=m["n_thumbnails"] or 0,
+        pairs_scored=m["pairs_scored"], pairs_total=m["pairs_total"], image_steps=m["image_steps"],
     )

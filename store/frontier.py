@@ -19,7 +19,9 @@ from sqlalchemy.orm import Session
 from schedules import objectives as obj
 from schedules.objectives import Objectives, objective_value
 
-from .convert import finished_order, objective_select, record_from_row, record_select, search_results, study_info
+from .convert import (
+    finished_order, objective_select, partial, record_from_row, record_select, search_results, study_info,
+)
 from .models import Evaluation, Study
 from .records import DONE, FAILED, EvaluationRecord, HVPoint, StudyInfo
 
@@ -28,6 +30,8 @@ def points_of(rows: Sequence[Any], pair: Objectives) -> tuple[np.ndarray, list[i
     """(quality, cost) of the rows that have both (the value rule), with their positions in `rows`."""
     pts, idx = [], []
     for i, row in enumerate(rows):
+        if partial(row):
+            continue                      # raced: a subset of the pairs, not comparable with the front
         q, c = objective_value(row, pair[0].name), objective_value(row, pair[1].name)
         if q is not None and c is not None:
             pts.append((q, c))
@@ -117,8 +121,14 @@ class FrontierQueries:
             ref = pair.references()
             rows = self._objective_rows(session, row.id, (DONE, FAILED), prompt_set_hash)
         points: list[tuple[float, float] | None] = []
+        images: list[float | None] = []
+        steps = int((study_info(row).config.get("evaluation") or {}).get("num_inference_steps") or 20)
+        total: float | None = 0.0
         for r in rows:
-            values = pair.values(r) if r.status == DONE else None
+            values = pair.values(r) if r.status == DONE and not partial(r) else None
             points.append(values)   # type: ignore[arg-type]
+            run = r._mapping["image_steps"]
+            total = None if total is None or run is None else total + run / steps
+            images.append(total)
         values = obj.hypervolume_history(points, ref, pair.maximise_flags)
-        return [HVPoint(i + 1, v) for i, v in enumerate(values)]
+        return [HVPoint(i + 1, v, img) for i, (v, img) in enumerate(zip(values, images))]

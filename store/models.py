@@ -98,6 +98,11 @@ class Evaluation(Base):
     latency_speedup: Mapped[Optional[float]] = mapped_column(Float)
     latency_speedup_model: Mapped[Optional[float]] = mapped_column(Float)    # added after version 1 (ADDED_COLUMNS)
     kind: Mapped[str] = mapped_column(String(20), default="search", server_default="search")   # added after v1
+    # racing and images (added after version 1): pairs scored of pairs total (fewer: a partial, raced
+    # result, stored with status done and shown as raced), denoising steps run per pair, summed
+    pairs_scored: Mapped[Optional[int]] = mapped_column(Integer)
+    pairs_total: Mapped[Optional[int]] = mapped_column(Integer)
+    image_steps: Mapped[Optional[int]] = mapped_column(BigInteger)
     error: Mapped[Optional[str]] = mapped_column(Text)
     worker: Mapped[Optional[str]] = mapped_column(String(200))
     step: Mapped[Optional[int]] = mapped_column(Integer)
@@ -159,5 +164,6 @@ OPTIONAL_TABLES = ("study_runs",)   # may be absent from a version-1 store (see 
 #: the value rows of an older store have (None: not measured). A writer opening a version-1 store adds
 #: them (`engine.ensure_schema`); a reader of one that lacks them reads these values instead.
 ADDED_COLUMNS: dict[str, dict[str, Any]] = {
-    "evaluations": {"latency_speedup_model": None, "kind": "search"},
+    "evaluations": {"latency_speedup_model": None, "kind": "search", "pairs_scored": None, "pairs_total": None,
+                    "image_steps": None},
 }

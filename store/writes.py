@@ -15,7 +15,7 @@ from schedules import EvaluationResult, Schedule
 from . import codec
 from .errors import StoreError
 from .models import Evaluation, ScheduleRow, Thumbnail
-from .records import DONE, FAILED, QUEUED, RUNNING, SEARCH
+from .records import DONE, FAILED, QUEUED, RACED, RUNNING, SEARCH
 
 
 def upsert_schedule(session: Session, schedule: Schedule) -> str:
@@ -68,8 +68,12 @@ def _float(value: Any, what: str) -> float | None:
 def record_result(session: Session, study_id: int, result: EvaluationResult, step: int | None,
                   kind: str = SEARCH) -> int:
     """Write one finished result (see `Store.record_evaluation` for the rules). Returns its id."""
-    if result.status not in (DONE, FAILED):
-        raise StoreError(f"an evaluation result must have status '{DONE}' or '{FAILED}', got {result.status!r}")
+    if result.status not in (DONE, FAILED, RACED):
+        raise StoreError(f"an evaluation result must have status '{DONE}', '{FAILED}' or '{RACED}', "
+                         f"got {result.status!r}")
+    if result.status == RACED and not (result.pairs_scored is not None and result.pairs_total is not None
+                                       and result.pairs_scored < result.pairs_total):
+        raise StoreError("a raced result must say how many of how many pairs it scored")
     schedule_hash = upsert_schedule(session, result.schedule)
     prompt_set = result.prompt_set_hash or ""
     row = find_evaluation(session, study_id, schedule_hash, prompt_set)
@@ -81,7 +85,9 @@ def record_result(session: Session, study_id: int, result: EvaluationResult, ste
     macs = result.macs
     if macs is not None and (isinstance(macs, bool) or int(macs) != macs):
         raise StoreError(f"macs must be an integer, got {macs!r}")
-    row.status = result.status
+    row.status = DONE if result.status == RACED else result.status   # raced = done on fewer pairs
+    row.pairs_scored, row.pairs_total = result.pairs_scored, result.pairs_total
+    row.image_steps = result.image_steps
     row.metrics = codec.check({k: _float(v, f"metrics.{k}") for k, v in result.metrics.items()}, "metrics")
     row.per_prompt = codec.check({k: [_float(x, f"per_prompt.{k}") for x in v]
                                   for k, v in result.per_prompt.items()}, "per_prompt")
