@@ -337,17 +337,17 @@ def per_prompt_figure(values: Sequence[float], metric: str, labels: Sequence[str
     return fig
 
 
-def hypervolume_figure(histories: Sequence[tuple[str, Sequence[tuple[int, float]]]], quality: str,
-                       cost: str) -> go.Figure:
+def hypervolume_figure(histories: Sequence[tuple[str, Sequence[tuple[float, float]]]], quality: str,
+                       cost: str, x_title: str = "evaluations") -> go.Figure:
     """Hypervolume after each finished evaluation, one line per study (searcher): who gets further
-    with the same budget."""
+    with the same budget (of evaluations, or of images generated: `x_title`)."""
     fig = go.Figure()
     for i, (label, history) in enumerate(histories):
         xs = [p[0] for p in history]
         ys = [p[1] for p in history]
         fig.add_trace(go.Scattergl(x=xs, y=ys, mode="lines", name=label, line=dict(
             color=PALETTE[i % len(PALETTE)], width=2, shape="hv")))
-    fig.update_layout(height=460, template="plotly_white", xaxis_title="evaluations",
+    fig.update_layout(height=460, template="plotly_white", xaxis_title=x_title,
                       yaxis_title=f"hypervolume ({quality} x {axis_title(cost)})",
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
                       margin=dict(l=60, r=20, t=50, b=50), uirevision="progress")

@@ -152,6 +152,11 @@ def test_progress_page(filled: str, monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(lines[1]["x"]) == 25 and lines[1]["y"][-1] > 0
     at.selectbox(key="progress_model").select_index(0).run()
     assert not at.exception
+    at.radio(key="progress_axis").set_value("images generated").run()
+    spec = plotly_specs(at)[0]
+    assert spec["layout"]["xaxis"]["title"]["text"] == "images generated" and not at.exception
+    # the fixture's results recorded no image counts: said, not drawn as zeros
+    assert any("recorded no image count" in w.value for w in at.warning)
 
 
 def test_export_page_json_and_cache_dit_reason(filled: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,6 +28,9 @@ def render(ctx: Context) -> None:
     chosen = st.selectbox("Model", sorted(signature_of), key="progress_model",
                           help="Studies of one model, each against its own fixed reference point")
     model = signature_of[chosen]
+    axis = st.radio("Against", ("evaluations", "images generated"), horizontal=True, key="progress_axis",
+                    help="Images generated: denoising steps really run / the study's steps, summed "
+                         "(prefix-shared and raced evaluations count only what they ran)")
     studies = [s for s in ctx.summaries if ctx.infos[s.name].model_signature == model]
     histories, rows, problems = [], [], []
     for s in studies:
@@ -36,16 +39,23 @@ def render(ctx: Context) -> None:
             problems.append(f"`{s.name}`: {history}")
             continue
         info = ctx.infos[s.name]
-        histories.append((f"{s.name} ({info.searcher})", [(p.n_evaluations, p.hypervolume) for p in history]))
+        if axis == "images generated":
+            points = [(p.images, p.hypervolume) for p in history if p.images is not None]
+            if len(points) < len(history):
+                problems.append(f"`{s.name}`: some evaluations recorded no image count (an older store)")
+        else:
+            points = [(p.n_evaluations, p.hypervolume) for p in history]
+        histories.append((f"{s.name} ({info.searcher})", points))
         rows.append({"study": s.name, "searcher": info.searcher, "status": s.status,
                      "evaluations": len(history), "hypervolume": history[-1].hypervolume if history else 0.0,
+                     "images": history[-1].images if history else None,
                      "reference point": ", ".join(f"{k}={v:g}" for k, v in sorted(info.reference_point.items()))})
     for p in problems:
         st.warning(f"No hypervolume for {p}")
     if not histories:
         st.info("No study of this model has a hypervolume history on these objectives yet.")
         return
-    st.plotly_chart(hypervolume_figure(histories, ctx.quality, ctx.cost), key="hv_chart",
+    st.plotly_chart(hypervolume_figure(histories, ctx.quality, ctx.cost, axis), key="hv_chart",
                     config={"displaylogo": False})
     st.caption(f"Hypervolume of the {ctx.quality} vs {COST_LABELS.get(ctx.cost, ctx.cost)} front after each "
                "finished evaluation (failures count toward the budget and add nothing).")
