@@ -25,8 +25,8 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from schedules import Schedule
 from store import (
-    EvaluationRecord, ExportError, HVPoint, NothingQualifies, ObjectiveError, SchemaVersionError, Store,
-    StoreError, StudyInfo, StudySummary,
+    DatabaseUnavailable, EvaluationRecord, ExportError, HVPoint, NothingQualifies, ObjectiveError,
+    SchemaVersionError, Store, StoreError, StudyInfo, StudySummary, safe_filename,
 )
 from store.export import annotated_schedule, choose, write_schedule
 
@@ -56,11 +56,12 @@ def explain(exc: BaseException, url: str) -> DashboardError:
     if isinstance(exc, OperationalError) and "locked" in str(exc).lower():
         return DashboardError("busy", "The database is busy (a search is writing to it); this page "
                                       "refreshes with the new data in a moment.")
+    if isinstance(exc, DatabaseUnavailable):
+        not_ours = ("not_store", "foreign", "not_sqlite")
+        kind = exc.kind if exc.kind == "missing" else "not_store" if exc.kind in not_ours else "error"
+        return DashboardError(kind, str(exc))
     if isinstance(exc, StoreError):
-        text = str(exc)
-        kind = "missing" if text.startswith("no cachesearch database") else (
-            "not_store" if "holds no cachesearch store" in text else "error")
-        return DashboardError(kind, text)
+        return DashboardError("error", str(exc))
     if isinstance(exc, SQLAlchemyError):
         return DashboardError("error", f"Cannot read the database {url}: {exc.__class__.__name__}: "
                                        f"{str(exc).splitlines()[0]}")
@@ -119,7 +120,7 @@ def export_bytes(store: Store, info: StudyInfo, record: EvaluationRecord, fmt: s
     disagree; raises `ExportError` with the reason when the plan does not fit cache-dit."""
     schedule = annotated_schedule(store, info, record, f"dashboard: evaluation {record.id}", quality, cost)
     ext = "yaml" if fmt == "cache-dit" else "json"
-    name = f"{info.name}_{record.id}_{record.schedule_hash[:12]}.{ext}"
+    name = safe_filename(info.name, record.id, record.schedule_hash[:12]) + f".{ext}"
     with tempfile.TemporaryDirectory(prefix="cachesearch-export-") as tmp:
         path = write_schedule(schedule, Path(tmp) / name, fmt)
         return path.read_bytes(), name

@@ -17,13 +17,16 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from schedules import COMPUTE, REUSE, SKIP, Schedule
+from schedules import COMPUTE, MODE_TABLE, SKIP, Schedule
 
 from .frames import column
 
-MODE_CODE = {SKIP: 0, REUSE: 1, COMPUTE: 2}
-MODE_NAME = {SKIP: "skip", REUSE: "reuse", COMPUTE: "compute"}
-MODE_COLOR = {"skip": "#d9534f", "reuse": "#dde6ee", "compute": "#1f4e8c"}
+# the schedule's mode table, in table order: code i is the i-th mode (an unknown character is a KeyError)
+MODE_CODE = {char: i for i, char in enumerate(MODE_TABLE)}
+MODE_NAME = {char: mode.name for char, mode in MODE_TABLE.items()}
+MODE_COLOR = {mode.name: mode.colour for mode in MODE_TABLE.values()}
+_MODE_LABELS = [mode.label for mode in MODE_TABLE.values()]
+_MODE_COLORS = [mode.colour for mode in MODE_TABLE.values()]
 DIFF_NAMES = ("same: not computed", "same: computed", "only this one computes",
               "only the other computes", "differ (skip involved)")
 DIFF_COLORS = ("#f2f2f2", "#b9c2cc", "#1f77b4", "#ff7f0e", "#d62728")
@@ -184,11 +187,12 @@ def plan_heatmap(schedule: Schedule, height_per_row: int | None = None) -> go.Fi
               for g, c in schedule.components()}
     labels = step_labels(schedule)
     fig, cells = _panels(schedule, titles, height_per_row)
-    colors = [MODE_COLOR["skip"], MODE_COLOR["reuse"], MODE_COLOR["compute"]]
+    used = sorted({MODE_CODE[ch] for g, c in schedule.components() for row in schedule.rows(g, c) for ch in row})
     for r, c, g, comp in cells:
         z = mode_codes(schedule, g, comp)
-        text = np.vectorize(lambda v: ("skip", "reuse", "compute")[v])(z) if z.size else z
-        fig.add_trace(go.Heatmap(z=z, zmin=-0.5, zmax=2.5, colorscale=_discrete_scale(colors), showscale=False,
+        text = np.vectorize(lambda v: _MODE_LABELS[v])(z) if z.size else z
+        fig.add_trace(go.Heatmap(z=z, zmin=-0.5, zmax=len(_MODE_COLORS) - 0.5, colorscale=_discrete_scale(_MODE_COLORS),
+                                 showscale=False,
                                  xgap=1, ygap=1, text=text, name=f"{g}.{comp}",
                                  hovertemplate="step %{y}, block %{x}: %{text}<extra>%{fullData.name}</extra>"),
                       row=r, col=c)
@@ -196,8 +200,7 @@ def plan_heatmap(schedule: Schedule, height_per_row: int | None = None) -> go.Fi
         if labels is not None and c == 1:
             fig.update_yaxes(tickmode="array", tickvals=list(range(len(labels))), ticktext=labels, row=r, col=c)
         fig.update_xaxes(title_text="block", row=r, col=c)
-    _legend_swatches(fig, ["compute", "reuse", "skip"],
-                     [MODE_COLOR["compute"], MODE_COLOR["reuse"], MODE_COLOR["skip"]])
+    _legend_swatches(fig, [_MODE_LABELS[i] for i in used], [_MODE_COLORS[i] for i in used])
     return fig
 
 
@@ -249,6 +252,13 @@ def block_fractions(schedule: Schedule) -> dict[str, np.ndarray]:
     """Fraction of steps each block computes, per `group.component` (groups differ in block count)."""
     return {f"{g}.{c}": (mode_codes(schedule, g, c) == MODE_CODE[COMPUTE]).mean(axis=0)
             for g, c in schedule.components()}
+
+
+def mode_fractions(schedule: Schedule) -> pd.DataFrame:
+    """Fraction of each component's cells in every mode of the table (rows: `group.component`)."""
+    return pd.DataFrame({MODE_TABLE[ch].label: {f"{g}.{c}": float((mode_codes(schedule, g, c) == code).mean())
+                                                for g, c in schedule.components()}
+                         for ch, code in MODE_CODE.items()})
 
 
 def fractions_figure(schedule: Schedule) -> go.Figure:

@@ -6,6 +6,7 @@ Pure functions of store records (no Streamlit, no database), so they are tested 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -102,15 +103,18 @@ def _when(ts: float | None) -> str:
 
 
 def studies_frame(summaries: Sequence[StudySummary], infos: Mapping[str, StudyInfo],
-                  tables: Mapping[str, EvalTable], quality: str, cost: str, threshold: float) -> pd.DataFrame:
-    """The studies table: one row per study, best `cost` among evaluations meeting the quality bar."""
+                  tables: Mapping[str, EvalTable], quality: str, cost: str, threshold: float,
+                  now: float | None = None) -> pd.DataFrame:
+    """The studies table: one row per study, best `cost` among evaluations meeting the quality bar;
+    a running study whose heartbeat stopped shows as "stale (last seen ...)"."""
+    now = time.time() if now is None else now
     rows = []
     for s in summaries:
         info = infos[s.name]
         table = tables.get(s.name)
         best = best_cost_at(table, info, quality, cost, threshold) if table is not None else None
         rows.append({
-            "study": s.name, "searcher": s.searcher, "status": s.status, "evaluations": s.n_evaluations,
+            "study": s.name, "searcher": s.searcher, "status": s.display_status(now), "evaluations": s.n_evaluations,
             "failed": s.n_failed, "pending": s.n_pending, "front size": s.front_size,
             f"best {cost} at {quality} bar": best,
             "primary quality": info.quality if _has_quality(info) else "", "best quality": s.best_quality,

@@ -15,6 +15,8 @@ import sys
 import threading
 from pathlib import Path
 
+from store import database_url as normalize_url   # a file path -> absolute sqlite URL (one home: store)
+
 #: Environment variable the app reads the database URL from (tests set it for `AppTest`).
 DB_ENV = "CACHESEARCH_DB"
 _REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -23,15 +25,6 @@ _REPO_ROOT = Path(__file__).resolve().parents[1]
 def app_path() -> Path:
     """The Streamlit entry script (what `streamlit run` is given)."""
     return Path(__file__).with_name("app.py")
-
-
-def normalize_url(db: str) -> str:
-    """A SQLAlchemy URL as is; a plain file path becomes `sqlite:///<absolute path>`, so
-    `--db results/run.db` works from any working directory."""
-    db = str(db).strip()
-    if "://" in db:
-        return db
-    return f"sqlite:///{Path(db).expanduser().resolve()}"
 
 
 def streamlit_command(db_url: str, host: str = "127.0.0.1", port: int = 8501,

@@ -12,9 +12,10 @@ from typing import Callable
 import streamlit as st
 
 from store import COST_OBJECTIVES, DEFAULT_URL, StudyInfo, StudySummary
+from store import database_url as normalize_url
 
 from . import data, state
-from .launcher import DB_ENV, normalize_url
+from .launcher import DB_ENV
 from .frames import EvalTable, quality_metrics
 
 log = logging.getLogger("cachesearch.dashboard")
@@ -87,10 +88,12 @@ def _sidebar(url: str, summaries: list[StudySummary], infos: dict[str, StudyInfo
     sb.title("cachesearch")
     sb.radio("Page", state.PAGES, key="page")
     names = [s.name for s in summaries]
+    now = time.time()
+    shown = {s.name: s.display_status(now) for s in summaries}
     state.choose("study", names)
     if names:
         sb.selectbox("Study", names, key="study",
-                     format_func=lambda n: f"{n} ({infos[n].searcher}, {infos[n].status})")
+                     format_func=lambda n: f"{n} ({infos[n].searcher}, {shown[n]})")
     study = st.session_state.get("study")
     tables = [data.evaluations(url, study, data.version(next(s for s in summaries if s.name == study)))] \
         if study else []
@@ -99,7 +102,7 @@ def _sidebar(url: str, summaries: list[StudySummary], infos: dict[str, StudyInfo
     sb.selectbox("Quality metric", metrics, key="quality")
     state.choose("cost", list(COST_OBJECTIVES), infos[study].cost if study else None)
     sb.radio("Speedup", list(COST_OBJECTIVES), key="cost", format_func=COST_LABELS.get, horizontal=True)
-    running = any(s.status == "running" for s in summaries)
+    running = any(status == "running" for status in shown.values())
     st.session_state.setdefault("live", running)
     sb.toggle(f"Live refresh (every {LIVE_EVERY:g} s)", key="live",
               help="Redraw the page with fresh data while a search writes to the database.")

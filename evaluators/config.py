@@ -68,6 +68,12 @@ class PoolConfig(BaseModel):
     gpus_per_actor: float | None = Field(default=None, ge=0, description="default: 1 when CUDA is available, else 0")
     task_timeout_s: float | None = Field(default=1800.0, gt=0)
     max_retries: int = Field(default=2, ge=0, description="resubmissions after an actor dies mid-task")
+    worker_niceness: int = Field(default=0, ge=0, le=19, description="niceness of the Ray workers of a cluster "
+                                 "this pool starts (Ray's own default, 15, starves evaluation on a busy machine)")
+    start_attempts: int = Field(default=2, ge=1, description="tries to start a local Ray cluster (Ray gives a "
+                                "node 30 s to come up, which a loaded machine can miss)")
+    startup_timeout_s: float | None = Field(default=3600.0, gt=0, description="how long to wait for the evaluator "
+                                            "actors to load the model and compute references")
 
 
 class EvaluationConfig(BaseModel):

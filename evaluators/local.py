@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -11,14 +12,17 @@ from schedules import CostTable, EvaluationResult, ModelSpec, SamplingSpec, Sche
 from .config import EvaluationConfig
 from .pool import EvaluatorPool, unique
 from .profiling import DriftProfile
-from .worker import Evaluator
+from .timing import Clock
+from .worker import Evaluator, StartupProgress
 
 
 class LocalPool(EvaluatorPool):
-    def __init__(self, config: EvaluationConfig, pipe: Any = None) -> None:
-        """`pipe`: an already loaded pipeline to score with (skips `load_model`)."""
+    def __init__(self, config: EvaluationConfig, pipe: Any = None, *, progress: StartupProgress | None = None,
+                 clock: Clock = time.perf_counter) -> None:
+        """`pipe`: an already loaded pipeline to score with (skips `load_model`); `progress` and
+        `clock`: see `Evaluator`."""
         self.config = config
-        self.evaluator = Evaluator(config, pipe=pipe)
+        self.evaluator = Evaluator(config, pipe=pipe, progress=progress, clock=clock)
 
     def evaluate(self, schedules: Iterable[Schedule]) -> Iterator[EvaluationResult]:
         for schedule in unique(schedules):

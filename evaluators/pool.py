@@ -17,7 +17,7 @@ result with status 'failed' and the reason in `error`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -27,6 +27,10 @@ from .config import EvaluationConfig
 
 if TYPE_CHECKING:
     from .profiling import DriftProfile
+
+
+class PoolStartError(RuntimeError):
+    """The evaluator pool could not start (Ray cluster, actors); the message names the setting to change."""
 
 
 class EvaluatorPool(ABC):
@@ -104,10 +108,11 @@ def unique(schedules: Iterable[Schedule]) -> list[Schedule]:
     return out
 
 
-def make_pool(config: EvaluationConfig) -> EvaluatorPool:
-    """The pool `config.pool.kind` names; it loads the model (once per worker) before returning."""
+def make_pool(config: EvaluationConfig, progress: Callable[..., None] | None = None) -> EvaluatorPool:
+    """The pool `config.pool.kind` names; it loads the model (once per worker) before returning,
+    reporting its start-up to `progress(phase, done, total)`."""
     if config.pool.kind == "ray":
         from .ray_pool import RayPool
-        return RayPool(config)
+        return RayPool(config, progress=progress)
     from .local import LocalPool
-    return LocalPool(config)
+    return LocalPool(config, progress=progress)

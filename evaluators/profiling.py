@@ -11,6 +11,12 @@ matrix has no NaN. One run along the given schedule on the first `config.profile
 computed fresh at steps where the schedule reuses or skips it, so `o_s` is always what the component
 *would* output at step s given the schedule's trajectory. With no schedule, the run is all compute.
 
+`forecast[(group, component, mode)]` is a `Tensor[num_blocks, N, N, N]` for every forecast mode of
+the table ('F', 'D'): F[k, p, a, s] is the relative L1 error at step s of extrapolating from the
+outputs computed at p < a < s, with the runtime's own lerp weight (`State.weight`, in timestep
+positions when the pipeline's scheduler gives them); inf where undefined or beyond `window` steps
+(a - p <= window and s - a <= window: the cost grows with N^3 otherwise).
+
 `seconds` is the wall time of the profiling run, for the searcher to charge to its budget.
 """
 
@@ -23,6 +29,7 @@ from typing import Any, Iterator
 import torch
 
 Key = tuple[str, str]
+FORECAST_WINDOW = 6   # forecasts profiled up to this many steps between computes and ahead
 
 
 @dataclass
@@ -31,6 +38,7 @@ class DriftProfile(Mapping):
 
     drift: dict[Key, torch.Tensor]
     seconds: float
+    forecast: dict[tuple[str, str, str], torch.Tensor] = field(default_factory=dict)
     schedule_hash: str | None = None        # None: all compute
     num_pairs: int = 0
     worker: str | None = None
@@ -99,6 +107,37 @@ class DriftRecorder:
             h.remove()
         self._handles.clear()
 
+    def _stacked(self, steps: list[list[torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.stack([torch.cat(s) for s in steps]).float()    # N x numel
+        return x, x.abs().sum(1).clamp_min(1e-12)
+
+    def forecast_drift(self, positions: list[float] | None = None,
+                       window: int = FORECAST_WINDOW) -> dict[tuple[str, str, str], torch.Tensor]:
+        """F[k, p, a, s] for every forecast mode (see the module doc)."""
+        from schedules.modes import forecast_modes
+
+        n = self.num_steps
+        pos = [float(v) for v in positions] if positions is not None and len(positions) == n else list(map(float, range(n)))
+        out: dict[tuple[str, str, str], torch.Tensor] = {}
+        for char, mode in forecast_modes().items():
+            for (g, c), per_block in self.outputs.items():
+                mats = torch.full((len(per_block), n, n, n), float("inf"))
+                for b, steps in enumerate(per_block):
+                    if not all(steps):
+                        continue
+                    x, norms = self._stacked(steps)
+                    for a in range(1, n - 1):
+                        s_hi = min(n, a + window + 1)
+                        targets = list(range(a + 1, s_hi))
+                        for q in range(max(0, a - window), a):
+                            w = torch.tensor([mode.state.weight(pos[t], pos[q], pos[a]) for t in targets])
+                            guess = torch.lerp(x[q].expand(len(targets), -1), x[a].expand(len(targets), -1),
+                                               w[:, None])
+                            err = (x[a + 1:s_hi] - guess).abs().sum(1) / norms[a + 1:s_hi]
+                            mats[b, q, a, a + 1:s_hi] = err.cpu()
+                out[(g, c, char)] = mats
+        return out
+
     def drift(self) -> dict[Key, torch.Tensor]:
         """Relative L1 matrices; a block that lacks the component gets zeros."""
         out: dict[Key, torch.Tensor] = {}
@@ -108,8 +147,7 @@ class DriftRecorder:
             for b, steps in enumerate(per_block):
                 if not all(steps):
                     continue
-                x = torch.stack([torch.cat(s) for s in steps]).float()    # N x numel
-                norms = x.abs().sum(1).clamp_min(1e-12)                    # ||o_b||_1
+                x, norms = self._stacked(steps)                            # N x numel, ||o_b||_1
                 for a in range(n):
                     mats[b, a] = ((x - x[a]).abs().sum(1) / norms).cpu()
             out[key] = mats

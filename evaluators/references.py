@@ -86,15 +86,20 @@ class ReferenceStore:
                 os.unlink(tmp)
 
     def get_or_compute(self, batches: list[list[tuple[str, int]]],
-                       compute: Callable[[list[str], list[int]], list[Reference]]) -> list[Reference]:
+                       compute: Callable[[list[str], list[int]], list[Reference]],
+                       progress: Callable[[int, int], None] | None = None) -> list[Reference]:
         """References for every pair of every batch (flattened, request order). Missing pairs are
-        computed batch by batch (each batch keeps its shape, as in evaluation) and saved."""
+        computed batch by batch (each batch keeps its shape, as in evaluation) and saved.
+        `progress(pairs done, pairs in all)` is called after each batch."""
         out: list[Reference] = []
+        total = sum(len(b) for b in batches)
         for batch in batches:
             found = [self.load(p, s) for p, s in batch]
             if all(r is not None for r in found):
                 self.hits += len(batch)
                 out.extend(found)  # type: ignore[arg-type]
+                if progress is not None:
+                    progress(len(out), total)
                 continue
             self.hits += sum(r is not None for r in found)
             self.misses += sum(r is None for r in found)
@@ -103,4 +108,6 @@ class ReferenceStore:
                 if old is None:
                     self.save(p, s, new)
                 out.append(old if old is not None else new)
+            if progress is not None:
+                progress(len(out), total)
         return out

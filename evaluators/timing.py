@@ -10,11 +10,16 @@ from typing import Any, Callable
 import torch
 
 
-class Timer:
-    """`with timer: work()` then `timer.seconds`."""
+Clock = Callable[[], float]
 
-    def __init__(self, device: torch.device) -> None:
+
+class Timer:
+    """`with timer: work()` then `timer.seconds`. `clock` (CPU only) is injectable, so the logic that
+    uses timings can be tested deterministically; benchmarks keep the real `perf_counter`."""
+
+    def __init__(self, device: torch.device, clock: Clock = time.perf_counter) -> None:
         self.cuda = device.type == "cuda" and torch.cuda.is_available()
+        self.clock = clock
         self.seconds = 0.0
 
     def __enter__(self) -> "Timer":
@@ -23,7 +28,7 @@ class Timer:
             self._end = torch.cuda.Event(enable_timing=True)
             self._start.record()
         else:
-            self._t0 = time.perf_counter()
+            self._t0 = self.clock()
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -32,13 +37,7 @@ class Timer:
             self._end.synchronize()
             self.seconds = self._start.elapsed_time(self._end) / 1000.0
         else:
-            self.seconds = time.perf_counter() - self._t0
-
-
-def timed(device: torch.device, fn: Callable[[], Any]) -> tuple[Any, float]:
-    with Timer(device) as t:
-        out = fn()
-    return out, t.seconds
+            self.seconds = self.clock() - self._t0
 
 
 def median(values: list[float]) -> float:

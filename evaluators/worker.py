@@ -19,7 +19,7 @@ import socket
 import time
 import traceback
 from collections import deque
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -47,7 +47,7 @@ from .profiling import DriftProfile, DriftRecorder
 from .prompts import pairs as study_pairs
 from .references import Reference, ReferenceStore
 from .runner import Outputs, PipelineRunner
-from .timing import Timer, median
+from .timing import Clock, Timer, median
 
 EMBEDDED_MODEL_ID = "cachesearch/embedded"   # what evaluators.embedded's own schedules record
 COST_STEPS = 2   # a 1-step call breaks PixArt's pipeline with multistep schedulers; MACs are per call
@@ -57,14 +57,26 @@ class NonFiniteOutput(RuntimeError):
     """The pipeline produced NaN or inf under a schedule."""
 
 
+StartupProgress = Callable[..., None]   # progress(phase, done=None, total=None)
+
+
 class Evaluator:
-    def __init__(self, config: EvaluationConfig, name: str | None = None, pipe: Any = None) -> None:
+    """`progress(phase, done, total)` hears about the slow start-up steps (model, MACs, reference runs,
+    reference timing). `clock` times the pipeline calls on CPU (`time.perf_counter`; tests inject a
+    deterministic one)."""
+
+    def __init__(self, config: EvaluationConfig, name: str | None = None, pipe: Any = None, *,
+                 progress: StartupProgress | None = None, clock: Clock = time.perf_counter) -> None:
         t0 = time.perf_counter()
         if config.num_threads is not None:
             torch.set_num_threads(config.num_threads)
             self._blas_limit = _limit_blas_threads(config.num_threads)
         self.config = config
+        self.clock = clock
+        self._progress: StartupProgress = progress or (lambda *args, **kwargs: None)
         self.name = name or f"local@{socket.gethostname()}:{os.getpid()}"
+        if pipe is None:
+            self._progress(f"loading the model ({config.model})")
         self.pipe = pipe if pipe is not None else load_model(config)
         self.denoiser = find_denoiser(self.pipe)
         self.device = next(self.denoiser.parameters()).device
@@ -74,9 +86,13 @@ class Evaluator:
         size = config.batch_size or len(self.pairs)
         self.batches = [self.pairs[i:i + size] for i in range(0, len(self.pairs), size)]
         self.spec = describe(self.pipe, model_id=EMBEDDED_MODEL_ID if config.is_embedded else config.model)
+        self._progress("measuring MACs per component")
         self.cost_table, cfg_mode = self._measure_cost()
+        self._calls_per_batch = config.num_inference_steps * (2 if cfg_mode == "sequential" else 1)
         self.store = ReferenceStore(config, self.device.type)
-        self._ref_batches = self._stack_references(self.store.get_or_compute(self.batches, self._compute_reference))
+        self._refs_done = 0
+        self._ref_batches = self._stack_references(
+            self.store.get_or_compute(self.batches, self._compute_reference, self._references_done))
         height, width = self._ref_batches[0][0].shape[-2:]
         self.sampling = SamplingSpec(
             num_inference_steps=config.num_inference_steps, scheduler=type(self.pipe.scheduler).__name__,
@@ -114,8 +130,24 @@ class Evaluator:
             mode = "none"
         return table, mode
 
+    def _references_done(self, done: int, total: int) -> None:
+        self._refs_done = done
+        self._progress("all-compute references (pairs)", done, total)
+
     def _compute_reference(self, prompts: list[str], seeds: list[int]) -> list[Reference]:
-        out = self.runner(prompts, seeds)
+        calls = [0]
+        total = len(self.pairs)
+
+        def step(*_: Any) -> None:   # progress inside a batch, one denoiser call at a time
+            calls[0] += 1
+            done = self._refs_done + len(prompts) * min(1.0, calls[0] / self._calls_per_batch)
+            self._progress("all-compute references (pairs)", round(done, 1), total)
+
+        handle = self.denoiser.register_forward_pre_hook(step)
+        try:
+            out = self.runner(prompts, seeds)
+        finally:
+            handle.remove()
         bad = _first_non_finite(out, list(zip(prompts, seeds)))
         if bad:
             raise NonFiniteOutput(f"the all-compute reference itself is not finite ({bad}): "
@@ -136,13 +168,20 @@ class Evaluator:
 
     def _reference_latency(self) -> float:
         """Start-up timing of the all-compute first batch (seconds per image, median after the warm-up)."""
-        for _ in range(self.config.latency.warmup):
-            self._time_reference_call()
-        return median([self._time_reference_call() for _ in range(self.config.latency.repeats)])
+        lat = self.config.latency
+        calls = lat.warmup + lat.repeats
+        times = []
+        for i in range(calls):
+            self._progress("timing the all-compute pipeline (calls)", i, calls)
+            seconds = self._time_reference_call()
+            if i >= lat.warmup:
+                times.append(seconds)
+        self._progress("timing the all-compute pipeline (calls)", calls, calls)
+        return median(times)
 
     def _time_reference_call(self) -> float:
         prompts, seeds = self._batch_lists(self.batches[0])
-        with Timer(self.device) as t:
+        with Timer(self.device, self.clock) as t:
             self.runner(prompts, seeds)
         return t.seconds / len(prompts)
 
@@ -222,7 +261,7 @@ class Evaluator:
         with apply_schedule(self.pipe, schedule):
             for b, batch in enumerate(self.batches):
                 prompts, seeds = self._batch_lists(batch)
-                with Timer(self.device) as t:
+                with Timer(self.device, self.clock) as t:
                     out = self.runner(prompts, seeds, schedule.num_steps)
                 times.append(t.seconds / len(batch))
                 out.images = out.images.to(self.device)
@@ -242,7 +281,7 @@ class Evaluator:
                 offset += len(batch)
             prompts, seeds = self._batch_lists(self.batches[0])
             while len(times) < self.config.latency.min_timed_calls:
-                with Timer(self.device) as t:
+                with Timer(self.device, self.clock) as t:
                     self.runner(prompts, seeds, schedule.num_steps)
                 times.append(t.seconds / len(prompts))
         metrics = {m.name: m.result(per_prompt.get(m.name, [])) for m in self.metrics}
@@ -274,7 +313,10 @@ class Evaluator:
             finally:
                 recorder.remove()
         drift = recorder.drift()
-        return DriftProfile(drift=drift, seconds=time.perf_counter() - t0,
+        values = getattr(self.pipe.scheduler, "timesteps", None)   # the run's timesteps: forecast positions
+        positions = [float(v) for v in values.tolist()] if hasattr(values, "tolist") else None
+        forecast = recorder.forecast_drift(positions)
+        return DriftProfile(drift=drift, forecast=forecast, seconds=time.perf_counter() - t0,
                             schedule_hash=schedule.hash if schedule is not None else None,
                             num_pairs=len(chosen), worker=self.name)
 

@@ -18,13 +18,14 @@ from .errors import ScheduleConflictError, ScheduleError, ScheduleMismatchError,
 from .io import json_schema, load_schedule, save_schedule
 from .result import DONE, FAILED, EvaluationResult
 from .schedule import Schedule, genome_length
+from .modes import DAMPED, FORECAST, MODE_TABLE, Mode, mode_of
 from .spec import (
     COMPUTE, FORMAT, FORMAT_VERSION, MODES, REUSE, SIGMAS, SKIP, TIMESTEPS, BlockGroup, ModelSpec, SamplingSpec,
 )
 
 _LAZY = {
     "ADAPTERS": "adapters", "Adapter": "adapters", "GroupLayout": "adapters", "describe": "adapters",
-    "CostTable": "cost", "counting_mode": "cost", "full_macs": "cost", "mac_speedup": "cost",
+    "CostTable": "cost", "cache_memory": "cost", "counting_mode": "cost", "full_macs": "cost", "mac_speedup": "cost",
     "measure_cost_table": "cost", "schedule_macs": "cost",
     "ScheduleHandle": "runtime", "apply_schedule": "runtime",
 }
@@ -46,6 +47,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "ScheduleConflictError", "ScheduleError", "ScheduleMismatchError", "ScheduleStepError",
     "json_schema", "load_schedule", "save_schedule", "DONE", "FAILED", "EvaluationResult",
-    "Schedule", "genome_length", "COMPUTE", "FORMAT", "FORMAT_VERSION", "MODES", "REUSE", "SKIP", "TIMESTEPS", "SIGMAS",
+    "Schedule", "genome_length", "COMPUTE", "FORMAT", "FORMAT_VERSION", "MODES", "REUSE", "SKIP",
+    "FORECAST", "DAMPED", "MODE_TABLE", "Mode", "mode_of", "TIMESTEPS", "SIGMAS",
     "BlockGroup", "ModelSpec", "SamplingSpec", *_LAZY,
 ]

@@ -173,3 +173,15 @@ def check_matches(spec: ModelSpec, model: torch.nn.Module) -> None:
         if missing:
             raise ScheduleMismatchError(f"the model's '{g.name}' blocks have no component(s) {missing} "
                                         f"(they have {list(lg.components)})", field=where + ".components")
+        unlisted = [c for c in lg.components if c not in g.components]
+        if unlisted and not spec.subset:
+            raise ScheduleMismatchError(
+                f"the model's '{g.name}' blocks also have component(s) {unlisted} that the schedule does not "
+                f"list: it was made for another model (or set model.subset: true to schedule only these)",
+                field=where + ".components")
+    absent = [g for g in live_groups if g not in {sg.name for sg in spec.block_groups}]
+    if absent and not spec.subset:
+        raise ScheduleMismatchError(
+            f"the model also has block group(s) {absent} that the schedule does not list: it was made for "
+            f"another model (or set model.subset: true to schedule only the groups it lists)",
+            field="model.block_groups")

@@ -22,7 +22,7 @@ from .adapters import adapter_for, feeders_of, component_module, describe, find_
 from .errors import ScheduleMismatchError
 from .fastpaths import ArgReader, fast_steps, feeder_steps
 from .modes import MODE_TABLE
-from .schedule import Schedule
+from .schedule import BlockGroup, Schedule
 
 
 def _cpu_flash_attention_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -65,6 +65,7 @@ class CostTable:
     fast_block_macs: Mapping[str, tuple[int | None, ...]] = field(default_factory=dict)
     block_components: Mapping[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
     feeder_macs: Mapping[str, int] = field(default_factory=dict)
+    output_bytes: Mapping[str, Mapping[str, tuple[int, ...]]] = field(default_factory=dict)  # per block
 
     @property
     def call_macs(self) -> int:
@@ -81,6 +82,7 @@ class CostTable:
             "fast_block_macs": {g: list(v) for g, v in self.fast_block_macs.items()},
             "block_components": {g: [list(c) for c in v] for g, v in self.block_components.items()},
             "feeder_macs": dict(self.feeder_macs),
+            "output_bytes": {g: {c: list(v) for c, v in comps.items()} for g, comps in self.output_bytes.items()},
         }
 
     @classmethod
@@ -91,7 +93,8 @@ class CostTable:
                    {g: tuple(v) for g, v in (doc.get("block_macs") or {}).items()},
                    {g: tuple(v) for g, v in (doc.get("fast_block_macs") or {}).items()},
                    {g: tuple(tuple(c) for c in v) for g, v in (doc.get("block_components") or {}).items()},
-                   {k: int(v) for k, v in (doc.get("feeder_macs") or {}).items()})
+                   {k: int(v) for k, v in (doc.get("feeder_macs") or {}).items()},
+                   {g: {c: tuple(v) for c, v in comps.items()} for g, comps in (doc.get("output_bytes") or {}).items()})
 
 
 def measure_cost_table(pipe_or_model: Any, run: Callable[[], Any], batch_size: int | None = None,
@@ -150,8 +153,41 @@ def measure_cost_table(pipe_or_model: Any, run: Callable[[], Any], batch_size: i
                    if isinstance(getattr(model, f.attribute, None), torch.nn.Module)}
     covered += sum(feeder_macs.values())
     total = sum(counts.get(root, {}).values()) // 2 // calls
+    output_bytes = {g.name: {c: tuple(_nbytes(seen.get((g.name, b), ((), {}, {}))[2].get(c))
+                                      for b in range(len(blocks[g.name]))) for c in g.components}
+                    for g in spec.block_groups}
     return CostTable(root, component_macs, total - covered, batch_size, height, width, block_macs,
-                     fast_block_macs, block_components, feeder_macs)
+                     fast_block_macs, block_components, feeder_macs, output_bytes)
+
+
+def _nbytes(value: Any) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (tuple, list)):
+        return sum(_nbytes(v) for v in value)
+    return 0
+
+
+def cache_memory(schedule: Schedule, table: CostTable) -> dict[str, Any]:
+    """What a schedule keeps alive while it runs, per cache context: every hooked component holds
+    the history its modes need (reuse and skip 1 output, forecasts 2; the states share tensors, so
+    a component needs the largest, not the sum), at the output sizes the cost table measured.
+    Sequential CFG keeps one set per context (cond, uncond)."""
+    by_mode: dict[str, int] = {}
+    total = 0
+    for g, c in schedule.components():
+        sizes = table.output_bytes.get(g, {}).get(c, ())
+        for b in range(schedule.model.group(g).num_blocks):
+            used = {ch for row in schedule.rows(g, c) for ch in row[b]} - {"1"}
+            if not used or b >= len(sizes):
+                continue
+            history = max(MODE_TABLE[ch].memory_tensors for ch in used)
+            total += history * sizes[b]
+            for ch in used:
+                by_mode[ch] = by_mode.get(ch, 0) + MODE_TABLE[ch].memory_tensors * sizes[b]
+    contexts = calls_per_step(schedule)
+    return {"bytes": total * contexts, "contexts": contexts,
+            "by_mode_bytes": {MODE_TABLE[ch].name: v * contexts for ch, v in sorted(by_mode.items())}}
 
 
 class _FirstCalls:
@@ -208,6 +244,7 @@ def schedule_macs(schedule: Schedule, table: CostTable) -> int:
     if schedule.model.transformer_class != table.transformer_class:
         raise ScheduleMismatchError(f"cost table is for {table.transformer_class}, schedule for "
                                     f"{schedule.model.transformer_class}")
+    schedule = schedule.completed(table_block_groups(table))   # a subset file: the rest computes every step
     per_call = table.other_macs * schedule.num_steps
     for g, c in schedule.components():
         macs = table.component_macs[g][c]
@@ -227,6 +264,12 @@ def schedule_macs(schedule: Schedule, table: CostTable) -> int:
     for attribute, macs in table.feeder_macs.items():
         per_call += macs * sum(feeder_steps(schedule, feeders[attribute], table.block_components))
     return per_call * calls_per_step(schedule)
+
+
+def table_block_groups(table: CostTable) -> tuple[BlockGroup, ...]:
+    """The block groups the table was measured on (group -> component -> per-block MACs)."""
+    return tuple(BlockGroup(g, len(next(iter(comps.values()), ())), tuple(comps))
+                 for g, comps in table.component_macs.items())
 
 
 def full_macs(schedule: Schedule, table: CostTable) -> int:

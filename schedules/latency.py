@@ -38,7 +38,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from .adapters import feeders_of
-from .cost import CostTable, calls_per_step
+from .cost import CostTable, calls_per_step, table_block_groups
 from .fastpaths import fast_steps, feeder_steps
 from .modes import COMPUTE, FORECAST, MODE_TABLE, REUSE
 from .schedule import ModelSpec, SamplingSpec, Schedule
@@ -47,6 +47,7 @@ from .schedule import ModelSpec, SamplingSpec, Schedule
 def features(schedule: Schedule, table: CostTable) -> dict[str, float]:
     """Counts of every piece of work one sampling run under `schedule` executes (see the module doc).
     `table` supplies which components each block really has and which blocks have a fast path."""
+    schedule = schedule.completed(table_block_groups(table))   # a subset file: the rest computes
     calls = calls_per_step(schedule)
     out: dict[str, float] = {"run": 1.0, "step": float(schedule.num_steps)}
 

@@ -106,17 +106,36 @@ class LinearForecastState(CellState):
         self.older, self.x0 = self.newer, self.x1
         self.newer, self.x1 = output, float(position)
 
+    @staticmethod
+    def weight(position: float, x0: float, x1: float) -> float:
+        """The lerp weight from (y0 at x0, y1 at x1) to `position` (also used by drift profiling)."""
+        return (position - x0) / (x1 - x0)
+
     def predict(self, position: float) -> Any:
         import torch
 
         if self.older is None:
             return None
-        weight = (float(position) - self.x0) / (self.x1 - self.x0)
+        weight = self.weight(float(position), self.x0, self.x1)
         return _map2(self.older, self.newer, lambda a, b: torch.lerp(a, b, weight))
 
     def reset(self) -> None:
         self.older = self.newer = None
         self.x0 = self.x1 = 0.0
+
+
+class DampedForecastState(LinearForecastState):
+    """'D': the last computed output plus a quarter of the linear trend (`y1 + 0.25 (y1 - y0) (x - x1)
+    / (x1 - x0)`, one `lerp`). Why: on the embedded model's 20-step DPM-Solver++ run, the full slope
+    overshoots (every component forecast between computes every 3 steps: 23.5 dB vs 31.8 dB for
+    reuse), while a quarter of it beats reuse (32.9 dB); between full forecast and reuse, the
+    search picks per cell."""
+
+    damping = 0.25
+
+    @staticmethod
+    def weight(position: float, x0: float, x1: float) -> float:
+        return 1.0 + DampedForecastState.damping * (position - x1) / (x1 - x0)
 
 
 def _map(value: Any, fn: Callable[[Any], Any]) -> Any:
@@ -161,20 +180,27 @@ class Mode:
         return self.state.history if self.state is not None else 0
 
 
-COMPUTE, REUSE, SKIP, FORECAST = "1", "0", "-", "F"
+COMPUTE, REUSE, SKIP, FORECAST, DAMPED = "1", "0", "-", "F", "D"
 
 MODE_TABLE: dict[str, Mode] = {m.char: m for m in (
-    Mode(COMPUTE, "compute", "compute the component", True, 0, None, True, "#1f77b4", "compute"),
+    Mode(COMPUTE, "compute", "compute the component", True, 0, None, True, "#1f4e8c", "compute"),
     Mode(REUSE, "reuse", "reuse the component's last computed output (the block still applies this "
-         "step's gates)", False, 1, ReuseState, True, "#ffbf00", "reuse"),
+         "step's gates)", False, 1, ReuseState, True, "#dde6ee", "reuse"),
     Mode(SKIP, "skip", "skip (zero output, residual passes through)", False, 1, SkipState, False,
-         "#d9d9d9", "skip"),
+         "#d9534f", "skip"),
     Mode(FORECAST, "forecast", "forecast the output by linear extrapolation of its last two computed "
          "outputs (in timestep)", False, 2, LinearForecastState, True, "#2ca02c", "forecast"),
+    Mode(DAMPED, "damped", "damped forecast: the last computed output plus a quarter of its linear trend",
+         False, 2, DampedForecastState, True, "#98df8a", "damped forecast"),
 )}
 
 #: character -> one-line description (the JSON Schema and `cachesearch schema` list these)
 MODES: dict[str, str] = {c: m.description for c, m in MODE_TABLE.items()}
+
+
+def forecast_modes() -> dict[str, Mode]:
+    """Modes whose cells extrapolate from the last two computes (their State has `weight`)."""
+    return {c: m for c, m in MODE_TABLE.items() if m.state is not None and hasattr(m.state, "weight")}
 
 
 def mode_of(char: str) -> Mode:

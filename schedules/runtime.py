@@ -28,7 +28,7 @@ from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
 
 from .adapters import (
-    adapter_for, check_matches, component_module, find_denoiser, group_blocks, present_components,
+    adapter_for, check_matches, component_module, describe, find_denoiser, group_blocks, present_components,
 )
 from .errors import ScheduleConflictError, ScheduleStepError
 from .fastpaths import ArgReader, FastPath, Feeder, fast_steps, feeder_steps
@@ -322,6 +322,7 @@ def apply_schedule(pipe_or_model: Any, schedule: Schedule | PathLike | dict,
     denoiser = find_denoiser(pipe_or_model)
     pipeline = None if isinstance(pipe_or_model, torch.nn.Module) else pipe_or_model
     check_matches(schedule.model, denoiser)
+    schedule = schedule.completed(describe(denoiser).block_groups)   # a subset file: the rest computes
     _refuse_conflicts(denoiser)
     if pipeline is not None:
         check_scheduler(getattr(pipeline, "scheduler", None), schedule.sampling)   # explicit timesteps/sigmas

@@ -112,8 +112,10 @@ class Schedule:
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ScheduleError(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
+            raise ScheduleError(f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
                                 source=source) from None
+        except RecursionError:
+            raise ScheduleError("not a schedule: the JSON is nested too deeply", source=source) from None
         return parse_document(doc, source)
 
     def with_info(self, metrics: Mapping[str, Any] | None = None,
@@ -200,6 +202,16 @@ class Schedule:
         if unknown:
             raise ScheduleError(f"unknown (group, component) {sorted(unknown)}", field="plan")
         return cls(model, sampling, plan, **info)
+
+    def completed(self, block_groups: Sequence[BlockGroup]) -> "Schedule":
+        """A `model.subset` schedule spelled out on the whole model's `block_groups`: what it leaves
+        out computes at every step, so the runtime (fast paths, feeders), the cost and the latency
+        models all see one complete plan. A complete schedule comes back as is."""
+        if not self.model.subset:
+            return self
+        masks = {(g, c): self.rows(g, c) for g, c in self.components()}
+        whole = replace(self.model, block_groups=tuple(block_groups), subset=False)
+        return Schedule.from_masks(whole, self.sampling, masks, metrics=self.metrics, provenance=self.provenance)
 
     # ----------------------------------------------------------------- genome
     def to_bits(self) -> list[int]:

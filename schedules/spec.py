@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .modes import COMPUTE, FORECAST, MODES, REUSE, SKIP  # noqa: F401
+from .modes import COMPUTE, DAMPED, FORECAST, MODES, REUSE, SKIP  # noqa: F401
 
 FORMAT = "cachesearch.schedule"
 FORMAT_VERSION = 1
@@ -28,13 +28,20 @@ class BlockGroup:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What the schedule was made for; applying it elsewhere is an error that names the mismatch."""
+    """What the schedule was made for; applying it elsewhere is an error that names the mismatch.
+
+    `subset=True` says the file schedules only the block groups and components it lists, on purpose
+    (the rest of the model computes as usual). Without it, a model with block groups or components
+    the file does not list is a mismatch: the file was made for another model and would claim a
+    speedup it does not give. Written to the file (and hashed) only when true, so files without it
+    keep their hashes."""
 
     family: str
     transformer_class: str
     block_groups: tuple[BlockGroup, ...]
     model_id: str | None = None
     revision: str | None = None
+    subset: bool = False
 
     def group(self, name: str) -> BlockGroup:
         for g in self.block_groups:
@@ -49,6 +56,7 @@ class ModelSpec:
             "block_groups": [g.to_dict() for g in self.block_groups],
             "model_id": self.model_id,
             "revision": self.revision,
+            **({"subset": True} if self.subset else {}),
         }
 
 

@@ -164,7 +164,7 @@ def _optional(doc: dict, key: str, types: tuple[type, ...], fail: Any, prefix: s
 
 def _parse_model(doc: dict, fail: Any) -> ModelSpec:
     p = "model."
-    unknown = sorted(set(doc) - {"family", "transformer_class", "block_groups", "model_id", "revision"})
+    unknown = sorted(set(doc) - {"family", "transformer_class", "block_groups", "model_id", "revision", "subset"})
     if unknown:
         raise fail(f"unknown field(s) {unknown}", "model")
     groups_doc = _require(doc, "block_groups", list, fail, p)
@@ -176,6 +176,9 @@ def _parse_model(doc: dict, fail: Any) -> ModelSpec:
         gp = f"model.block_groups[{i}]."
         if not isinstance(gd, dict):
             raise fail("must be an object", gp[:-1])
+        extra = sorted(set(gd) - {"name", "num_blocks", "components"})
+        if extra:
+            raise fail(f"unknown field(s) {extra}", gp[:-1])
         name = _require(gd, "name", str, fail, gp)
         if name in seen:
             raise fail(f"duplicate block group '{name}'", gp + "name")
@@ -187,12 +190,16 @@ def _parse_model(doc: dict, fail: Any) -> ModelSpec:
         if not comps or not all(isinstance(c, str) and c for c in comps) or len(set(comps)) != len(comps):
             raise fail("must be a non-empty list of distinct component names", gp + "components")
         groups.append(BlockGroup(name, num, tuple(comps)))
+    subset = doc.get("subset", False)
+    if not isinstance(subset, bool):
+        raise fail(f"must be true or false, got {subset!r}", p + "subset")
     return ModelSpec(
         family=_require(doc, "family", str, fail, p),
         transformer_class=_require(doc, "transformer_class", str, fail, p),
         block_groups=tuple(groups),
         model_id=_optional(doc, "model_id", (str,), fail, p),
         revision=_optional(doc, "revision", (str,), fail, p),
+        subset=subset,
     )
 
 

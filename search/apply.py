@@ -28,7 +28,9 @@ def reference_steps(schedule: Schedule) -> int:
 
 def _load(model: str, schedule: Any = None) -> tuple[Any, Any]:
     from evaluators import EvaluationConfig
-    from evaluators.models import load_model
+    from pydantic import ValidationError
+
+    from evaluators.models import ModelLoadError, load_model, locate_model
     from evaluators.runner import PipelineRunner
     kwargs: dict[str, Any] = {"model": model, "n_thumbnails": 0}
     if schedule is not None:
@@ -38,7 +40,12 @@ def _load(model: str, schedule: Any = None) -> tuple[Any, Any]:
             kwargs["guidance_scale"] = s.guidance_scale
         if s.height and s.width and model != "embedded":
             kwargs["height"], kwargs["width"] = s.height, s.width
-    config = EvaluationConfig(**kwargs)
+    try:
+        config = EvaluationConfig(**kwargs)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ModelLoadError(f"model {model!r}: {first['msg'].removeprefix('Value error, ')}") from None
+    locate_model(config)
     pipe = load_model(config)
     return pipe, PipelineRunner(pipe, config)
 

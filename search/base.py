@@ -33,7 +33,20 @@ from .objectives import Objectives
 from .space import SearchSpace
 
 STATE_VERSION = 1
-Profile = Mapping[tuple[str, str], np.ndarray]   # (group, component) -> [blocks, N, N] distances
+class Profile(dict):
+    """A drift profile as searchers receive it: (group, component) -> [blocks, N, N] reuse distances,
+    plus `forecast`: (group, component, mode) -> [blocks, N, N, N] forecast errors (the layout of
+    `evaluators.profiling.DriftProfile`), as numpy arrays."""
+
+    def __init__(self, drift: Mapping[tuple[str, str], Any],
+                 forecast: Mapping[tuple[str, str, str], Any] | None = None) -> None:
+        super().__init__({k: np.asarray(v, dtype=float) for k, v in drift.items()})
+        self.forecast = {k: np.asarray(v, dtype=float) for k, v in (forecast or {}).items()}
+
+    @classmethod
+    def of(cls, raw: Any) -> "Profile":
+        """From whatever a pool returned (a DriftProfile, a Profile, a plain mapping)."""
+        return cls(dict(raw.items()), getattr(raw, "forecast", None))
 
 
 class SearcherSettings(BaseModel):

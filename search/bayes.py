@@ -5,6 +5,8 @@ The family (per block group g, per component c):
     g.cooldown        steps at the end that compute everything
     g.block_from/to   the block range that may be cached (others always compute)
     g.c.interval      refresh interval of component c in that range (1 = never cached)
+    g.c.serve         what c does between refreshes, when the space allows more than reuse
+                      (reuse, forecast, damped forecast: the space's non-compute modes)
     g.skip_from/count blocks skipped from step 1 on (architecture space)
     num_steps         K, the steps sampled (timesteps space)
     timestep_power    K-of-M timestep spacing (i/K)^power (timesteps space)
@@ -25,7 +27,7 @@ import warnings
 from typing import Any, Literal, Mapping
 
 import optuna
-from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 from pydantic import Field
 
@@ -33,6 +35,7 @@ from schedules import EvaluationResult, Schedule
 
 from .base import Searcher, SearcherSettings
 from .heuristics import CROSS_ATTENTION, warped_indices
+from .space import with_history
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -71,8 +74,11 @@ class BayesSearcher(Searcher):
                 d[f"{g.name}.cooldown"] = IntDistribution(0, max(0, n // 4))
                 d[f"{g.name}.block_from"] = IntDistribution(0, g.num_blocks - 1)
                 d[f"{g.name}.block_to"] = IntDistribution(0, g.num_blocks - 1)
+                serve = [m for m in sp.gene_modes if m != "1"]
                 for c in g.components:
                     d[f"{g.name}.{c}.interval"] = IntDistribution(1, max_iv)
+                    if len(serve) > 1:
+                        d[f"{g.name}.{c}.serve"] = CategoricalDistribution(serve)
             if "architecture" in sp.kinds:
                 d[f"{g.name}.skip_from"] = IntDistribution(0, g.num_blocks - 1)
                 d[f"{g.name}.skip_count"] = IntDistribution(0, max(0, g.num_blocks // 2))
@@ -96,16 +102,17 @@ class BayesSearcher(Searcher):
                 if len(skipped) >= g.num_blocks:
                     skipped.discard(min(skipped))
             for c in g.components:
+                serve = params.get(f"{g.name}.{c}.serve", sp.gene_modes[0])
                 rows = []
-                for s in range(n):
+                for s in range(1, n):
                     row = []
                     for b in range(g.num_blocks):
-                        if s > 0 and b in skipped:
+                        if b in skipped:
                             row.append("-")
                         else:
-                            row.append(s == 0 or self._computes(params, g.name, c, s, b, n))
+                            row.append("1" if self._computes(params, g.name, c, s, b, n) else serve)
                     rows.append(row)
-                masks[(g.name, c)] = rows
+                masks[(g.name, c)] = ["1" * g.num_blocks] + with_history(rows, g.num_blocks, sp.gene_modes[0])
         return Schedule.from_masks(sp.model, sp.base_sampling(indices), masks)
 
     def _computes(self, p: Mapping[str, Any], g: str, c: str, s: int, b: int, n: int) -> bool:
@@ -125,7 +132,7 @@ class BayesSearcher(Searcher):
         cross = CROSS_ATTENTION.get(sp.model.family, ())
         hi_iv = self.distributions[next(k for k in self.distributions if k.endswith(".interval"))].high
 
-        def point(interval: Any, warmup: int = 0, fn: int = 0, bn: int = 0) -> dict[str, Any]:
+        def point(interval: Any, warmup: int = 0, fn: int = 0, bn: int = 0, serve: str | None = None) -> dict[str, Any]:
             p: dict[str, Any] = {}
             for g in sp.model.block_groups:
                 p.update({f"{g.name}.warmup": min(warmup, n // 2), f"{g.name}.cooldown": 0,
@@ -133,6 +140,8 @@ class BayesSearcher(Searcher):
                           f"{g.name}.block_to": max(0, g.num_blocks - 1 - bn)})
                 for c in g.components:
                     p[f"{g.name}.{c}.interval"] = min(hi_iv, max(1, interval(c)))
+                    if f"{g.name}.{c}.serve" in self.distributions:
+                        p[f"{g.name}.{c}.serve"] = serve or sp.gene_modes[0]
                 if "architecture" in sp.kinds:
                     p.update({f"{g.name}.skip_from": 0, f"{g.name}.skip_count": 0})
             if "timesteps" in sp.kinds:
@@ -146,6 +155,8 @@ class BayesSearcher(Searcher):
         comps = sorted({c for g in sp.model.block_groups for c in g.components})
         out += [point(lambda c, comp=comp: 2 if c == comp else 1) for comp in comps]      # per component
         out += [point(lambda c, k=k: k, warmup=max(1, n // 5), fn=1, bn=0) for k in (2, 3, 4)]  # cache-dit
+        for mode in sp.gene_modes[2:]:                                                    # TaylorSeer-style
+            out += [point(lambda c, k=k: k, warmup=2, serve=mode) for k in (2, 3, 4) if k < n]
         if "timesteps" in sp.kinds:       # uniform K steps, alone and with FORA-2
             for k in sorted({max(sp.min_steps, min(sp.max_steps, round(f * n))) for f in (0.5, 0.7)}):
                 out += [{**point(lambda c, iv=iv: iv), "num_steps": k} for iv in (1, 2)]

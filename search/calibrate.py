@@ -8,8 +8,9 @@ then the DP's own verified candidates) by non-negative least squares:
 
     loss_i^p  ~  b + sum_{c, phase} W[c, phase] * F_i[c, phase]
 
-where F_i sums the profiled drift of schedule i's reuse slots (compute at a, reuse at s costs
-D[a, s]^p) by component and step phase, and loss_i is the quality turned into an additive error
+where F_i sums the profiled drift of schedule i's served slots (compute at a, reuse at s costs
+D[a, s]^p; a forecast from computes p < a costs the profiled forecast error F_m[p, a, s]^p) by
+component and step phase, and loss_i is the quality turned into an additive error
 (PSNR -> RMSE, SSIM -> 1 - SSIM, MSE -> its root, other metrics -> distance to the best seen). A
 ridge pulls W toward one shared value, so with few evaluations the model degrades to the plain
 profile instead of overfitting, and every weight keeps a floor (a fraction of the shared value): a
@@ -24,8 +25,10 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy.optimize import nnls
 
-from schedules import REUSE, Schedule
+from schedules import COMPUTE, REUSE, SKIP, Schedule
+from schedules.modes import forecast_modes
 
+from .base import Profile
 from .objectives import Objective
 
 Key = tuple[str, str]
@@ -50,23 +53,33 @@ def phase_of(num_steps: int, phases: int) -> np.ndarray:
 
 
 def features(schedule: Schedule, profile: Mapping[Key, np.ndarray], phases: int, power: float = 1.0) -> np.ndarray:
-    """F[c, phase]: profiled drift (to the `power`) of the schedule's reuse slots, summed per
-    component and phase."""
+    """F[c, phase]: profiled error (to the `power`) of the schedule's served slots, summed per
+    component and phase. Every mode is accounted for explicitly; one this model has no error for is
+    an error, not a free cell."""
     keys = list(schedule.components())
     n = schedule.num_steps
     phase = phase_of(n, phases)
+    forecasts = forecast_modes()
+    measured = getattr(profile, "forecast", None) or {}
     out = np.zeros((len(keys), phases))
     for ci, (g, c) in enumerate(keys):
         d = np.asarray(profile[(g, c)], dtype=float)
         rows = schedule.rows(g, c)
         for b in range(len(rows[0])):
-            last = 0
+            computes = []
             for s in range(n):
                 ch = rows[s][b]
-                if ch == REUSE:
-                    out[ci, phase[s]] += d[b, last, s] ** power
-                elif ch != "-":
-                    last = s
+                if ch == COMPUTE:
+                    computes.append(s)
+                elif ch == REUSE:
+                    out[ci, phase[s]] += d[b, computes[-1], s] ** power
+                elif ch in forecasts:
+                    if (g, c, ch) not in measured:
+                        raise ValueError(f"the profile has no forecast errors for mode {ch!r} ({g}.{c})")
+                    err = float(measured[(g, c, ch)][b, computes[-2], computes[-1], s])
+                    out[ci, phase[s]] += (err if np.isfinite(err) else d[b, computes[-1], s]) ** power
+                elif ch != SKIP:
+                    raise ValueError(f"the error model has no term for mode {ch!r} ({g}.{c})")
     return out
 
 
@@ -101,12 +114,16 @@ def fit_weights(schedules: Sequence[Schedule], values: Sequence[float], objectiv
 
 
 def weighted_profile(profile: Mapping[Key, np.ndarray], keys: Sequence[Key], weights: np.ndarray | None,
-                     num_steps: int) -> dict[Key, np.ndarray]:
-    """The profile with drift at reuse step s of component c scaled by W[c, phase(s)]."""
+                     num_steps: int) -> Profile:
+    """The profile with the error of served step s of component c (reuse drift and forecast errors)
+    scaled by W[c, phase(s)]."""
     out = {k: np.asarray(v, dtype=float) for k, v in profile.items()}
-    if weights is None:
-        return out
-    phase = phase_of(num_steps, weights.shape[1])
-    for ci, key in enumerate(keys):
-        out[key] = out[key] * weights[ci][phase][None, None, :]
-    return out
+    fore = {k: np.asarray(v, dtype=float) for k, v in (getattr(profile, "forecast", None) or {}).items()}
+    if weights is not None:
+        phase = phase_of(num_steps, weights.shape[1])
+        for ci, key in enumerate(keys):
+            scale = weights[ci][phase]
+            out[key] = out[key] * scale[None, None, :]
+            for fk in [k for k in fore if k[:2] == key]:
+                fore[fk] = fore[fk] * scale[None, None, None, :]
+    return Profile(out, fore)

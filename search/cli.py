@@ -6,8 +6,9 @@
     cachesearch apply fast.json --prompt "a red circle on a blue background"
     cachesearch dashboard
 
-Every user-facing failure (bad config, unknown study, bad schedule file) is one clear message and a
-non-zero exit code; nothing already stored is lost.
+Every user-facing failure (bad config, unknown study, bad schedule file, a database that cannot be
+used, a model that is not there, an evaluator pool that cannot start) is one clear message and exit
+code 2, and is detected before anything is written; nothing already stored is lost.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Search per-step cache schedules for diffusion transformers: quality vs speed Pareto "
@@ -31,24 +35,33 @@ DB_HELP = "Result database: a SQLAlchemy URL or a SQLite file path (default sqli
 
 
 def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from evaluators.models import ModelLoadError
+    from evaluators.pool import PoolStartError
     from schedules import ScheduleError
     from store import StoreError
 
     from .config import ConfigError
     from .study import StudyError
-    return (ConfigError, StudyError, StoreError, ScheduleError, FileNotFoundError)
+    return (ConfigError, StudyError, StoreError, ScheduleError, ModelLoadError, PoolStartError, FileNotFoundError)
+
+
+@contextmanager
+def _user_input() -> Iterator[None]:
+    """A user error inside becomes one message and exit code 2 (bad input), never a traceback."""
+    try:
+        yield
+    except _user_errors() as exc:
+        _fail(str(exc), 2)
 
 
 def _store(db: Optional[str], create: bool = False):
-    from store import Store
-
-    from .study import normalize_db
-    return Store(normalize_db(db), create=create)
+    from store import Store, database_url
+    return Store(database_url(db), create=create)
 
 
 def _sigterm_as_interrupt() -> None:
@@ -71,18 +84,15 @@ def search(config: Path = typer.Argument(..., help="Study config (YAML); see `ca
     from .config import load_config
     from .reports import front_table
     from .study import run_study
-    try:
+    with _user_input():
         cfg = load_config(config)
-    except _user_errors() as exc:
-        _fail(str(exc), 2)
     _sigterm_as_interrupt()
     try:
-        name, outcome = run_study(cfg, source=str(config), db=db, resume=resume, show_progress=not quiet,
-                                  console=console, log=lambda m: console.print(m, style="dim"))
-    except _user_errors() as exc:
-        _fail(str(exc))
-    except KeyboardInterrupt:     # a second Ctrl-C while the first one was being handled
-        _fail("interrupted again while saving; the last saved state and every stored result are kept", 130)
+        with _user_input():
+            name, outcome = run_study(cfg, source=str(config), db=db, resume=resume, show_progress=not quiet,
+                                      console=console, log=lambda m: console.print(m, style="dim"))
+    except KeyboardInterrupt:     # outside the loop's own handling (e.g. a second Ctrl-C while it saves)
+        _fail("interrupted; every result stored so far is kept (continue with --resume STUDY)", 130)
     objectives = cfg.resolved_objectives()
     console.print(f"[bold]{name}[/]: {outcome.reason}; {outcome.evaluations} evaluations "
                   f"({outcome.evaluated_now} in this run), {outcome.evaluator_seconds:.0f} evaluator-s, "
@@ -90,9 +100,10 @@ def search(config: Path = typer.Argument(..., help="Study config (YAML); see `ca
     with _store(db or cfg.db) as store:
         front = store.front(name, objectives[0].name, objectives[-1].name)
         console.print(front_table(front, objectives[0].name, objectives[-1].name, f"front of {name}", top))
-    if outcome.reason == "interrupted":
+    if outcome.reason.startswith("interrupted"):
         console.print(f"interrupted; everything finished is stored. Continue with:\n"
-                      f"  cachesearch search {config} --resume {name}" + (f" --db {db}" if db else ""))
+                      f"  cachesearch search {config} --resume {name}" + (f" --db {db}" if db else ""),
+                      soft_wrap=True, highlight=False, markup=False)
         raise typer.Exit(130)
 
 
@@ -100,11 +111,8 @@ def search(config: Path = typer.Argument(..., help="Study config (YAML); see `ca
 def studies(db: Optional[str] = typer.Option(None, "--db", help=DB_HELP)) -> None:
     """List the studies in the database with their progress and best figures."""
     from .reports import studies_table
-    try:
-        with _store(db) as store:
-            console.print(studies_table(store.list_studies()))
-    except _user_errors() as exc:
-        _fail(str(exc))
+    with _user_input(), _store(db) as store:
+        console.print(studies_table(store.list_studies(), now=time.time()))
 
 
 @app.command()
@@ -115,14 +123,15 @@ def front(study: str = typer.Argument(..., help="Study name."),
           as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
     """Show the Pareto front of a study, fastest first."""
     from .reports import front_table
-    try:
-        with _store(db) as store:
-            info = store.get_study(study)
-            q, c = quality or info.quality, cost or info.cost
-            records = store.front(study, q, c)
-            hv = store.hypervolume(study, q, c)
-    except _user_errors() as exc:
-        _fail(str(exc))
+    with _user_input(), _store(db) as store:
+        info = store.get_study(study)
+        q, c = quality or info.quality, cost or info.cost
+        records = store.front(study, q, c)
+        hv = store.hypervolume(study, q, c)
+    status = info.display_status(time.time())
+    if status.startswith("stale"):
+        err.print(f"study {study} is {status}: its run stopped without finishing; continue it with "
+                  f"`cachesearch search CONFIG --resume {study}`", highlight=False)
     if as_json:
         print(json.dumps([{"hash": r.schedule_hash, q: r.objective(q), c: r.objective(c),
                            "mac_speedup": r.mac_speedup, "latency_speedup": r.latency_speedup,
@@ -141,12 +150,10 @@ def evaluate(config: Path = typer.Argument(..., help="Study config whose `evalua
     from .config import load_config
     from .reports import metrics_table
     from .study import make_pool
-    try:
+    with _user_input():
         cfg = load_config(config)
         sched = load_schedule(schedule)
-    except _user_errors() as exc:
-        _fail(str(exc), 2)
-    pool = make_pool(cfg)
+        pool = make_pool(cfg)
     try:
         result = next(iter(pool.evaluate([sched])))
     finally:
@@ -168,10 +175,11 @@ def apply(schedule: Path = typer.Argument(..., help="Schedule JSON file."),
           repeats: int = typer.Option(3, min=1, help="Timed runs for the latency speedup.")) -> None:
     """Generate images with a schedule and without it; report the MAC and measured latency speedups."""
     from .apply import apply_and_compare
-    try:
+    empty = [i for i, p in enumerate(prompt) if not p.strip()]
+    if empty:
+        _fail(f"--prompt: prompt {empty[0] + 1} is empty; give the text of each image to generate", 2)
+    with _user_input():
         report = apply_and_compare(schedule, prompt, model, seed, out, repeats)
-    except _user_errors() as exc:
-        _fail(str(exc), 2)
     for line in report:
         console.print(line)
 
@@ -187,16 +195,13 @@ def export(study: str = typer.Argument(..., help="Study name."),
     from store import export_front, export_pick
     if output is None and all_front is None:
         _fail("give -o FILE (one picked schedule) and/or --all-front DIR", 2)
-    try:
-        with _store(db) as store:
-            if output is not None:
-                path = export_pick(store, study, pick, output, fmt=fmt)
-                console.print(f"wrote {path} ({pick})")
-            if all_front is not None:
-                paths = export_front(store, study, all_front, fmt=fmt)
-                console.print(f"wrote {len(paths)} front members to {all_front}")
-    except _user_errors() as exc:
-        _fail(str(exc))
+    with _user_input(), _store(db) as store:
+        if output is not None:
+            path = export_pick(store, study, pick, output, fmt=fmt)
+            console.print(f"wrote {path} ({pick})")
+        if all_front is not None:
+            paths = export_front(store, study, all_front, fmt=fmt)
+            console.print(f"wrote {len(paths)} front members to {all_front}")
 
 
 @app.command()
@@ -206,9 +211,8 @@ def dashboard(db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
               open_browser: bool = typer.Option(False, "--open", help="Open a browser tab.")) -> None:
     """Browse studies, fronts, schedules and images in the Streamlit dashboard."""
     from dashboard.launcher import launch
-
-    from .study import DEFAULT_DB
-    raise typer.Exit(launch(db or DEFAULT_DB, host=host, port=port, open_browser=open_browser))
+    from store import database_url
+    raise typer.Exit(launch(database_url(db), host=host, port=port, open_browser=open_browser))
 
 
 @app.command()
@@ -229,10 +233,8 @@ def describe(model: str = typer.Argument("embedded", help="'embedded', a hub id 
     """Show a model's block groups, components and MACs per component (what schedules control)."""
     from .apply import describe_model
     from .reports import describe_table
-    try:
+    with _user_input():
         spec, table = describe_model(model)
-    except _user_errors() as exc:
-        _fail(str(exc), 2)
     console.print(describe_table(spec, table))
 
 

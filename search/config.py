@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evaluators.config import EvaluationConfig
+from store import STUDY_NAME_RULE, StudyNameError, check_study_name
+from store.records import STALE_AFTER_INTERVALS
 
 from .bayes import BayesSettings
 from .dp_searcher import DPSettings
@@ -62,6 +64,9 @@ class SpaceConfig(_Strict):
     kinds: list[Literal["cache", "timesteps", "architecture"]] = Field(
         default_factory=lambda: ["cache"], min_length=1, description=f"any of {KINDS}")
     min_changes: int = Field(1, ge=1, description="slots that must differ from all-compute (excludes it)")
+    modes: list[str] = Field(default_factory=lambda: ["1", "0"], description=(
+        "cache space: the plan characters a cell may take (schedules.MODE_TABLE: '1' compute, '0' reuse, "
+        "'F' forecast, 'D' damped forecast, '-' skip); default reuse-only, ECAD's language"))
     fine_steps: int | None = Field(None, ge=2, description="timesteps space: size M of the fine grid, the "
                                    "scheduler's own M-step timesteps (or sigmas); M = the study's steps makes "
                                    "the fine trajectory the reference run itself")
@@ -132,7 +137,8 @@ SearcherConfig = Annotated[Union[EcadConfig, DPConfig, BayesConfig, RandomConfig
 
 
 class StudyConfig(_Strict):
-    study: str | None = Field(None, description="study name in the store (default: config file name + time)")
+    study: str | None = Field(None, description=f"study name in the store (default: config file name + time); "
+                                                f"{STUDY_NAME_RULE}")
     db: str | None = Field(None, description="SQLAlchemy URL or SQLite file (default sqlite:///cachesearch.db)")
     evaluation: EvaluationConfig | None = Field(None, description="how schedules are scored (default: the "
                                                                   "embedded model); see evaluators.EvaluationConfig")
@@ -144,6 +150,19 @@ class StudyConfig(_Strict):
     batch_size: int | None = Field(None, ge=1, description="schedules per dispatch (default: pool workers)")
     seed_studies: list[str] = Field(default_factory=list, description="fronts of these studies seed the searcher")
     seed_schedules: list[str] = Field(default_factory=list, description="schedule files seeding the searcher")
+    heartbeat_s: float = Field(30.0, gt=0, description=f"a running study records a heartbeat this often; one silent "
+                                                       f"for {STALE_AFTER_INTERVALS} intervals shows as stale and "
+                                                       "--resume takes it over")
+
+    @field_validator("study")
+    @classmethod
+    def _study_name(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                check_study_name(v)
+            except StudyNameError as exc:
+                raise ValueError(str(exc)) from None
+        return v
 
     @model_validator(mode="before")
     @classmethod
@@ -187,6 +206,10 @@ class ConfigError(ValueError):
 
     def __init__(self, source: str, errors: list[tuple[str, str]]):
         self.source, self.errors = source, errors
+        if len(errors) == 1:   # the usual case: one line
+            loc, msg = errors[0]
+            super().__init__(f"{source}: invalid study config: {loc + ': ' if loc else ''}{msg}")
+            return
         lines = "\n".join(f"  {loc or '(top level)'}: {msg}" for loc, msg in errors)
         super().__init__(f"{source}: invalid study config\n{lines}")
 

@@ -6,6 +6,11 @@ until b" costs the sum over its reuse steps of the profiled distance, C[a, b] = 
 The Bellman recurrence F_k(b) = min_a F_{k-1}(a) + C[a, b] gives the best plan for *every* compute
 budget k at once, in O(k N^2).
 
+With forecasts allowed, a served step s between computes a and b may also extrapolate from the two
+last computes (p, a), so its cost depends on p too: `served_costs` takes the best of reuse and each
+forecast per cell, and `bellman_two_history` runs the recurrence over the last two computes,
+G_k(a, b) = min_p G_{k-1}(p, a) + S[p, a, b], in O(k N^3) — for every budget at once, like the first.
+
 Combining units under a MAC budget is a multiple-choice knapsack: each unit picks one k, costing
 k * macs_u and erring e_u(k). The Lagrangian sweep solves min sum e_u(k_u) + lambda * MACs exactly
 for every lambda by walking the units' lower convex hulls in order of decreasing error saved per MAC
@@ -56,6 +61,69 @@ def bellman_all_budgets(costs: np.ndarray) -> tuple[np.ndarray, list[list[int]]]
             steps.append(j)
         paths.append([0] + sorted(steps))
     return best, paths
+
+
+def served_costs(reuse: np.ndarray, forecasts: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """cell[p + 1, a, s]: the cost of serving step s > a when the last computes were p < a (p = -1:
+    only a) — the least of the reuse distance D[a, s] and each forecast's F_m[p, a, s] (inf where a
+    forecast is undefined) — and choice[p + 1, a, s]: 0 for reuse, m + 1 for forecast m."""
+    d = np.asarray(reuse, dtype=float)
+    n = d.shape[0]
+    options = [np.broadcast_to(d[None, :, :], (n + 1, n, n))]
+    for f in forecasts:
+        f = np.asarray(f, dtype=float)
+        padded = np.full((n + 1, n, n), np.inf)
+        padded[1:] = f                           # p = -1 (one compute so far) cannot forecast
+        options.append(padded)
+    stack = np.stack(options)                     # [m, p+1, a, s]
+    choice = np.argmin(stack, axis=0)
+    return np.take_along_axis(stack, choice[None], axis=0)[0], choice
+
+
+def bellman_two_history(cell: np.ndarray) -> tuple[np.ndarray, list[list[int]]]:
+    """Best cost and compute steps for every budget k = 1..N, from `served_costs`' cell costs.
+
+    State (k, p, a): k computes so far, the last at a, the one before at p (p = -1 for k = 1, whose
+    only compute is step 0). h[k, p+1, a] = min_q h[k-1, q+1, p] + S[q+1, p, a], where S sums the
+    served cells strictly between p and a; the plan ends serving a+1..N-1."""
+    n = cell.shape[1]
+    later = np.arange(n)[None, None, :] > np.arange(n)[None, :, None]              # s > a
+    cs = np.concatenate([np.zeros((n + 1, n, 1)), np.cumsum(np.where(later, cell, 0.0), axis=2)], axis=2)
+    seg = np.where(np.arange(n + 1)[None, None, :] > np.arange(n)[None, :, None], cs, np.inf)  # [q+1, p, b]
+    h = np.full((n + 1, n + 1, n), np.inf)
+    h[1, 0, 0] = 0.0
+    arg = np.zeros((n + 1, n + 1, n), dtype=int)
+    for k in range(2, n + 1):
+        for p in range(n - 1):
+            total = h[k - 1][:, p][:, None] + seg[:, p, :n]     # [q+1, a]
+            best = np.argmin(total, axis=0)
+            h[k, p + 1] = total[best, np.arange(n)]
+            arg[k, p + 1] = best
+    costs = np.full(n, np.inf)
+    paths: list[list[int]] = []
+    for k in range(1, n + 1):
+        end = h[k] + seg[:, :, n]                              # [p+1, a]
+        p1, a = np.unravel_index(int(np.argmin(end)), end.shape)
+        costs[k - 1] = float(end[p1, a])
+        steps, kk, p1, a = [int(a)], k, int(p1), int(a)
+        while kk > 1:
+            steps.append(p1 - 1)
+            p1, a, kk = int(arg[kk, p1, a]), p1 - 1, kk - 1
+        paths.append(sorted(steps))
+    return costs, paths
+
+
+def served_modes(choice: np.ndarray, steps: Sequence[int], n: int) -> dict[int, int]:
+    """For a path's compute steps, the option `served_costs` chose at every served step (0 reuse,
+    m + 1 forecast m)."""
+    out: dict[int, int] = {}
+    computes = sorted(steps)
+    for i, a in enumerate(computes):
+        p = computes[i - 1] if i else -1
+        end = computes[i + 1] if i + 1 < len(computes) else n
+        for s in range(a + 1, end):
+            out[s] = int(choice[p + 1, a, s])
+    return out
 
 
 @dataclass(frozen=True)

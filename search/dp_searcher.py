@@ -19,7 +19,12 @@ the evaluator-seconds budget like evaluations do):
    Granularity `auto` runs all three and shares the candidates by how many front members each
    produced: on the embedded model whole-step reuse (coherent: every component reuses the same
    step's output) beats the sum-of-parts model that finer units assume, while finer units win at
-   small speedups (e.g. cross-attention, which barely drifts);
+   small speedups (e.g. cross-attention, which barely drifts). Where the space allows forecasts,
+   every granularity is also solved by the two-history DP (`+forecast`: each served cell reuses or
+   forecasts, whichever the profile says errs less) and the candidates are shared the same way:
+   the profiled forecast error is a one-step proxy that can misjudge how an overshoot propagates
+   (on the embedded model a late forecast profiled below an early reuse did far more damage), so
+   the reuse plans stay in the running and the measured front decides;
 4. on-policy refinement: the knee (or fastest/median) of the verified front is re-profiled *along its
    own schedule* (drift as the cached trajectory really sees it) and step 3 repeats, for
    `refine_rounds` rounds. Then the searcher is finished; its front can seed `ecad`.
@@ -36,9 +41,13 @@ import numpy as np
 from pydantic import Field
 
 from schedules import EvaluationResult, Schedule, mac_speedup
+from schedules.modes import forecast_modes
 
 from .base import Profile, ProfileRequest, Searcher, SearcherSettings
-from .dp import Unit, bellman_all_budgets, boss_path, knapsack_front, lagrangian_front, segment_costs, spread
+from .dp import (
+    Unit, bellman_all_budgets, bellman_two_history, boss_path, knapsack_front, lagrangian_front, segment_costs,
+    served_costs, served_modes, spread,
+)
 from .calibrate import fit_weights, weighted_profile
 from .heuristics import space_heuristics
 from .objectives import pick_on_front
@@ -189,10 +198,16 @@ class DPSearcher(Searcher):
             return float(table.component_macs[g][c][b]) if table is not None else 1.0
 
         power = self.settings.error_power
+        gran, _, variant = gran.partition("+")
+        forecasts = self._forecast_modes(profile) if variant == "forecast" else []
 
         def dist(slot: tuple[str, str, int]) -> np.ndarray:
             g, c, b = slot
             return np.asarray(profile[(g, c)][b], dtype=float) ** power
+
+        def fdist(slot: tuple[str, str, int], mode: str) -> np.ndarray:
+            g, c, b = slot
+            return np.asarray(profile.forecast[(g, c, mode)][b], dtype=float) ** power
 
         if gran == "block":
             groups = [[s] for s in slots]
@@ -203,10 +218,29 @@ class DPSearcher(Searcher):
             groups = [slots]
         units, paths = [], []
         for members in groups:
-            errors, unit_paths = bellman_all_budgets(segment_costs(sum(dist(s) for s in members)))
+            reuse = sum(dist(s) for s in members)
+            if forecasts:
+                cell, choice = served_costs(reuse, [sum(fdist(s, m) for s in members) for m in forecasts])
+                errors, steps = bellman_two_history(cell)
+                n = reuse.shape[0]
+                options = ("0", *forecasts)
+                unit_paths = [(st, {t: options[o] for t, o in served_modes(choice, st, n).items()}) for st in steps]
+            else:
+                errors, steps = bellman_all_budgets(segment_costs(reuse))
+                unit_paths = [(st, {}) for st in steps]
             units.append(Unit(errors, sum(macs(s) for s in members)))
             paths.append(unit_paths)
         return units, groups, paths
+
+    def _forecast_modes(self, profile: Profile) -> list[str]:
+        """The forecast modes the space allows and the profile measured (none: the plain reuse DP)."""
+        measured = getattr(profile, "forecast", None) or {}
+        allowed = [m for m in self.space.modes if m in forecast_modes()]
+        missing = [m for m in allowed if not any(k[2] == m for k in measured)]
+        if missing:
+            raise ValueError(f"the space allows modes {missing} but the drift profile has no forecast errors "
+                             "for them (an evaluator that predates forecast profiling?)")
+        return allowed
 
     def candidates(self, profile: Profile, gran: str, base: Schedule) -> list[tuple[float, float, Schedule]]:
         """(predicted speedup, predicted error, schedule) of every front choice of one granularity on
@@ -219,12 +253,15 @@ class DPSearcher(Searcher):
         n, limit = base.num_steps, self._reach()
         out: list[tuple[float, float, Schedule]] = []
         for choice in choices:
-            masks = {(g.name, c): [[False] * g.num_blocks for _ in range(n)]
+            masks = {(g.name, c): [["0"] * g.num_blocks for _ in range(n)]
                      for g in self.space.model.block_groups for c in g.components}
             for k, members, unit_paths in zip(choice, groups, paths):
-                for step in unit_paths[k - 1]:
-                    for g, c, b in members:
-                        masks[(g, c)][step][b] = True
+                steps, served = unit_paths[k - 1]
+                for g, c, b in members:
+                    for step in steps:
+                        masks[(g, c)][step][b] = "1"
+                    for step, mode in served.items():
+                        masks[(g, c)][step][b] = mode
             s = Schedule.from_masks(self.space.model, base.sampling, masks)
             speed = self._speedup(s)
             if self.settings.min_speedup <= speed <= limit and self.fresh(s):
@@ -237,7 +274,7 @@ class DPSearcher(Searcher):
         each granularity produced."""
         if len(grans) == 1:
             return {grans[0]: total}
-        wins = {g: (2.0 if g == "step" else 1.0) for g in grans}
+        wins = {g: (2.0 if g.startswith("step") else 1.0) * (0.5 if g.endswith("+forecast") else 1.0) for g in grans}
         if self.verified:
             mask = self.objectives.front_mask(self.verified)
             for keep, doc in zip(mask, self.verified_docs):
@@ -253,6 +290,10 @@ class DPSearcher(Searcher):
         base = base or self.space.baseline()
         weighted = self.calibrated(profile, base)
         grans = ["step", "component", "block"] if self.settings.granularity == "auto" else [self.settings.granularity]
+        if any(m in forecast_modes() for m in self.space.modes):
+            # forecasts are a superset of reuse, but the drift model can misjudge them: solve both and
+            # let front success share the candidates (see `_allocation`)
+            grans += [f"{g}+forecast" for g in grans]
         out: list[Schedule] = []
         for gran, count in self._allocation(grans, total or self.settings.candidates).items():
             scored = [c for c in self.candidates(weighted, gran, base) if self.fresh(c[2], out)]

@@ -1,8 +1,9 @@
-"""ECAD: NSGA-II (DEAP) over the flattened bit genome, in ask/tell form, duplicate-free, resumable.
+"""ECAD: NSGA-II (DEAP) over the flattened genome (one gene per cell: its mode), in ask/tell form, duplicate-free, resumable.
 
 A generation is: the offspring queue is asked out (in any batches), every offspring is told, then
 `tools.selNSGA2` keeps the best `population` of parents + offspring and the next offspring are bred
-(`selTournamentDCD` parents, k-point crossover within each genome segment, bit-flip mutation).
+(`selTournamentDCD` parents, k-point crossover within each genome segment, per-gene mutation to
+another allowed mode: bit flips for a reuse-only space).
 Offspring are bred all at once at the generation boundary and kept in the JSON state, so a study
 resumed after any generation (or in the middle of one) asks exactly what an uninterrupted one would.
 Failed evaluations simply do not survive.
@@ -94,11 +95,13 @@ def segmented_crossover(a: list[int], b: list[int], segments: list[tuple[int, in
 
 
 def _bits(genome: list[int]) -> str:
-    return "".join("1" if b else "0" for b in genome)
+    """Genes as one digit each (values < 10: the mode table is far smaller); reuse-only genomes are
+    the bit strings of earlier states."""
+    return "".join(str(int(v)) for v in genome)
 
 
 def _genome(bits: str) -> list[int]:
-    return [1 if ch == "1" else 0 for ch in bits]
+    return [int(ch) for ch in bits]
 
 
 class EcadSearcher(Searcher):
@@ -244,18 +247,21 @@ class EcadSearcher(Searcher):
         return self.space.repair(a, self.rng), self.space.repair(b, self.rng)
 
     def _mutate(self, genome: list[int], indpb: float) -> list[int]:
+        """Each gene changes with probability `indpb` to another of its values (a bit flip for binary
+        genes, another allowed mode for a cache cell): DEAP's mutFlipBit, made categorical."""
         ind = list(genome)
-        with _deap_rng(self.rng):
-            tools.mutFlipBit(ind, indpb)
+        for i in range(len(ind)):
+            if self.rng.random() < indpb:
+                self.space.mutate_gene(ind, i, self.rng)
         return self.space.repair(ind, self.rng)
 
     def _step_mutate(self, genome: list[int]) -> list[int]:
-        """Set every slot of one random step to compute or to reuse: whole-step (coherent) reuse is
-        much kinder to quality than the same number of scattered reuses, and bit flips alone rarely
-        assemble it."""
+        """Set every slot of one random step to one mode (compute, reuse, a forecast...): whole-step
+        (coherent) reuse is much kinder to quality than the same number of scattered reuses, and
+        single-gene mutations rarely assemble it."""
         slots = self.space.step_slots(self.rng.randrange(1, max(2, self.space.active_steps(genome))))
         if slots:
-            value = self.rng.randrange(2)
+            value = self.rng.randrange(len(self.space.gene_modes))
             genome = list(genome)
             for i in slots:
                 genome[i] = value

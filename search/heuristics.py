@@ -9,6 +9,8 @@ All are static (decided before sampling), so they are plain schedules:
 - ToCa-like static intervals: per component refresh intervals (cross-attention longest) that grow
   with depth.
 - Evenly spaced per-component caching (ECAD's seeds): one component (or all) computed every n steps.
+- TaylorSeer-style: compute every n steps after a warm-up, forecast ('F', damped 'D') in between;
+  and the same with reuse (FORA with a warm-up).
 - cache-dit static step masks: whole steps computed or reused after a warm-up, with the first Fn and
   last Bn blocks always computed (DBCache's structure with a static steps mask).
 - Timestep spacings (timestep space): power-warped K-of-M choices at the study's step count; uniform
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator, Mapping
 
-from schedules import ModelSpec, SamplingSpec, Schedule
+from schedules import DAMPED, FORECAST, REUSE, ModelSpec, SamplingSpec, Schedule
 
 from .base import Searcher, SearcherSettings
 from .space import SearchSpace
@@ -99,7 +101,21 @@ def cache_dit_mask(spec: ModelSpec, sampling: SamplingSpec) -> Iterator[Schedule
             yield build(spec, sampling, rule, "cache-dit-mask", Fn=fn, Bn=bn, warmup=warmup, interval=k)
 
 
-CACHE_GENERATORS = (fora, tgate, delta_dit, toca, even_component, cache_dit_mask)
+def taylorseer_style(spec: ModelSpec, sampling: SamplingSpec) -> Iterator[Schedule]:
+    """TaylorSeer-style: compute everything for `warmup` steps and every n-th step, forecast every
+    component in between (first order 'F', and damped 'D'); the same with reuse for comparison.
+    Spaces that do not allow a mode drop its schedules (`space_heuristics` projects)."""
+    n = sampling.num_inference_steps
+    for mode, label in ((FORECAST, "taylorseer"), (DAMPED, "taylorseer-damped"), (REUSE, "fora-warmup")):
+        for warmup in (2, 4):
+            for k in _intervals(n):
+                if warmup < n:
+                    yield Schedule.periodic(spec, sampling, k, mode=mode, warmup=warmup,
+                                            provenance={"heuristic": label,
+                                                        "heuristic_params": {"interval": k, "warmup": warmup}})
+
+
+CACHE_GENERATORS = (fora, tgate, delta_dit, toca, even_component, cache_dit_mask, taylorseer_style)
 
 
 def warped_indices(m: int, k: int, power: float) -> list[int]:

@@ -26,7 +26,7 @@ import numpy as np
 
 from schedules import EvaluationResult, Schedule
 
-from .base import ProfileRequest, Searcher
+from .base import Profile, ProfileRequest, Searcher
 from .objectives import Objectives
 from .progress import SearchProgress
 
@@ -36,6 +36,22 @@ class Budget:
     evaluations: int | None = None         # finished evaluations in the study (done + failed)
     wall_time_s: float | None = None       # summed over every run of the study
     evaluator_seconds: float | None = None  # worker time: evaluations + profiling runs
+
+
+def budget_eta(budget: Budget, *, evaluations: int, evaluated_now: int, run_seconds: float,
+               wall_time_s: float, evaluator_seconds: float, evaluator_seconds_now: float) -> float | None:
+    """Seconds until the first budget runs out, from this run's pace: evaluations left x seconds per
+    evaluation so far, the wall-time budget left, evaluator-seconds left at this run's ratio of
+    evaluator time to wall time. None while nothing bounds it (no evaluation yet, no wall budget)."""
+    left: list[float] = []
+    if budget.wall_time_s is not None:
+        left.append(budget.wall_time_s - wall_time_s)
+    if evaluated_now > 0 and run_seconds > 0:
+        if budget.evaluations is not None:
+            left.append((budget.evaluations - evaluations) * run_seconds / evaluated_now)
+        if budget.evaluator_seconds is not None and evaluator_seconds_now > 0:
+            left.append((budget.evaluator_seconds - evaluator_seconds) * run_seconds / evaluator_seconds_now)
+    return max(0.0, min(left)) if left else None
 
 
 @dataclass
@@ -52,7 +68,7 @@ class Outcome:
 class SearchLoop:
     def __init__(self, store: Any, study: str, searcher: Searcher, pool: Any, objectives: Objectives,
                  budget: Budget, *, batch_size: int = 1, progress: SearchProgress | None = None,
-                 save_interval_s: float = 1.0):
+                 save_interval_s: float = 1.0, clock: Any = time.monotonic):
         self.store, self.study, self.searcher, self.pool = store, study, searcher, pool
         self.objectives, self.budget = objectives, budget
         self.batch_size = max(1, int(batch_size))
@@ -67,7 +83,9 @@ class SearchLoop:
         self.profiles = 0
         self.elapsed_before = 0.0
         self.evaluated_now = 0
-        self._t0 = time.monotonic()
+        self.clock = clock
+        self._t0 = clock()
+        self._evaluator_seconds_before = 0.0
 
     # ------------------------------------------------------------------ accounting
     @property
@@ -83,7 +101,13 @@ class SearchLoop:
 
     @property
     def wall_time(self) -> float:
-        return self.elapsed_before + time.monotonic() - self._t0
+        return self.elapsed_before + self.clock() - self._t0
+
+    def eta(self) -> float | None:
+        return budget_eta(self.budget, evaluations=self.evaluations, evaluated_now=self.evaluated_now,
+                          run_seconds=self.clock() - self._t0, wall_time_s=self.wall_time,
+                          evaluator_seconds=self.evaluator_seconds,
+                          evaluator_seconds_now=self.evaluator_seconds - self._evaluator_seconds_before)
 
     def _exhausted(self) -> str | None:
         b = self.budget
@@ -105,9 +129,9 @@ class SearchLoop:
         """Save the searcher's state. Saves after a tell may be throttled: every ask is saved at once,
         so a lagging state still lists the told schedules as pending and resume tells them from the
         store (same searcher state, nothing evaluated twice)."""
-        if throttled and time.monotonic() - self._last_save < self.save_interval_s:
+        if throttled and self.clock() - self._last_save < self.save_interval_s:
             return
-        self._last_save = time.monotonic()
+        self._last_save = self.clock()
         state = {"searcher": self.searcher.state(),
                  "loop": {"profile_seconds": self.profile_seconds, "profiles": self.profiles,
                           "wall_time_s": self.wall_time}}
@@ -146,6 +170,7 @@ class SearchLoop:
     # ------------------------------------------------------------------ the loop
     def run(self) -> Outcome:
         redispatch = self._restore()
+        self._evaluator_seconds_before = self.evaluator_seconds
         self.store.set_study_status(self.study, "running")
         self._show("resumed" if redispatch or self.known else "started")
         reason = "stopped"
@@ -209,7 +234,7 @@ class SearchLoop:
 
     def _profile(self, request: ProfileRequest) -> None:
         """Run a measurement the searcher asked for; its worker time counts like an evaluation's."""
-        t0 = time.monotonic()
+        t0 = self.clock()
         seconds = None
         if request.kind == "timesteps":
             fn = getattr(self.pool, "timestep_costs", None)
@@ -220,8 +245,8 @@ class SearchLoop:
         else:
             raw = self.pool.profile(request.schedule)
             seconds = getattr(raw, "seconds", None)      # the worker's own timing (DriftProfile)
-            data = {key: np.asarray(value, dtype=float) for key, value in raw.items()}
-        self.profile_seconds += float(seconds) if seconds is not None else time.monotonic() - t0
+            data = Profile.of(raw)
+        self.profile_seconds += float(seconds) if seconds is not None else self.clock() - t0
         self.profiles += 1
         self.searcher.tell_profile(request, data)
         self._save()
@@ -238,4 +263,4 @@ class SearchLoop:
                 column = [v[i] for v in vals]
                 parts.append(f"{o.name} {(max if o.maximize else min)(column):.3g}")
             best = "best " + ", ".join(parts)
-        self.progress.update(self.evaluations, len(self.front), self.hv, note or best)
+        self.progress.update(self.evaluations, len(self.front), self.hv, note or best, self.eta())

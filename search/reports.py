@@ -35,15 +35,18 @@ def front_table(records: Sequence[Any], quality: str, cost: str, title: str, lim
     return table
 
 
-def studies_table(summaries: Sequence[Any]) -> Table:
+def studies_table(summaries: Sequence[Any], now: float | None = None) -> Table:
+    """One row per study; a `running` study whose heartbeat stopped shows as "stale (last seen ...)"."""
+    now = time.time() if now is None else now
     table = Table(title="studies", title_justify="left")
     for col in ("name", "searcher", "status", "evaluations", "failed", "front", "best quality", "best speedup",
                 "updated"):
-        table.add_column(col, justify="left" if col in ("name", "searcher", "status") else "right")
+        table.add_column(col, justify="left" if col in ("name", "searcher", "status") else "right",
+                         no_wrap=col in ("name", "status"))
     for s in summaries:
-        table.add_row(s.name, s.searcher, s.status, str(s.n_evaluations), str(s.n_failed), str(s.front_size),
-                      _fmt(s.best_quality), _fmt(s.best_speedup), time.strftime("%Y-%m-%d %H:%M",
-                                                                                time.localtime(s.updated_at)))
+        updated = time.strftime("%Y-%m-%d %H:%M", time.localtime(s.updated_at))
+        table.add_row(s.name, s.searcher, s.display_status(now), str(s.n_evaluations), str(s.n_failed),
+                      str(s.front_size), _fmt(s.best_quality), _fmt(s.best_speedup), updated)
     return table
 
 

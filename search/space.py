@@ -2,10 +2,14 @@
 
 A study chooses any combination of three kinds:
 
-- ``cache``: the step x block x component compute/reuse plan (ECAD's space). Genome: the contract's
-  own bit layout (`Schedule.to_bits`) over steps 1..K_max-1, components in canonical order, then
-  blocks; a schedule of K < K_max steps uses each component's first K-1 rows (the rest are hidden
-  genes that come back into play when a descendant samples more steps).
+- ``cache``: the step x block x component plan (ECAD's space), each cell one of the study's allowed
+  `modes` (default compute/reuse; forecasts 'F'/'D' when the study allows them). Genome: one gene
+  per cell over steps 1..K_max-1, components in canonical order, then blocks (the layout of
+  `Schedule.to_bits`); a gene is an index into `gene_modes` — 1 is compute, 0 the first non-compute
+  mode (reuse when allowed), 2.. the others — so a reuse-only genome is exactly ECAD's bit genome.
+  A cell whose mode lacks the earlier computes it needs (a forecast at step 1) decodes as that
+  fallback mode instead. A schedule of K < K_max steps uses each component's first K-1 rows (the
+  rest are hidden genes that come back into play when a descendant samples more steps).
 - ``timesteps``: which K of a fine grid of M timesteps (or sigmas, the grid's `grid_kind`) to sample,
   K between `min_steps` and `max_steps` (AutoDiffusion/BOSS: fewer steps are the cheapest speedup).
   The first (noisiest) grid point is always sampled, so the genome is M-1 bits with K-1 ones. The
@@ -28,7 +32,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from schedules import COMPUTE, REUSE, SKIP, ModelSpec, SamplingSpec, Schedule, genome_length
+from schedules import COMPUTE, MODE_TABLE, REUSE, SKIP, ModelSpec, SamplingSpec, Schedule, genome_length
 from schedules import SIGMAS, TIMESTEPS
 
 KINDS = ("cache", "timesteps", "architecture")
@@ -54,8 +58,14 @@ class SearchSpace:
     grid_kind: str = TIMESTEPS                 # what the grid's values are: "timesteps" or "sigmas"
     min_steps: int | None = None               # timesteps space: fewest steps (default max(2, N // 4))
     max_steps: int | None = None               # timesteps space: most steps (default N)
+    modes: tuple[str, ...] = (COMPUTE, REUSE)   # cache space: the modes a cell may take
 
     def __post_init__(self) -> None:
+        unknown = [m for m in self.modes if m not in MODE_TABLE]
+        if unknown or COMPUTE not in self.modes or len(self.modes) < 2:
+            raise ValueError(f"space modes must include compute '1' and at least one other mode of "
+                             f"{list(MODE_TABLE)}, got {list(self.modes)}")
+        object.__setattr__(self, "modes", tuple(m for m in MODE_TABLE if m in self.modes))
         bad = [k for k in self.kinds if k not in KINDS]
         if bad or not self.kinds:
             raise ValueError(f"space kinds must be a non-empty subset of {KINDS}, got {list(self.kinds)}")
@@ -84,6 +94,23 @@ class SearchSpace:
             raise ValueError("min_changes must be >= 1 (the all-compute plan is the reference)")
 
     # ------------------------------------------------------------------ layout
+    @property
+    def gene_modes(self) -> tuple[str, ...]:
+        """Cache gene value -> mode: 0 the primary non-compute mode (reuse if allowed), 1 compute,
+        then the other allowed modes in table order."""
+        others = [m for m in self.modes if m != COMPUTE]
+        primary = REUSE if REUSE in others else others[0]
+        return (primary, COMPUTE, *[m for m in others if m != primary])
+
+    def gene_values(self, position: int) -> int:
+        """How many values the gene at `position` takes (cache cells: the modes; the rest: 2)."""
+        return len(self.gene_modes) if position < self.cache_length else 2
+
+    def mutate_gene(self, genome: list[int], position: int, rng: random.Random) -> None:
+        """Give one gene a different value, uniformly among the others (a bit flip for binary genes)."""
+        n = self.gene_values(position)
+        genome[position] = (genome[position] + rng.randrange(1, n)) % n
+
     @property
     def num_steps(self) -> int:
         """The study's reference step count N."""
@@ -180,12 +207,13 @@ class SearchSpace:
     def _from_cache_bits(self, bits: list[int], sampling: SamplingSpec, **info) -> Schedule:
         """Rows 1..K-1 of each component's K_max-1 rows (the `Schedule.to_bits` layout at K_max)."""
         k, rows_per = sampling.num_inference_steps, self.max_steps - 1
+        alphabet = self.gene_modes
         masks, i = {}, 0
         for g in self.model.block_groups:
             for c in g.components:
-                rows = [[True] * g.num_blocks]
-                rows += [bits[i + r * g.num_blocks:i + (r + 1) * g.num_blocks] for r in range(k - 1)]
-                masks[(g.name, c)] = rows
+                rows = [[alphabet[v] for v in bits[i + r * g.num_blocks:i + (r + 1) * g.num_blocks]]
+                        for r in range(k - 1)]
+                masks[(g.name, c)] = [COMPUTE * g.num_blocks] + with_history(rows, g.num_blocks, alphabet[0])
                 i += rows_per * g.num_blocks
         return Schedule.from_masks(self.model, sampling, masks, **info)
 
@@ -208,9 +236,10 @@ class SearchSpace:
         self.check(schedule)
         bits: Genome = []
         if "cache" in self.kinds:
+            gene = {m: i for i, m in enumerate(self.gene_modes)}
             for g, c in schedule.components():
                 for row in schedule.rows(g, c)[1:]:
-                    bits.extend(0 if ch == REUSE else 1 for ch in row)
+                    bits.extend(gene.get(ch, 1) for ch in row)    # skipped blocks (architecture) encode as compute
                 bits.extend([1] * (self.max_steps - schedule.num_steps) * self.model.group(g).num_blocks)
         if self.timestep_length:
             chosen = set(self.indices_of(schedule)[1:])
@@ -262,7 +291,7 @@ class SearchSpace:
                 raise ValueError(f"schedule has {schedule.num_steps} steps, the study {self.num_steps}")
             if schedule.sampling.explicit != self.sampling.explicit:
                 raise ValueError("schedule changes timesteps but the space has no 'timesteps' kind")
-        allowed = {COMPUTE} | ({REUSE} if "cache" in self.kinds else set())
+        allowed = set(self.modes) if "cache" in self.kinds else {COMPUTE}
         for g in self.model.block_groups:
             skipped = self._skipped_blocks(schedule, g.name) if self.arch_length else set()
             for c in g.components:
@@ -286,9 +315,8 @@ class SearchSpace:
 
     # ------------------------------------------------------------------ constraints
     def changes(self, schedule: Schedule) -> int:
-        """How many places differ from the baseline: reused/skipped slots plus timesteps moved, added or dropped."""
-        n = sum(row.count(REUSE) + row.count(SKIP)
-                for g, c in schedule.components() for row in schedule.rows(g, c))
+        """How many places differ from the baseline: non-compute slots plus timesteps moved, added or dropped."""
+        n = sum(len(row) - row.count(COMPUTE) for g, c in schedule.components() for row in schedule.rows(g, c))
         if self.timestep_length:
             n += len(set(self.indices_of(schedule)) ^ set(self.default_indices()))
         return n
@@ -323,7 +351,8 @@ class SearchSpace:
         fair coin flips would pile up around a 2x MAC speedup); a step count drawn uniformly, then
         that many grid points."""
         p = rng.random() if density is None else density
-        genome = [1 if rng.random() < p else 0 for _ in range(self.cache_length)]
+        others = [v for v in range(len(self.gene_modes)) if v != 1]
+        genome = [1 if rng.random() < p else rng.choice(others) for _ in range(self.cache_length)]
         if self.timestep_length:
             k = rng.randint(self.min_steps, self.max_steps)
             chosen = set(rng.sample(range(self.timestep_length), k - 1))
@@ -333,3 +362,21 @@ class SearchSpace:
 
     def schedules(self, genomes: Iterable[Sequence[int]]) -> list[Schedule]:
         return [self.decode(g) for g in genomes]
+
+
+def with_history(rows: list[list[str]], num_blocks: int, fallback: str) -> list[str]:
+    """Rows 1.. as strings, a cell whose mode needs more earlier computes than its block has had
+    replaced by `fallback` (or compute, if even that lacks history): every genome decodes to a valid
+    plan."""
+    computed = [1] * num_blocks                          # step 0 computes every block
+    out = []
+    for row in rows:
+        cells = []
+        for b, ch in enumerate(row):
+            for choice in (ch, fallback, COMPUTE):
+                if computed[b] >= MODE_TABLE[choice].computes_before:
+                    break
+            cells.append(choice)
+            computed[b] += MODE_TABLE[choice].calls_module
+        out.append("".join(cells))
+    return out

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from schedules import CostTable, Schedule, ScheduleError, load_schedule
+from store import check_study_name, database_url, safe_filename
 
 from .base import Searcher
 from .bayes import BayesSearcher
@@ -25,30 +26,20 @@ from .dp_searcher import DPSearcher
 from .ecad import EcadSearcher
 from .heuristics import HeuristicsSearcher
 from .loop import Budget, Outcome, SearchLoop
-from .progress import SearchProgress
+from .progress import SearchProgress, StartupProgress
 from .random_search import RandomSearcher
 from .space import SearchSpace, fine_grid
 from .synthetic import SyntheticPool
 
 SEARCHERS: dict[str, type[Searcher]] = {
     cls.name: cls for cls in (EcadSearcher, DPSearcher, BayesSearcher, RandomSearcher, HeuristicsSearcher)}
-DEFAULT_DB = "sqlite:///cachesearch.db"
 
 
 class StudyError(RuntimeError):
     """A study cannot start or resume; the message says why and what to do."""
 
 
-def normalize_db(db: str | None) -> str:
-    """A SQLAlchemy URL as is; a plain path becomes an absolute sqlite URL."""
-    if not db:
-        return DEFAULT_DB
-    if "://" in db:
-        return db
-    return f"sqlite:///{Path(db).expanduser().resolve()}"
-
-
-def make_pool(config: StudyConfig) -> Any:
+def make_pool(config: StudyConfig, progress: Any = None) -> Any:
     if config.synthetic is not None:
         s, sp = config.synthetic, config.space
         grid = None
@@ -56,7 +47,7 @@ def make_pool(config: StudyConfig) -> Any:
             grid = tuple(sp.grid) if sp.grid else fine_grid(sp.fine_steps or 2 * s.num_steps, sp.num_train_timesteps)
         return SyntheticPool(num_blocks=s.num_blocks, num_steps=s.num_steps, seed=s.seed, delay=s.delay, grid=grid)
     from evaluators import make_pool as make_evaluator_pool
-    return make_evaluator_pool(config.evaluation)
+    return make_evaluator_pool(config.evaluation, progress)
 
 
 def pool_cost_table(pool: Any) -> CostTable | None:
@@ -98,7 +89,7 @@ def make_space(config: StudyConfig, pool: Any) -> SearchSpace:
             grid = tuple(sp.grid)
     try:
         return SearchSpace(base.model, base.sampling, tuple(sp.kinds), grid, sp.min_changes, kind,
-                           sp.min_steps, sp.max_steps)
+                           sp.min_steps, sp.max_steps, tuple(sp.modes))
     except ValueError as exc:
         raise StudyError(f"space: {exc}") from None
 
@@ -145,57 +136,106 @@ def make_searcher(config: StudyConfig, space: SearchSpace, cost_table: CostTable
 def study_name(config: StudyConfig, source: str | None) -> str:
     if config.study:
         return config.study
-    stem = Path(source).stem if source else "study"
-    return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stem = safe_filename(Path(source).stem if source else "study", max_length=80).lstrip("_-") or "study"
+    return check_study_name(f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def open_store(db: str) -> Any:
+def open_store(db: str | None) -> Any:
     from store import Store
-    return Store(normalize_db(db))
+    return Store(database_url(db))
+
+
+def check_inputs(config: StudyConfig, store: Any, name: str, resume: str | None) -> bool:
+    """Everything about the inputs that can be checked before the study is written: the study name
+    (new, or the one to resume), the seed studies and seed files. Returns whether the study is new."""
+    from store import StudyNotFound
+    try:
+        if resume:
+            store.get_study(resume)
+        for seed_study in config.seed_studies:
+            store.get_study(seed_study)
+    except StudyNotFound as exc:
+        raise StudyError(str(exc)) from None
+    if not resume and name in {s.name for s in store.list_studies()}:
+        raise StudyError(f"a study named '{name}' already exists in {store!r}: resume it with "
+                         f"--resume {name}, or set another `study:` name")
+    for path in config.seed_schedules:
+        load_schedule(path)
+    return not resume
+
+
+def _create_or_check(store: Any, name: str, config: StudyConfig, resume: bool) -> None:
+    from store import ObjectiveSpec
+    objectives = config.resolved_objectives()
+    store.create_study(
+        name, config.to_document(), model_signature(config), config.searcher.name,
+        {"seed": config.searcher.seed, **config.searcher.settings.model_dump(mode="json")},
+        [ObjectiveSpec(o.name, o.maximize) for o in objectives],
+        {o.name: o.reference for o in objectives}, exist_ok=resume)
+
+
+def _locate_model(config: StudyConfig) -> None:
+    """The model's files, before anything is written (a remote Ray cluster loads its own copy)."""
+    ev = config.evaluation
+    if ev is None or (ev.pool.kind == "ray" and ev.pool.address):
+        return
+    from evaluators.models import locate_model
+    locate_model(ev)
 
 
 def run_study(config: StudyConfig, *, source: str | None = None, db: str | None = None,
               resume: str | None = None, show_progress: bool = True, pool: Any = None,
               console: Any = None, log: Any = print) -> tuple[str, Outcome]:
-    """Run (or resume) a study to its budget; returns (study name, outcome). Ctrl-C returns cleanly."""
-    from store import ObjectiveSpec, StudyNotFound
-    store = open_store(db or config.db or DEFAULT_DB)
+    """Run (or resume) a study to its budget; returns (study name, outcome). Ctrl-C returns cleanly.
+
+    Order matters for what a failure leaves behind: bad inputs (database, model, names, seeds) are
+    refused before anything is written; then the study row is created and its heartbeat started
+    *before* the evaluator's long start-up (references), so a run killed at any moment can be
+    resumed; a start-up that fails with an error removes a study it had just created, empty."""
+    from store import Heartbeat
     name = resume or study_name(config, source)
     objectives = config.resolved_objectives()
-    if resume:
-        try:
-            store.get_study(resume)
-        except StudyNotFound as exc:
-            raise StudyError(str(exc)) from None
-    elif name in {s.name for s in store.list_studies()}:
-        raise StudyError(f"a study named '{name}' already exists in {store!r}: resume it with "
-                         f"--resume {name}, or set another `study:` name")
     own_pool = pool is None
     if own_pool:
-        log(f"loading the evaluator ({'synthetic' if config.synthetic else config.evaluation.model}) ...")
-        pool = make_pool(config)
+        _locate_model(config)
+    store = open_store(db or config.db)
     try:
-        space = make_space(config, pool)
-        store.create_study(
-            name, config.to_document(), model_signature(config), config.searcher.name,
-            {"seed": config.searcher.seed, **config.searcher.settings.model_dump(mode="json")},
-            [ObjectiveSpec(o.name, o.maximize) for o in objectives],
-            {o.name: o.reference for o in objectives}, exist_ok=bool(resume))
-        if not resume and hasattr(pool, "reference_thumbnails"):
-            store.set_reference_thumbnails(name, pool.reference_thumbnails())
-        if not resume and config.seed_studies:
-            log(f"imported {import_seed_results(store, name, config)} front results from {config.seed_studies}")
-        searcher = make_searcher(config, space, pool_cost_table(pool), collect_seeds(config, store))
-        b = config.budget
-        budget = Budget(b.evaluations, b.wall_time_s, b.evaluator_seconds)
-        workers = getattr(pool, "num_workers", 1)
-        batch = config.batch_size or max(1, int(workers() if callable(workers) else workers))
-        progress = SearchProgress(b.evaluations, f"{name} [{config.searcher.name}]", show_progress, console)
-        loop = SearchLoop(store, name, searcher, pool, objectives, budget, batch_size=batch, progress=progress)
-        with progress:
-            outcome = loop.run()
-        return name, outcome
+        fresh = check_inputs(config, store, name, resume)
+        _create_or_check(store, name, config, bool(resume))
+        with Heartbeat(store, name, config.heartbeat_s):
+            startup = StartupProgress(show_progress, console)
+            try:
+                if own_pool:
+                    log(f"loading the evaluator ({'synthetic' if config.synthetic else config.evaluation.model}) ...")
+                    pool = make_pool(config, startup)
+                space = make_space(config, pool)
+                if hasattr(pool, "reference_thumbnails") and not store.reference_thumbnails(name):
+                    store.set_reference_thumbnails(name, pool.reference_thumbnails())
+                if fresh and config.seed_studies:
+                    log(f"imported {import_seed_results(store, name, config)} front results from {config.seed_studies}")
+                searcher = make_searcher(config, space, pool_cost_table(pool), collect_seeds(config, store))
+            except KeyboardInterrupt:
+                store.set_study_status(name, "interrupted")
+                done = store.finished_hashes(name)
+                return name, Outcome("interrupted during start-up", len(done), 0, 0.0, 0.0)
+            except BaseException:
+                if fresh and not store.finished_hashes(name):
+                    store.delete_study(name)
+                else:
+                    store.set_study_status(name, "failed")
+                raise
+            finally:
+                startup.close()
+            b = config.budget
+            budget = Budget(b.evaluations, b.wall_time_s, b.evaluator_seconds)
+            workers = getattr(pool, "num_workers", 1)
+            batch = config.batch_size or max(1, int(workers() if callable(workers) else workers))
+            progress = SearchProgress(b.evaluations, f"{name} [{config.searcher.name}]", show_progress, console)
+            loop = SearchLoop(store, name, searcher, pool, objectives, budget, batch_size=batch, progress=progress)
+            with progress:
+                outcome = loop.run()
+            return name, outcome
     finally:
-        if own_pool:
+        if own_pool and pool is not None:
             pool.close()
         store.close()

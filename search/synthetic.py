@@ -17,12 +17,12 @@ calibration has to discover).
 from __future__ import annotations
 
 import time
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from schedules import (
-    COMPUTE, SKIP, BlockGroup, CostTable, EvaluationResult, ModelSpec, SamplingSpec, Schedule, mac_speedup,
+    COMPUTE, DAMPED, FORECAST, REUSE, SKIP, BlockGroup, CostTable, EvaluationResult, ModelSpec, SamplingSpec, Schedule, mac_speedup,
     schedule_macs,
 )
 
@@ -35,6 +35,10 @@ def synthetic_spec(num_blocks: int = 4, components: Sequence[str] = ("attn1", "a
                      (BlockGroup("transformer_blocks", num_blocks, tuple(components)),), "synthetic")
 
 
+#: error of a served cell relative to reuse (a forecast recovers part of the drift, more when damped)
+SERVED_ERROR = {REUSE: 1.0, FORECAST: 0.6, DAMPED: 0.75}
+
+
 class SyntheticPool:
     """Drop-in for an evaluator pool: `evaluate`, `profile`, `model_spec`, `all_compute_schedule`,
     `cost_table`, `timestep_costs`. Counts every evaluation in `evaluated` (hashes, in order)."""
@@ -44,7 +48,11 @@ class SyntheticPool:
     def __init__(self, num_blocks: int = 4, num_steps: int = 8, seed: int = 0, q0: float = 40.0,
                  scale: float = 4.0, skip_penalty: float = 3.0, delay: float = 0.0,
                  components: Sequence[str] = ("attn1", "attn2", "ff"), fail_hashes: Iterable[str] = (),
-                 grid: Sequence[float] | None = None, sensitivity: dict[str, float] | None = None):
+                 grid: Sequence[float] | None = None, sensitivity: dict[str, float] | None = None,
+                 clock: Callable[[], float] = time.time):
+        """`clock` stamps each evaluation's start and end (what evaluator-second budgets count); tests
+        give a deterministic one."""
+        self.clock = clock
         self.spec = synthetic_spec(num_blocks, components)
         self.sampling = SamplingSpec(num_steps, scheduler="synthetic", cfg="none")
         rng = np.random.default_rng(seed)
@@ -74,19 +82,19 @@ class SyntheticPool:
 
     def evaluate(self, schedules: Sequence[Schedule]) -> Iterator[EvaluationResult]:
         for s in schedules:
-            start = time.time()
+            start = self.clock()
             if self.delay:
                 time.sleep(self.delay)
             self.evaluated.append(s.hash)
             if s.hash in self.fail_hashes:
                 yield EvaluationResult.failed(s, "synthetic failure", worker="synthetic",
-                                              started_at=start, finished_at=time.time())
+                                              started_at=start, finished_at=self.clock())
                 continue
             q = self.quality(s)
             yield EvaluationResult(
                 schedule=s, status="done", metrics={self.metric: q}, per_prompt={self.metric: [q]},
                 macs=schedule_macs(s, self.table), mac_speedup=mac_speedup(s, self.table, self.all_compute_schedule()),
-                worker="synthetic", started_at=start, finished_at=time.time(), prompt_set_hash="synthetic")
+                worker="synthetic", started_at=start, finished_at=self.clock(), prompt_set_hash="synthetic")
 
     def _cumulative(self, steps: int) -> np.ndarray:
         """Cumulative drift at each of `steps` steps: step s sits at position s * N / steps of the N
@@ -94,12 +102,19 @@ class SyntheticPool:
         n = len(self.rates)
         return np.cumsum(self.rates)[[min(n - 1, round(s * n / steps)) for s in range(steps)]]
 
-    def profile(self, schedule: Schedule | None = None) -> dict[tuple[str, str], np.ndarray]:
-        """D[b, a, s] for every unit along the schedule's steps: the same drift whatever trajectory."""
+    def profile(self, schedule: Schedule | None = None) -> Any:
+        """D[b, a, s] for every unit along the schedule's steps: the same drift whatever trajectory;
+        forecasts err by their SERVED_ERROR share of it, whatever the older compute."""
+        from evaluators.profiling import DriftProfile
+
         self.profiles += 1
-        cum = self._cumulative(schedule.num_steps if schedule is not None else len(self.rates))
+        n = schedule.num_steps if schedule is not None else len(self.rates)
+        cum = self._cumulative(n)
         drift = np.abs(cum[None, :] - cum[:, None])          # [a, s] = r_{a+1} + ... + r_s
-        return {key: w[:, None, None] * drift[None, :, :] for key, w in self.weights.items()}
+        drifts = {key: w[:, None, None] * drift[None, :, :] for key, w in self.weights.items()}
+        forecast = {(g, c, mode): np.broadcast_to(factor * d[:, None, :, :], (d.shape[0], n, n, n)).copy()
+                    for (g, c), d in drifts.items() for mode, factor in SERVED_ERROR.items() if mode != REUSE}
+        return DriftProfile(drift=drifts, seconds=0.0, forecast=forecast)
 
     def timestep_grid(self, steps: int) -> tuple[str, tuple[float, ...]]:
         """The grid the analytic quality scores against (made at construction), else a fresh one."""
@@ -130,8 +145,10 @@ class SyntheticPool:
                         last = s
                     elif ch == SKIP:
                         total += self.skip_penalty * w[b]
+                    elif ch in SERVED_ERROR:
+                        total += SERVED_ERROR[ch] * w[b] * (cum[s] - cum[last])
                     else:
-                        total += w[b] * (cum[s] - cum[last])
+                        raise ValueError(f"the synthetic pool has no quality model of mode {ch!r}")
         return total
 
     def timestep_cost(self, schedule: Schedule, grid: Sequence[float]) -> float:

@@ -4,22 +4,26 @@ Pareto fronts, hypervolume history, and schedule export. Other packages use `Sto
 Imports nothing from evaluators/search/dashboard (dependency rule: store -> schedules).
 """
 
-from .api import DEFAULT_URL, Store
+from .api import Store
+from .engine import DEFAULT_URL, database_url
 from .errors import (
-    ExportError, NothingQualifies, ObjectiveError, ScheduleNotFound, SchemaVersionError, StoreError,
-    StudyExists, StudyNotFound,
+    DatabaseUnavailable, ExportError, NothingQualifies, ObjectiveError, ScheduleNotFound, SchemaVersionError, StoreError,
+    StudyBusy, StudyExists, StudyNotFound,
 )
+from .heartbeat import Heartbeat
+from .names import STUDY_NAME_RULE, StudyNameError, check_study_name, safe_filename, safe_path
 from .export import FORMATS, PICK_HELP, choose, export_front, export_pick, parse_pick, write_schedule
 from .records import (
     COST_OBJECTIVES, DONE, EVALUATION_STATUSES, FAILED, QUEUED, RUNNING, STUDY_STATUSES, EvaluationRecord,
-    HVPoint, ObjectiveSpec, StudyInfo, StudySummary,
+    HVPoint, ObjectiveSpec, RunInfo, StudyInfo, StudySummary, format_age,
 )
 
 __all__ = [
-    "DEFAULT_URL", "Store",
+    "DEFAULT_URL", "Store", "database_url", "Heartbeat", "RunInfo", "format_age", "DatabaseUnavailable", "StudyBusy",
     "FORMATS", "PICK_HELP", "choose", "export_front", "export_pick", "parse_pick", "write_schedule",
     "ExportError", "NothingQualifies", "ObjectiveError", "ScheduleNotFound", "SchemaVersionError",
     "StoreError", "StudyExists", "StudyNotFound",
+    "STUDY_NAME_RULE", "StudyNameError", "check_study_name", "safe_filename", "safe_path",
     "COST_OBJECTIVES", "DONE", "EVALUATION_STATUSES", "FAILED", "QUEUED", "RUNNING", "STUDY_STATUSES",
     "EvaluationRecord", "HVPoint", "ObjectiveSpec", "StudyInfo", "StudySummary",
 ]

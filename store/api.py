@@ -17,27 +17,30 @@ from __future__ import annotations
 import math
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
-from sqlalchemy import func, select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from schedules import EvaluationResult, Schedule
 
 from . import codec, pareto
 from .convert import finished_order, record_from_row, record_select, study_info
-from .engine import WRITE_OPTION, ensure_schema, make_engine
-from .errors import ObjectiveError, ScheduleNotFound, StoreError, StudyExists, StudyNotFound
+from .engine import (
+    DEFAULT_URL, WRITE_OPTION, database_url, ensure_schema, explain_connection_error, has_table, make_engine,
+)
+from .errors import ObjectiveError, ScheduleNotFound, StoreError, StudyBusy, StudyExists, StudyNotFound
 from .frontier import OBJECTIVE_COLUMNS, FrontierQueries
-from .models import Evaluation, ScheduleRow, SearcherState, Study, Thumbnail
+from .names import check_study_name
+from .models import Evaluation, ScheduleRow, SearcherState, Study, StudyRun, Thumbnail
 from .records import (
     COST_OBJECTIVES, DONE, EVALUATION_STATUSES, FAILED, QUEUED, RUNNING, STUDY_STATUSES, EvaluationRecord, ObjectiveSpec,
-    StudyInfo, StudySummary,
+    RunInfo, StudyInfo, StudySummary, format_age,
 )
 from .writes import any_evaluation, record_result, set_thumbnails, upsert_schedule
 
-DEFAULT_URL = "sqlite:///cachesearch.db"
 T = TypeVar("T")
 
 class Store(FrontierQueries):
@@ -51,10 +54,17 @@ class Store(FrontierQueries):
     WRITE_RETRIES = 5   # on "database is locked" after the 30 s busy timeout (a stuck writer)
 
     def __init__(self, url: str = DEFAULT_URL, *, create: bool = True, echo: bool = False) -> None:
-        self.url = str(url)
-        self._engine = make_engine(url, create=create, echo=echo)
+        self.url = database_url(url)
+        try:
+            self._engine = make_engine(self.url, create=create, echo=echo)
+        except (OperationalError, DBAPIError) as exc:
+            raise explain_connection_error(exc, self.url, create) from None
         try:
             ensure_schema(self._engine, create=create)
+            self._has_runs = has_table(self._engine, StudyRun.__tablename__)
+        except (OperationalError, DBAPIError) as exc:
+            self._engine.dispose()
+            raise explain_connection_error(exc, self.url, create) from None
         except BaseException:
             self._engine.dispose()
             raise
@@ -117,11 +127,11 @@ class Store(FrontierQueries):
         """Create a study. `objectives` lists the primary objectives (first quality metric and first
         cost are the defaults for fronts); `reference_point` fixes the hypervolume reference per
         objective name (costs default to 1.0, i.e. no speedup) so hypervolumes are comparable across
-        studies of the same model and prompt set. With `exist_ok`, an existing study of that name is
+        studies of the same model and prompt set. A new study's `name` must follow
+        `names.STUDY_NAME_RULE` (it becomes part of exported file names). With `exist_ok`, an existing
+        study of that name is
         returned when its model signature, searcher, objectives and reference point match (resume),
         else `StudyExists` says what differs."""
-        if not name or not name.strip():
-            raise StoreError("a study needs a non-empty name")
         objectives = tuple(o if isinstance(o, ObjectiveSpec) else ObjectiveSpec(str(o)) for o in objectives)
         if not objectives:
             raise ObjectiveError(f"study '{name}' needs at least one objective (e.g. psnr and mac_speedup)")
@@ -151,6 +161,7 @@ class Store(FrontierQueries):
                 if diffs:
                     raise StudyExists(f"study '{name}' exists with different settings; " + "; ".join(diffs))
                 return info
+            check_study_name(name)          # new studies only: a database may hold older names
             now = time.time()
             row = Study(name=name, config=config, model_signature=model_signature, searcher=searcher,
                         searcher_settings=searcher_settings, objectives=[o.to_dict() for o in objectives],
@@ -162,14 +173,22 @@ class Store(FrontierQueries):
         return self._transaction(work)
 
     def get_study(self, name: str) -> StudyInfo:
-        """The study, or `StudyNotFound` naming the studies that do exist."""
+        """The study (with its live run, if any), or `StudyNotFound` naming the studies that do exist."""
         with self._reading() as session:
-            return study_info(self._study_row(session, name))
+            row = self._study_row(session, name)
+            return replace(study_info(row), run=self._runs(session).get(row.id))
+
+    def _runs(self, session: Session) -> dict[int, RunInfo]:
+        if not self._has_runs:
+            return {}
+        return {r.study_id: RunInfo(r.owner, r.started_at, r.heartbeat_at, r.interval_s)
+                for r in session.scalars(select(StudyRun))}
 
     def list_studies(self) -> list[StudySummary]:
         """Every study with counts, front size and best figures on its primary objectives."""
         with self._reading() as session:
             studies = [study_info(r) for r in session.scalars(select(Study).order_by(Study.created_at, Study.id))]
+            runs = self._runs(session)
             counts: dict[tuple[int, str], int] = {
                 (sid, status): n for sid, status, n in session.execute(
                     select(Evaluation.study_id, Evaluation.status, func.count()).group_by(
@@ -194,7 +213,7 @@ class Store(FrontierQueries):
                 n_evaluations=n_done + n_failed, n_done=n_done, n_failed=n_failed,
                 n_pending=counts.get((s.id, QUEUED), 0) + counts.get((s.id, RUNNING), 0),
                 front_size=front_size, best_quality=best_q, best_speedup=best_c,
-                created_at=s.created_at, updated_at=s.updated_at))
+                created_at=s.created_at, updated_at=s.updated_at, run=runs.get(s.id)))
         return out
 
     def set_study_status(self, name: str, status: str) -> None:
@@ -208,6 +227,62 @@ class Store(FrontierQueries):
             row.updated_at = time.time()
 
         self._transaction(work)
+
+    # ------------------------------------------------------------------ runs (heartbeat)
+    def claim_run(self, name: str, owner: str, interval_s: float, *, now: float | None = None) -> RunInfo:
+        """Take the study for this run: mark it running and record `owner`'s first heartbeat. A study
+        held by another owner whose heartbeat is still fresh is `StudyBusy`; a stale one (its run was
+        killed) is taken over."""
+        if not interval_s > 0:
+            raise StoreError(f"heartbeat interval must be > 0 s, got {interval_s!r}")
+        self._require_runs()
+        t = time.time() if now is None else now
+
+        def work(session: Session) -> RunInfo:
+            row = self._study_row(session, name)
+            run = session.get(StudyRun, row.id)
+            if run is not None and run.owner != owner and row.status == "running":
+                held = RunInfo(run.owner, run.started_at, run.heartbeat_at, run.interval_s)
+                if not held.stale(t):
+                    raise StudyBusy(f"study '{name}' is being run by {run.owner} (last heartbeat "
+                                    f"{format_age(t - run.heartbeat_at)} ago); stop that run first, or resume "
+                                    "once it has stopped")
+            if run is None:
+                run = StudyRun(study_id=row.id)
+                session.add(run)
+            run.owner, run.started_at, run.heartbeat_at, run.interval_s = owner, t, t, float(interval_s)
+            row.status, row.updated_at = "running", t
+            return RunInfo(owner, t, t, float(interval_s))
+
+        return self._transaction(work)
+
+    def beat(self, name: str, owner: str, *, now: float | None = None) -> bool:
+        """Record a heartbeat of `owner`'s run; False when the study is no longer held by `owner`
+        (another run took it over after this one was seen as stale)."""
+        self._require_runs()
+        t = time.time() if now is None else now
+
+        def work(session: Session) -> bool:
+            sid = self._study_id(session, name)
+            done = session.execute(update(StudyRun).where(StudyRun.study_id == sid, StudyRun.owner == owner)
+                                   .values(heartbeat_at=t))
+            return bool(done.rowcount)
+
+        return self._transaction(work)
+
+    def release_run(self, name: str, owner: str) -> None:
+        """The run of `owner` ended (its status is set separately); forget its heartbeat."""
+        self._require_runs()
+
+        def work(session: Session) -> None:
+            sid = self._study_id(session, name)
+            session.execute(delete(StudyRun).where(StudyRun.study_id == sid, StudyRun.owner == owner))
+
+        self._transaction(work)
+
+    def _require_runs(self) -> None:
+        if not self._has_runs:
+            raise StoreError(f"{self!r} was opened read-only and predates heartbeats; open it for writing once")
 
     def delete_study(self, name: str) -> None:
         """Delete a study with its evaluations, thumbnails and searcher state (schedules stay: they

@@ -9,8 +9,10 @@ last computed step. So a plan fits when
 - it samples the scheduler's own timesteps: cache-dit configures caching only, never which
   timesteps or sigmas the scheduler samples, so a schedule with explicit ones has no cache-dit form;
 - the model has a single block group (FLUX's dual + single lists and UNets do not map);
-- no component is skipped ('-'), and within a block all components agree at every step (cache-dit
-  reuses whole blocks, not attention or feed-forward alone);
+- every cell computes ('1') or reuses ('0'): a skip, a forecast or any other mode of the table has no
+  place in a static mask (cache-dit's calibrators forecast every non-computed block, never chosen
+  cells), and within a block all components agree at every step (cache-dit reuses whole blocks, not
+  attention or feed-forward alone);
 - every step computes all blocks, or computes exactly the same leading Fn >= 1 and trailing Bn blocks
   and reuses the contiguous range between them.
 The reuse itself differs: cache-dit adds back the middle range's cached residual, cachesearch reuses
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from schedules import COMPUTE, REUSE, SKIP, Schedule
+from schedules import COMPUTE, MODE_TABLE, REUSE, Schedule
 
 from .errors import ExportError
 
@@ -36,10 +38,11 @@ def _block_modes(schedule: Schedule, group: str, components: tuple[str, ...], st
     out = []
     for block in range(num_blocks):
         modes = {c: rows[c][block] for c in components}
-        if SKIP in modes.values():
-            skipped = [c for c, m in modes.items() if m == SKIP]
-            raise ExportError(f"does not fit cache-dit: step {step}, block {block} skips {skipped} ('-'); "
-                              "cache-dit's static mask only computes or reuses blocks")
+        other = {c: m for c, m in modes.items() if m not in (COMPUTE, REUSE)}
+        if other:
+            named = ", ".join(f"{c} '{m}' ({MODE_TABLE[m].name})" for c, m in other.items())
+            raise ExportError(f"does not fit cache-dit: step {step}, block {block}: {named}; cache-dit's static "
+                              "mask only computes or reuses blocks")
         if len(set(modes.values())) > 1:
             comp = [c for c, m in modes.items() if m == COMPUTE]
             reuse = [c for c, m in modes.items() if m == REUSE]

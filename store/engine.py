@@ -15,20 +15,38 @@ Any other URL (PostgreSQL) gets pre-ping pooling and the same JSON codec.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, select
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 
 from . import codec
-from .errors import SchemaVersionError, StoreError
-from .models import SCHEMA_TABLE, SCHEMA_VERSION, TABLES, Base, SchemaInfo
+from .errors import DatabaseUnavailable, SchemaVersionError, StoreError
+from .models import OPTIONAL_TABLES, SCHEMA_TABLE, SCHEMA_VERSION, TABLES, Base, SchemaInfo
 
 BUSY_TIMEOUT_MS = 30_000
 WRITE_OPTION = "cachesearch_write"   # execution option marking a connection that will write
+
+
+DEFAULT_URL = "sqlite:///cachesearch.db"
+POSTGRES_DRIVERS = (("psycopg", "psycopg"), ("psycopg2", "psycopg2"))   # (SQLAlchemy driver, module)
+
+
+def database_url(db: str | os.PathLike[str] | None) -> str:
+    """What users pass as `--db`: a SQLAlchemy URL as is, a plain file path as an absolute
+    `sqlite:///` URL (so a path works from any working directory), nothing as the default."""
+    if db is None or not str(db).strip():
+        return DEFAULT_URL
+    text = str(db).strip()
+    if "://" in text:
+        return text
+    return f"sqlite:///{Path(text).expanduser().resolve()}"
 
 
 def is_sqlite(url: URL) -> bool:
@@ -42,9 +60,76 @@ def _sqlite_file(url: URL) -> Path | None:
     return Path(db)
 
 
+def _parse(url: str | URL) -> URL:
+    """The URL with a driver this install has: `postgresql://` (the README's form) means psycopg 3 to
+    SQLAlchemy 2.1; where only psycopg2 is installed it is used instead. An unknown dialect or a
+    missing driver is a `DatabaseUnavailable` naming the fix."""
+    shown = url if isinstance(url, str) else url.render_as_string(hide_password=True)
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        raise DatabaseUnavailable("url", f"--db {shown!r} is neither a file path nor a database URL "
+                                         "(e.g. sqlite:///results.db, postgresql://user@host/db)") from None
+    if u.get_backend_name() == "postgresql" and u.get_driver_name() in ("psycopg", "psycopg2") \
+            and "+" not in u.drivername:
+        for driver, module in POSTGRES_DRIVERS:
+            if importlib.util.find_spec(module) is not None:
+                return u.set(drivername=f"postgresql+{driver}")
+    try:
+        u.get_dialect().import_dbapi()
+    except NoSuchModuleError:
+        raise DatabaseUnavailable("url", f"the database URL {shown!r} names an unknown dialect "
+                                         f"'{u.drivername}' (use sqlite:///FILE, postgresql://USER@HOST/DB, or "
+                                         "a file path)") from None
+    except ImportError as exc:
+        extra = " (pip install 'cachesearch[postgres]')" if u.get_backend_name() == "postgresql" else ""
+        raise DatabaseUnavailable("driver", f"the database URL {shown!r} needs the Python module "
+                                            f"'{exc.name or exc}', which is not installed{extra}") from None
+    return u
+
+
+def _check_sqlite_file(path: Path, create: bool) -> None:
+    """Refuse, before any connection that could write, what is not (or not yet) a cachesearch store:
+    a directory, a missing file a reader asked for, a file that is not SQLite, or a SQLite database of
+    another program. Only a read-only connection is opened, so nothing is changed, not even the
+    journal mode (switching to WAL rewrites the header)."""
+    if path.is_dir():
+        raise DatabaseUnavailable("not_sqlite", f"{path} is a directory, not a database file")
+    if not path.exists():
+        if not create:
+            raise DatabaseUnavailable("missing", f"no cachesearch database at {path} (run a search first, or "
+                                                 "check the path)")
+        if not path.parent.is_dir():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        return
+    if create and not os.access(path, os.R_OK | os.W_OK):
+        raise DatabaseUnavailable("readonly", f"the database {path} is read-only: a search needs to write to it "
+                                              "(check its permissions, or pass another --db)")
+    if create and not os.access(path.parent, os.W_OK | os.X_OK):
+        raise DatabaseUnavailable("readonly", f"the folder {path.parent} is read-only: SQLite needs to create "
+                                              f"{path.name}-wal next to the database (or pass another --db)")
+    if path.stat().st_size == 0:
+        names: set[str] = set()
+    else:
+        uri = f"{path.resolve().as_uri().replace('file://', 'file:', 1)}?mode=ro"
+        try:
+            con = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+            try:
+                names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            finally:
+                con.close()
+        except sqlite3.DatabaseError as exc:
+            if "not a database" in str(exc) or "malformed" in str(exc):
+                raise DatabaseUnavailable("not_sqlite", f"{path} is not a SQLite database ({exc}); a cachesearch "
+                                                        "store is a SQLite file or a database URL") from None
+            raise DatabaseUnavailable("error", f"cannot read {path}: {exc}") from None
+    check_tables(names, f"the database {path}", create)
+
+
 def make_engine(url: str | URL, *, create: bool = True, echo: bool = False) -> Engine:
-    """An engine for `url`. With `create=False` a missing SQLite file is an error, not a new file."""
-    u = make_url(url)
+    """An engine for `url`. With `create=False` a missing SQLite file is an error, not a new file.
+    A SQLite file that is not a cachesearch store is refused before anything is written to it."""
+    u = _parse(url)
     json_args: dict[str, Any] = {"json_serializer": codec.dumps, "json_deserializer": codec.loads}
     if not is_sqlite(u):
         return create_engine(u, echo=echo, pool_pre_ping=True, **json_args)
@@ -54,10 +139,7 @@ def make_engine(url: str | URL, *, create: bool = True, echo: bool = False) -> E
         engine = create_engine(u, echo=echo, poolclass=StaticPool,
                                connect_args={"check_same_thread": False}, **json_args)
     else:
-        if not path.exists():
-            if not create:
-                raise StoreError(f"no cachesearch database at {path} (run a search first, or check the path)")
-            path.parent.mkdir(parents=True, exist_ok=True)
+        _check_sqlite_file(path, create)
         connect_args: dict[str, Any] = {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
         creator: dict[str, Any] = {}
         if not create:
@@ -85,12 +167,37 @@ def make_engine(url: str | URL, *, create: bool = True, echo: bool = False) -> E
     return engine
 
 
+def check_tables(names: set[str], where: str, create: bool, exclusive: bool = True) -> bool:
+    """Whether the tables `names` are a cachesearch store (True) or a database that may become one
+    (False, only with `create`); anything else raises naming what was found. `exclusive` (SQLite: a
+    file is one program's) refuses a database holding other programs' tables; a PostgreSQL database
+    may hold ours beside others'."""
+    if SCHEMA_TABLE in names:
+        missing = [t for t in TABLES if t not in names and t not in OPTIONAL_TABLES]
+        if missing:
+            raise SchemaVersionError(f"{where} is a damaged cachesearch store: tables {missing} are missing")
+        return True
+    ours = sorted(names & set(TABLES))
+    if ours:
+        raise SchemaVersionError(
+            f"{where} has tables named like cachesearch's ({', '.join(ours)}) but no schema version row: it "
+            "belongs to another program or a pre-release store; nothing was changed; point --db at a new file")
+    if names and exclusive:
+        raise DatabaseUnavailable("foreign", f"{where} belongs to another program (tables "
+                                             f"{', '.join(sorted(names)[:5])}); point --db at a new file")
+    if not create:
+        raise DatabaseUnavailable("not_store", f"{where} holds no cachesearch store (no tables); run a search "
+                                               "to create one")
+    return False
+
+
 def ensure_schema(engine: Engine, *, create: bool = True) -> None:
-    """Create the tables in an empty database, or check the schema version of an existing one."""
+    """Create the tables in an empty database, or check the schema version of an existing one (and
+    add the optional tables a same-version store may lack, when opened for writing)."""
     where = _describe(engine)
     with engine.execution_options(**{WRITE_OPTION: create}).begin() as conn:
         names = set(inspect(conn).get_table_names())
-        if SCHEMA_TABLE in names:
+        if check_tables(names, where, create, exclusive=is_sqlite(engine.url)):
             row = conn.execute(select(SchemaInfo.value).where(SchemaInfo.key == "version")).scalar()
             found = int(row) if row is not None and str(row).isdigit() else row
             if found != SCHEMA_VERSION:
@@ -98,22 +205,40 @@ def ensure_schema(engine: Engine, *, create: bool = True) -> None:
                     f"{where} was written by cachesearch store schema version {found}, this cachesearch "
                     f"reads version {SCHEMA_VERSION}. Open it with the cachesearch release that wrote it "
                     f"(export what you need), or point this one at a new database file.")
-            missing = [t for t in TABLES if t not in names]
-            if missing:
-                raise SchemaVersionError(f"{where} is a damaged cachesearch store: tables {missing} are missing")
+            absent = [Base.metadata.tables[t] for t in OPTIONAL_TABLES if t not in names]
+            if absent and create:
+                Base.metadata.create_all(conn, tables=absent)
             return
-        ours = sorted(names & set(TABLES))
-        if ours:
-            raise SchemaVersionError(
-                f"{where} has cachesearch tables {ours} but no schema version row: it was written by a "
-                "pre-release store or another program; use a new database file")
-        if not create:
-            raise StoreError(f"{where} holds no cachesearch store (no tables); run a search to create one")
         Base.metadata.create_all(conn)
         conn.execute(SchemaInfo.__table__.insert(), [
             {"key": "version", "value": str(SCHEMA_VERSION)},
             {"key": "created_by", "value": "cachesearch.store"},
         ])
+
+
+def has_table(engine: Engine, name: str) -> bool:
+    with engine.connect() as conn:
+        return name in set(inspect(conn).get_table_names())
+
+
+def explain_connection_error(exc: BaseException, url: URL | str, create: bool) -> StoreError:
+    """A driver-level failure while opening the database as one line naming the database and the
+    problem: unreachable server, authentication, read-only file."""
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        shown = str(url)
+    original = getattr(exc, "orig", None) or exc
+    first = (str(original).strip().splitlines() or [type(original).__name__])[0]
+    text = str(original).lower()
+    if "readonly" in text or "read-only" in text:
+        return DatabaseUnavailable("readonly", f"the database {shown} is read-only: "
+                                   + ("a search needs to write to it (check the file's and its folder's "
+                                      "permissions, or pass another --db)" if create else first))
+    if "unable to open database file" in text:
+        return DatabaseUnavailable("error", f"cannot open the database {shown}: {first} (check that the "
+                                            "folder exists and is writable)")
+    return DatabaseUnavailable("unreachable", f"cannot connect to the database {shown}: {first}")
 
 
 def _describe(engine: Engine) -> str:

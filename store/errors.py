@@ -8,6 +8,16 @@ class StoreError(RuntimeError):
     """Base class of every store failure."""
 
 
+class DatabaseUnavailable(StoreError):
+    """The database cannot be used as a cachesearch store; nothing was written to it. `kind` says why
+    (missing, not_store, foreign, not_sqlite, url, driver, unreachable, readonly, error), for the
+    dashboard's page messages."""
+
+    def __init__(self, kind: str, message: str):
+        self.kind = kind
+        super().__init__(message)
+
+
 class StudyNotFound(StoreError, KeyError):
     """No study of that name in the database."""
 
@@ -22,6 +32,10 @@ class StudyNotFound(StoreError, KeyError):
 
 class StudyExists(StoreError):
     """A study of that name exists and differs from what the caller asked to create."""
+
+
+class StudyBusy(StoreError):
+    """Another live process runs this study (its heartbeat is fresh); the message names it."""
 
 
 class ScheduleNotFound(StoreError, KeyError):

@@ -32,6 +32,7 @@ from . import pareto
 from .api import Store
 from .cachedit import cache_dit_yaml
 from .errors import ExportError, NothingQualifies, ObjectiveError
+from .names import safe_path
 from .records import DONE, EvaluationRecord, StudyInfo
 
 FORMATS = ("cachesearch", "cache-dit")
@@ -212,7 +213,8 @@ def export_pick(store: Store, study: str, pick: str, out_path: str | os.PathLike
 def export_front(store: Store, study: str, folder: str | os.PathLike[str], *, quality: str | None = None,
                  cost: str | None = None, fmt: str = "cachesearch") -> list[Path]:
     """Write every front member to `folder` as `<study>_<rank>_<cost>x_<quality>_<hash12>.json|yaml`,
-    ranked by speedup. With `fmt="cache-dit"`, members that do not fit are skipped; if none fits the
+    ranked by speedup (file names through `names.safe_path`: whatever the study is called, every file
+    lands inside `folder`). With `fmt="cache-dit"`, members that do not fit are skipped; if none fits the
     error lists why for each."""
     info = store.get_study(study)
     quality = quality or info.quality
@@ -223,14 +225,13 @@ def export_front(store: Store, study: str, folder: str | os.PathLike[str], *, qu
     folder = Path(folder)
     written: list[Path] = []
     reasons: list[str] = []
-    safe = re.sub(r"[^\w.\-]+", "_", study)
+    ext = ".yaml" if fmt == "cache-dit" else ".json"
     for rank, record in enumerate(reversed(front)):       # fastest first
         schedule = annotated_schedule(store, info, record, f"front #{rank}", quality, cost)
-        ext = "yaml" if fmt == "cache-dit" else "json"
-        name = (f"{safe}_{rank:03d}_{record.objective(cost):.2f}x_{quality}{record.objective(quality):.3g}_"
-                f"{record.schedule_hash[:12]}.{ext}")
+        path = safe_path(folder, study, f"{rank:03d}", f"{record.objective(cost):.2f}x",
+                         f"{quality}{record.objective(quality):.3g}", record.schedule_hash[:12], suffix=ext)
         try:
-            written.append(write_schedule(schedule, folder / name, fmt))
+            written.append(write_schedule(schedule, path, fmt))
         except ExportError as exc:
             if fmt != "cache-dit":
                 raise

@@ -131,4 +131,21 @@ class SearcherState(Base):
     saved_at: Mapped[float] = mapped_column(Float)
 
 
+class StudyRun(Base):
+    """The process running a study now and its heartbeat (Optuna's `heartbeat_interval` pattern): the
+    run beats every `interval_s`; a `running` study whose beat is older than a few intervals was
+    killed, and `--resume` may take it over. One row per study, deleted when the run ends.
+
+    Added after version 1 without a version bump: an additive table that older readers ignore, and
+    that a writer creates in a version-1 database it opens (`engine.ensure_schema`)."""
+
+    __tablename__ = "study_runs"
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))          # host:pid of the running process
+    started_at: Mapped[float] = mapped_column(Float)
+    heartbeat_at: Mapped[float] = mapped_column(Float)
+    interval_s: Mapped[float] = mapped_column(Float)
+
+
 TABLES = [t.name for t in Base.metadata.sorted_tables]
+OPTIONAL_TABLES = ("study_runs",)   # may be absent from a version-1 store (see StudyRun)

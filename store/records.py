@@ -36,6 +36,46 @@ class ObjectiveSpec:
         return cls(str(doc["name"]), bool(doc.get("maximize", True)))
 
 
+#: A running study whose heartbeat is older than this many intervals counts as stale (its run died).
+STALE_AFTER_INTERVALS = 3
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Who runs a study and when it last beat (`models.StudyRun`)."""
+
+    owner: str
+    started_at: float
+    heartbeat_at: float
+    interval_s: float
+
+    def stale(self, now: float) -> bool:
+        return now - self.heartbeat_at > STALE_AFTER_INTERVALS * self.interval_s
+
+
+def run_status(status: str, run: RunInfo | None, now: float) -> str:
+    """The status to show: a `running` study without a live heartbeat is "stale (last seen ... ago)"."""
+    if status != "running":
+        return status
+    if run is None:
+        return "stale (no heartbeat)"
+    if run.stale(now):
+        return f"stale (last seen {format_age(now - run.heartbeat_at)} ago)"
+    return "running"
+
+
+def format_age(seconds: float) -> str:
+    """'12 s', '5 min', '3.2 h', '2.0 days'."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 36 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
 @dataclass(frozen=True)
 class StudyInfo:
     """A study as created: what it searches, how, and the fixed hypervolume reference point."""
@@ -51,6 +91,10 @@ class StudyInfo:
     status: str
     created_at: float
     updated_at: float
+    run: RunInfo | None = None      # the live run's heartbeat (None when no run holds the study)
+
+    def display_status(self, now: float) -> str:
+        return run_status(self.status, self.run, now)
 
     @property
     def quality(self) -> str:
@@ -93,6 +137,10 @@ class StudySummary:
     best_speedup: float | None
     created_at: float
     updated_at: float
+    run: RunInfo | None = None
+
+    def display_status(self, now: float) -> str:
+        return run_status(self.status, self.run, now)
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,19 @@ def test_studies_page(filled: str, monkeypatch: pytest.MonkeyPatch) -> None:
     assert at.toggle(key="live").value is True                      # a study is running: live by default
 
 
+def test_studies_page_shows_a_killed_run_as_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A study whose run was killed (status running, heartbeat long silent) is "stale (last seen ...)",
+    not running, and does not switch live refresh on."""
+    url = fill_store(tmp_path / "stale.db")
+    with Store(url) as s:
+        s.release_run("tiny-ecad", "fixture-run")
+        s.claim_run("tiny-ecad", "killed-host:1", interval_s=30.0, now=time.time() - 3600)
+    at = app(url, "studies", monkeypatch)
+    assert at.dataframe[0].value.loc[0, "status"] == "stale (last seen 60 min ago)"
+    assert "0 running · 1 stale" in texts(at, "caption")
+    assert at.toggle(key="live").value is False
+
+
 def test_frontier_page_overlays_studies_and_selects(filled: str, monkeypatch: pytest.MonkeyPatch) -> None:
     at = app(filled, "frontier", monkeypatch, study="tiny-ecad")
     assert at.header[0].value == "Frontier" and not at.error

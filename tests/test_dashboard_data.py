@@ -96,7 +96,10 @@ def fill_store(path: Path) -> str:
             for start in range(0, len(results), 10):
                 store.record_evaluations(name, results[start:start + 10], step=start // 10)
             store.set_reference_thumbnails(name, [png(900 + i) for i in range(len(PROMPTS))])
-            store.set_study_status(name, status)
+            if status == "running":   # a live run: its heartbeat is fresh for the next 3 hours
+                store.claim_run(name, "fixture-run", interval_s=3600.0)
+            else:
+                store.set_study_status(name, status)
         store.mark_queued("tiny-ecad", [random_plan(pixart, rng, 0.5)], step=9)
     return url
 
@@ -223,7 +226,21 @@ def test_plan_heatmap_matches_plan() -> None:
         z = np.asarray(trace.z)
         assert z.shape == (STEPS, flux.group(g).num_blocks)
         assert (z == np.array([[MODE_CODE[ch] for ch in row] for row in s.rows(g, c)])).all()
-    assert {t.name for t in fig.data if t.type == "scatter"} == {"compute", "reuse", "skip"}
+    assert {t.name for t in fig.data if t.type == "scatter"} == {"compute", "reuse"}, "legend: the modes used"
+    forecast = Schedule.periodic(flux, SamplingSpec(STEPS), 3, mode="F", warmup=2)
+    legend = {t.name for t in plan_heatmap(forecast).data if t.type == "scatter"}
+    assert legend == {"compute", "forecast"}
+
+
+def test_mode_fractions_cover_every_mode_of_the_table() -> None:
+    from dashboard.figures import mode_fractions
+    from schedules import MODE_TABLE
+    pixart, _ = model_specs()
+    s = Schedule.periodic(pixart, SamplingSpec(STEPS), 3, mode="D", warmup=2)
+    table = mode_fractions(s)
+    assert list(table.columns) == [m.label for m in MODE_TABLE.values()]
+    assert np.allclose(table.sum(axis=1), 1.0)
+    assert (table["damped forecast"] > 0).all() and (table["reuse"] == 0).all()
 
 
 def timestep_schedule(spec, steps: int = 5) -> Schedule:

@@ -111,6 +111,8 @@ BAD_DOCUMENTS = [
     ("plan.single_blocks", {}, "plan: unknown block group 'single_blocks'"),
     ("metrics", [1], "metrics: must be an object"),
     ("extra", 1, "unknown field(s) ['extra']"),
+    ("model.block_groups.0.layers", 28, "model.block_groups[0]: unknown field(s) ['layers']"),
+    ("model.subset", "yes", "model.subset: must be true or false"),
 ]
 
 
@@ -129,6 +131,8 @@ def test_malformed_documents_raise_one_clear_error(tmp_path, path, value, messag
     ("{not json", "not valid JSON"),
     ("[1, 2]", "must be a JSON object"),
     ("", "not valid JSON"),
+    ("[" * 200_000, "nested too deeply"),                 # json's RecursionError, as one clean error
+    ('{"format": "cachesearch.sched', r"Unterminated string starting at \(line 1, column 12\)"),
 ])
 def test_not_a_schedule_file(tmp_path, content, message):
     file = tmp_path / "s.json"
@@ -146,6 +150,21 @@ def test_binary_and_missing_files(tmp_path):
         load_schedule(tmp_path / "missing.json")
     with pytest.raises(ScheduleError, match="is a directory"):
         load_schedule(tmp_path)
+
+
+def test_subset_flag_is_hashed_only_when_set():
+    """`model.subset: true` changes what the file means, so it is in the hash; files without it keep
+    the hashes they always had."""
+    plain = example()
+    doc = plain.to_dict()
+    assert "subset" not in doc["model"]
+    doc["model"]["subset"] = True
+    subset = Schedule.from_dict(doc)
+    assert subset.model.subset and subset.hash != plain.hash
+    assert Schedule.from_json(subset.to_json()) == subset
+    jsonschema.validate(subset.to_dict(), json_schema())
+    doc["model"]["subset"] = False
+    assert Schedule.from_dict(doc).hash == plain.hash
 
 
 def sigma_example() -> Schedule:

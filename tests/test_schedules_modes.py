@@ -85,4 +85,18 @@ def test_unknown_modes_are_errors_everywhere():
 def test_the_json_schema_pattern_is_the_table():
     pattern = json_schema()["properties"]["plan"]["additionalProperties"]["additionalProperties"]["items"]["pattern"]
     assert pattern == plan_pattern()
-    assert set(json.loads(json.dumps(list(MODE_TABLE)))) == {"1", "0", "-", "F"}
+    assert set(json.loads(json.dumps(list(MODE_TABLE)))) == {"1", "0", "-", "F", "D"}
+
+
+def test_cache_memory_counts_each_modes_history_at_measured_sizes():
+    from schedules import cache_memory, measure_cost_table
+    model, inputs = tiny_pixart()
+    spec = describe(model)
+    table = measure_cost_table(model, lambda: model(**inputs(0)))
+    one = table.output_bytes["transformer_blocks"]["ff"][0]
+    assert one == 2 * 16 * 16 * 4            # batch 2, 16 tokens, 16 channels, float32
+    reuse = Schedule.from_masks(spec, SamplingSpec(4), {("transformer_blocks", "ff"): ["111", "011", "111", "111"]})
+    assert cache_memory(reuse, table)["bytes"] == one
+    forecast = Schedule.from_masks(spec, SamplingSpec(4), {("transformer_blocks", "ff"): ["111", "111", "F11", "011"]})
+    assert cache_memory(forecast, table)["bytes"] == 2 * one, "a forecast holds two outputs, shared with reuse"
+    assert cache_memory(Schedule.all_compute(spec, SamplingSpec(4)), table)["bytes"] == 0

@@ -149,6 +149,47 @@ def test_mismatched_model_is_refused_and_left_untouched(variant):
     assert all(torch.equal(a, b) for a, b in zip(plain, run_trajectory(model, inputs, 3)))
 
 
+def _flux_without(spec: ModelSpec, *, group: str | None = None, component: str | None = None,
+                  subset: bool = False) -> ModelSpec:
+    groups = tuple(BlockGroup(g.name, g.num_blocks, tuple(c for c in g.components if c != component))
+                   for g in spec.block_groups if g.name != group)
+    return ModelSpec(spec.family, spec.transformer_class, groups, subset=subset)
+
+
+@pytest.mark.parametrize("left_out, message", [
+    ({"group": "single_transformer_blocks"}, "the model also has block group(s) ['single_transformer_blocks']"),
+    ({"component": "ff_context"}, "also have component(s) ['ff_context']"),
+])
+def test_flux_schedule_that_leaves_parts_out_is_refused_unless_it_says_subset(left_out, message):
+    """A FLUX file without `single_transformer_blocks` (or without a component) was made for another
+    model: attached, the missing parts would compute and the file would claim a speedup it does not
+    give. Refused, the model untouched; with `model.subset: true` it attaches, the rest computes, and
+    the cost model counts what it leaves out as computed at every step."""
+    model, inputs = tiny_flux()
+    full = describe(model)
+    partial = _flux_without(full, **left_out)
+    reuse = {(g.name, c): ["1" * g.num_blocks] + ["0" * g.num_blocks] * (STEPS - 1)
+             for g in partial.block_groups for c in g.components}
+    schedule = Schedule.from_masks(partial, SamplingSpec(STEPS), reuse)
+    with pytest.raises(ScheduleMismatchError, match=re.escape(message)) as err:
+        apply_schedule(model, schedule)
+    assert "model.subset: true" in str(err.value)
+    assert has_no_hooks(model)
+
+    marked = Schedule.from_masks(_flux_without(full, **left_out, subset=True), SamplingSpec(STEPS), reuse)
+    calls = count_component_calls(model, full)
+    with apply_schedule(model, marked):
+        run_trajectory(model, inputs, STEPS)
+    for g in full.block_groups:
+        for c in g.components:
+            listed = any(pg.name == g.name and c in pg.components for pg in partial.block_groups)
+            for b in range(g.num_blocks):
+                assert calls[(g.name, c, b)] == (1 if listed else STEPS), (g.name, c, b)
+    table = measure_cost_table(model, lambda: run_trajectory(model, inputs, 1))
+    same_on_the_full_model = Schedule.from_masks(full, SamplingSpec(STEPS), reuse)   # the rest computes
+    assert schedule_macs(marked, table) == schedule_macs(same_on_the_full_model, table)
+
+
 def test_refuses_to_stack_on_another_caching_method():
     model, _ = tiny_flux()
     schedule = Schedule.all_compute(describe(model), SamplingSpec(3))

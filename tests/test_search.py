@@ -69,7 +69,10 @@ def test_heuristics_cover_every_family_and_are_admissible_and_unique():
     space = SearchSpace(pool.spec, pool.sampling)
     items = space_heuristics(space)
     labels = {s.provenance["heuristic"] for s in items}
-    assert labels == {"fora", "tgate", "delta-dit", "toca-static", "even-component", "cache-dit-mask"}
+    assert labels == {"fora", "tgate", "delta-dit", "toca-static", "even-component", "cache-dit-mask", "fora-warmup"}
+    forecasting = SearchSpace(pool.spec, pool.sampling, modes=("1", "0", "F", "D"))
+    more = {s.provenance["heuristic"] for s in space_heuristics(forecasting)} - labels
+    assert more == {"taylorseer", "taylorseer-damped"}, "forecast heuristics only where the space allows them"
     assert len({s.hash for s in items}) == len(items)
     assert all(space.admissible(s) for s in items)
     fora3 = next(s for s in items
@@ -152,14 +155,14 @@ def test_ecad_generations_and_seeding(tmp_path):
     searcher = SEARCHERS["ecad"](space, OBJ, {"population": 12, "generations": 3})
     first = searcher.ask(100)
     heuristic = {s.hash for s in space_heuristics(space)}
-    assert {s.hash for s in first} == heuristic                  # generation 0: every heuristic (31)
+    assert {s.hash for s in first} == heuristic                  # generation 0: every heuristic
     assert searcher.ask(5) == []                                 # waits for the generation's results
     searcher.tell(list(pool.evaluate(first)))
     assert len(searcher.population) == 12                       # survival trims to the population
     while not searcher.finished:
         batch = searcher.ask(7)
         searcher.tell(list(pool.evaluate(batch)))
-    assert searcher.generation == 3 and len(pool.evaluated) == 31 + 36 == len(set(pool.evaluated))
+    assert searcher.generation == 3 and len(pool.evaluated) == len(heuristic) + 36 == len(set(pool.evaluated))
     assert len(searcher.population) == 12
 
 
@@ -189,10 +192,17 @@ def test_failed_evaluations_are_stored_and_searched_past(tmp_path):
 
 
 def test_evaluator_seconds_budget_counts_worker_time(tmp_path):
+    """Each evaluation takes exactly 0.0625 worker-seconds on the pool's (injected) clock, so a 0.25 s
+    budget is exactly 4 evaluations, however busy the machine."""
+    now = [1000.0]
+
+    def clock() -> float:   # every reading is 0.0625 s after the last: start -> finish of one evaluation
+        now[0] += 0.0625
+        return now[0]
     cfg = _config("random", 1000, budget={"evaluations": 1000, "evaluator_seconds": 0.25})
-    pool = SyntheticPool(num_blocks=4, num_steps=8, delay=0.05)
+    pool = SyntheticPool(num_blocks=4, num_steps=8, clock=clock)
     _, out = run_study(cfg, db=str(tmp_path / "t.db"), show_progress=False, pool=pool, log=lambda m: None)
-    assert out.reason == "budget: evaluator seconds" and 4 <= out.evaluations <= 7
+    assert out.reason == "budget: evaluator seconds" and out.evaluations == 4
 
 
 def test_seeding_ecad_from_a_dp_study_front(tmp_path):
@@ -247,6 +257,51 @@ def test_timesteps_space_end_to_end(tmp_path):
     _, out = run_study(cfg, db=str(tmp_path / "ts.db"), show_progress=False, log=lambda m: None)
     assert out.evaluations == 24
     assert all(isinstance(r.schedule, Schedule) and r.schedule.sampling.timesteps for r in out.front)
+
+
+# ------------------------------------------------------------------------------------------ progress
+def test_eta_comes_from_the_budget():
+    from search.loop import Budget, budget_eta
+    kw = dict(evaluations=10, evaluated_now=4, run_seconds=40.0, wall_time_s=100.0, evaluator_seconds=30.0,
+              evaluator_seconds_now=20.0)
+    assert budget_eta(Budget(evaluations=30), **kw) == pytest.approx(200.0)        # 20 left x 10 s
+    assert budget_eta(Budget(evaluations=30, wall_time_s=160.0), **kw) == pytest.approx(60.0)
+    assert budget_eta(Budget(evaluator_seconds=50.0), **kw) == pytest.approx(40.0)  # 20 s left at 2 s/s
+    assert budget_eta(Budget(evaluations=30), **{**kw, "evaluated_now": 0}) is None  # nothing to go on yet
+    assert budget_eta(Budget(wall_time_s=600.0), **{**kw, "evaluated_now": 0}) == pytest.approx(500.0)
+    assert budget_eta(Budget(evaluations=5), **kw) == 0.0
+
+
+def test_progress_prints_plain_throttled_lines_when_not_a_terminal():
+    import io
+
+    from rich.console import Console
+
+    from search.progress import SearchProgress, StartupProgress
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=200)
+    now = [0.0]
+    startup = StartupProgress(True, console, log_every_s=10.0, clock=lambda: now[0])
+    for done in (0, 1, 2, 3):
+        now[0] += 4.0
+        startup("all-compute references (pairs)", done, 3)
+    startup("timing the all-compute pipeline (calls)", 0, 1)
+    startup.close()
+    progress = SearchProgress(6, "s [ecad]", True, console, log_every_s=10.0, clock=lambda: now[0])
+    with progress:
+        for done in range(1, 7):
+            now[0] += 3.0
+            progress.update(done, 2, 1.5, "best psnr 30", eta_s=3.0 * (6 - done))
+    lines = [ln.split(" ", 1)[1] for ln in out.getvalue().splitlines()]
+    assert lines == [
+        "all-compute references (pairs) 0/3",            # first line of a phase (1/3, 2/3: < 10 s later)
+        "all-compute references (pairs) 3/3",            # the end of a phase
+        "timing the all-compute pipeline (calls) 0/1",   # a new phase
+        "s [ecad]: 1/6 evaluations, front 2, HV 1.5, ETA 0:00:15 · best psnr 30",   # then 12 s later:
+        "s [ecad]: 5/6 evaluations, front 2, HV 1.5, ETA 0:00:03 · best psnr 30",
+        "s [ecad]: 6/6 evaluations, front 2, HV 1.5, ETA 0:00:00 · best psnr 30",
+    ]
+    assert "\x1b[" not in out.getvalue()
 
 
 # --------------------------------------------------------------------------- the joint space
@@ -348,3 +403,50 @@ def test_bayes_searches_the_step_count():
         steps |= {s.num_steps for s in batch}
         searcher.tell(list(pool.evaluate(batch)))
     assert len(steps) >= 3 and min(steps) < 8
+
+
+FORECASTING = {"kinds": ["cache"], "modes": ["1", "0", "F", "D"]}
+
+
+@pytest.mark.parametrize("name", sorted(SEARCHERS))
+def test_every_searcher_speaks_the_whole_alphabet(tmp_path, name):
+    """With forecasts allowed, every searcher's asks are valid plans of the space, some use the
+    forecast modes, and none repeats; resume is still exact."""
+    from search.study import make_space
+    own = {"ecad": {"population": 12, "include_heuristics": False}, "dp": {"candidates": 10, "max_heuristics": 4}}
+    cfg = _config(name, 40, space=FORECASTING)
+    if name in own:   # leave room for the searcher's own proposals next to its heuristic seeds
+        cfg = validate_config({**cfg.model_dump(exclude_none=True),
+                               "searcher": {"name": name, "seed": 0, "settings": own[name]}})
+    pool = SyntheticPool(num_blocks=4, num_steps=8)
+    run_study(cfg, db=str(tmp_path / "f.db"), show_progress=False, pool=pool, log=lambda m: None)
+    space = make_space(cfg, pool)
+    schedules = _evaluated(tmp_path / "f.db", cfg.study)
+    assert len(pool.evaluated) == len(set(pool.evaluated))
+    used = set()
+    for s in schedules:
+        space.check(s)
+        if name == "heuristics" or "heuristic" not in s.provenance:   # the searcher's own proposals
+            used |= {ch for g, c in s.components() for row in s.rows(g, c) for ch in row}
+    assert used & {"F", "D"}, f"{name} never proposed a forecast cell of its own"
+    first = InterruptingPool(11, num_blocks=4, num_steps=8)
+    run_study(cfg, db=str(tmp_path / "g.db"), show_progress=False, pool=first, log=lambda m: None)
+    second = SyntheticPool(num_blocks=4, num_steps=8)
+    run_study(cfg, db=str(tmp_path / "g.db"), resume=cfg.study, show_progress=False, pool=second, log=lambda m: None)
+    assert first.evaluated[:10] + second.evaluated == pool.evaluated
+
+
+def test_categorical_genome_round_trip_and_history_repair():
+    pool = SyntheticPool(num_blocks=3, num_steps=6)
+    space = SearchSpace(pool.spec, pool.sampling, modes=("1", "0", "F"))
+    assert space.gene_modes == ("0", "1", "F")
+    rng = random.Random(1)
+    for _ in range(30):
+        s = space.decode(space.random_genome(rng))
+        space.check(s)
+        assert space.decode(space.encode(s)).hash == s.hash
+    forecast_first = [2] * space.cache_length          # every cell 'F': step 1 cannot forecast yet
+    s = space.decode(forecast_first)
+    assert all(row == "000" for g, c in s.components() for row in s.rows(g, c)[1:2]), "falls back to reuse"
+    with pytest.raises(ValueError, match="space modes must include compute"):
+        SearchSpace(pool.spec, pool.sampling, modes=("0", "F"))

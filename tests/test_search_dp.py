@@ -181,3 +181,32 @@ def test_dp_state_round_trips_through_json():
     b = DPSearcher.from_state(space, OBJ, settings, state, cost_table=pool.cost_table())
     assert b.state() == a.state()
     assert [s.hash for s in b.ask(10)] == [s.hash for s in a.ask(10)]
+
+
+def test_two_history_dp_equals_brute_force_and_reduces_to_the_reuse_dp():
+    """With forecasts, a served step's cost depends on the last two computes; the DP over (p, a)
+    finds the optimum for every budget (checked against enumeration), and without forecasts it is
+    the plain segmentation DP."""
+    import itertools
+
+    from search.dp import bellman_two_history, served_costs, served_modes
+
+    rng = np.random.default_rng(0)
+    n = 7
+    for _ in range(3):
+        d, f = rng.random((n, n)), rng.random((n, n, n)) * 1.2
+        cell, choice = served_costs(d, [f])
+        costs, paths = bellman_two_history(cell)
+        for k in range(1, n + 1):
+            def cost(comp):
+                total = 0.0
+                for i, a in enumerate(comp):
+                    p, end = (comp[i - 1] if i else -1), (comp[i + 1] if i + 1 < len(comp) else n)
+                    total += sum(min(d[a, s], f[p, a, s] if p >= 0 else np.inf) for s in range(a + 1, end))
+                return total
+            brute = min(cost([0, *rest]) for rest in itertools.combinations(range(1, n), k - 1))
+            assert costs[k - 1] == pytest.approx(brute) == pytest.approx(cost(paths[k - 1]))
+            modes = served_modes(choice, paths[k - 1], n)
+            assert set(modes) == set(range(n)) - set(paths[k - 1])
+        plain, _ = bellman_all_budgets(segment_costs(d))
+        assert np.allclose(bellman_two_history(served_costs(d, [])[0])[0], plain)

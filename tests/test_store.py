@@ -291,3 +291,79 @@ def test_reader_never_recreates_a_deleted_database(tmp_path):
     with pytest.raises(Exception, match="unable to open database file"):
         reader.list_studies()
     assert not path.exists()
+
+
+# ----------------------------------------------------------------------------------- foreign files
+def test_foreign_sqlite_database_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """Another program's database (even one with a `studies` table) is refused without switching it
+    to WAL or adding tables: its bytes, header included, are unchanged and no -wal file appears."""
+    from store import DatabaseUnavailable
+    for name, ddl in (("with_studies.db", "CREATE TABLE studies (x INTEGER)"), ("other.db", "CREATE TABLE t (x)")):
+        path = tmp_path / name
+        with sqlite3.connect(path) as con:
+            con.execute(ddl)
+            con.execute("INSERT INTO " + ddl.split()[2] + " VALUES (1)")
+        con.close()
+        before = path.read_bytes()
+        for create in (True, False):
+            with pytest.raises((SchemaVersionError, DatabaseUnavailable), match="another program"):
+                Store(url_of(path), create=create)
+        assert path.read_bytes() == before
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(name)) == [name]
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database\n")
+    with pytest.raises(DatabaseUnavailable, match="is not a SQLite database"):
+        Store(url_of(text))
+    assert text.read_text() == "not a database\n"
+
+
+# ----------------------------------------------------------------------------------- heartbeat
+def test_heartbeat_stale_display_and_takeover(tmp_path: Path) -> None:
+    """A run claims its study and beats; while its beat is fresh another run is refused; once the beat
+    is older than 3 intervals (a killed run) the study shows as stale and a new run takes it over; a
+    run that ends releases it. Times are given explicitly (`now=`), so nothing waits on the clock."""
+    from store import Heartbeat, StudyBusy
+    with Store(url_of(tmp_path / "h.db")) as s:
+        s.create_study("r", {}, "sig", "random", {}, OBJECTIVES, {"psnr": 20.0})
+        assert s.get_study("r").display_status(0.0) == "created"
+        s.claim_run("r", "host:1", 10.0, now=1000.0)
+        summary = s.list_studies()[0]
+        assert summary.status == "running" and summary.run.owner == "host:1"
+        assert summary.display_status(1025.0) == "running"
+        assert s.beat("r", "host:1", now=1025.0)
+        assert s.get_study("r").display_status(1050.0) == "running"       # 25 s after the last beat
+        with pytest.raises(StudyBusy, match=r"being run by host:1 \(last heartbeat 25 s ago\)"):
+            s.claim_run("r", "host:2", 10.0, now=1050.0)
+        assert s.get_study("r").display_status(1056.0) == "stale (last seen 31 s ago)"
+        assert s.get_study("r").display_status(1025.0 + 3600) == "stale (last seen 60 min ago)"
+        s.claim_run("r", "host:2", 10.0, now=1056.0)                      # takeover of the stale run
+        assert not s.beat("r", "host:1", now=1057.0)                      # the old owner lost it
+        assert s.get_study("r").run.owner == "host:2"
+        s.release_run("r", "host:2")
+        assert s.get_study("r").run is None
+        assert s.get_study("r").display_status(2000.0) == "stale (no heartbeat)"   # running, nobody beats
+        s.set_study_status("r", "interrupted")
+        assert s.list_studies()[0].display_status(2000.0) == "interrupted"
+
+        clock = iter(range(5000, 6000, 5)).__next__
+        with Heartbeat(s, "r", interval_s=3600.0, owner="host:3", clock=clock) as beat:
+            beat.beat()
+            assert beat.beats == 1 and not beat.lost and s.get_study("r").run.heartbeat_at == 5005
+        assert s.get_study("r").run is None
+        s.delete_study("r")
+
+
+def test_version_1_store_without_run_table_is_upgraded_by_a_writer(tmp_path: Path) -> None:
+    """`study_runs` was added without a version bump: a reader of an older version-1 file works
+    without it; the first writer adds the table and keeps every row."""
+    db = tmp_path / "v1.db"
+    with Store(url_of(db)) as s:
+        fill_points(s)
+    with sqlite3.connect(db) as con:
+        con.execute("DROP TABLE study_runs")
+    con.close()
+    with Store(url_of(db), create=False) as reader:
+        assert reader.list_studies()[0].run is None and len(reader.front("p")) == 5
+    with Store(url_of(db)) as writer:
+        writer.claim_run("p", "host:1", 30.0)
+        assert writer.get_study("p").run.owner == "host:1" and len(writer.front("p")) == 5

@@ -141,7 +141,9 @@ def _pixart_plan(**overrides: tuple[str, ...]) -> Schedule:
     (_pixart_plan(attn2=("1111", "1101", "1001")),
      r"step 1, block 1 computes \['attn2'\] but reuses \['attn1', 'ff'\]"),
     (_pixart_plan(attn1=("1111", "10-1", "1001"), attn2=("1111", "10-1", "1001"), ff=("1111", "10-1", "1001")),
-     r"step 1, block 2 skips"),
+     r"step 1, block 2: attn1 '-' \(skip\)"),
+    (_pixart_plan(attn1=("1111", "1111", "10F1"), attn2=("1111", "1111", "1001"), ff=("1111", "1111", "1001")),
+     r"step 2, block 2: attn1 'F' \(forecast\)"),
     (_pixart_plan(attn1=("1111", "0001", "1001"), attn2=("1111", "0001", "1001"), ff=("1111", "0001", "1001")),
      r"step 1 reuses block 0; cache-dit always computes at least the first block"),
     (_pixart_plan(attn1=("1111", "1010", "1001"), attn2=("1111", "1010", "1001"), ff=("1111", "1010", "1001")),
@@ -162,6 +164,34 @@ def test_cache_dit_refuses_other_layouts() -> None:
     unet = ModelSpec("unet", "UNet2DConditionModel", (BlockGroup("down_blocks", 2, ("block",)),))
     with pytest.raises(ExportError, match="UNet"):
         cache_dit_config(Schedule.all_compute(unet, SamplingSpec(3)))
+
+
+@pytest.mark.parametrize("hostile", ["/somewhere/escaped/pwned", "../../escaped", "..", "a\\b:c*?\n", "x" * 400])
+def test_file_names_from_study_names_never_leave_their_folder(tmp_path: Path, hostile: str) -> None:
+    """New studies cannot have such names; a database written before the rule (or by another
+    program) still can: `export --all-front` and the dashboard's download name stay in their folder."""
+    import sqlite3
+
+    from dashboard import data
+    from store import StudyNameError
+    db = tmp_path / "legacy.db"
+    with Store(url_of(db)) as s:
+        fill_points(s)
+        with pytest.raises(StudyNameError, match=r"letters, digits, '\.', '_', '-' or '\+'"):
+            s.create_study(hostile, {}, "sig", "random", {}, [ObjectiveSpec("psnr")], {"psnr": 0})
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE studies SET name = ? WHERE name = 'p'", (hostile,))
+    folder = tmp_path / "work" / "front"
+    with Store(url_of(db)) as s:
+        written = export_front(s, hostile, folder)
+        info = s.get_study(hostile)
+        _, name = data.export_bytes(s, info, s.front(hostile)[0], "cachesearch")
+    assert len(written) == 5 and all(p.parent == folder for p in written)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in written)
+    assert "/" not in name and "\\" not in name and not name.startswith(".") and len(name) <= 130
+    everything = {p.relative_to(tmp_path) for p in tmp_path.rglob("*")}
+    assert everything <= {Path("legacy.db"), Path("legacy.db-wal"), Path("legacy.db-shm"), Path("work"),
+                          Path("work/front")} | {p.relative_to(tmp_path) for p in written}
 
 
 def test_cache_dit_says_why_it_cannot_express_a_timestep_schedule() -> None:

@@ -1,5 +1,6 @@
 """The same store against a real PostgreSQL server, started in a temporary folder for this module
-(Debian's `postgresql` package; the test skips when its binaries or psycopg2 are missing).
+(Debian's `postgresql` package; the test skips when its binaries or psycopg, the `postgres` extra's
+driver, are missing). The URL is the README's plain `postgresql://` form.
 
 Run as root (CI containers), the server runs as the `postgres` system user, since PostgreSQL refuses
 to run as root. It listens on a Unix socket only.
@@ -23,7 +24,7 @@ import pytest
 from store import ObjectiveSpec, SchemaVersionError, Store, StudyExists
 from test_store import POINTS, fill_points, make_result
 
-pytest.importorskip("psycopg2")
+pytest.importorskip("psycopg")
 
 
 def _pg_bin() -> Path | None:
@@ -65,7 +66,7 @@ def pg_url() -> Iterator[str]:
     run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-t", "60", "-o",
         f"-p {port} -k {root} -c listen_addresses='' -c fsync=off", "start")
     try:
-        yield f"postgresql+psycopg2://cachesearch@/postgres?host={root}&port={port}"
+        yield f"postgresql://cachesearch@/postgres?host={root}&port={port}"
     finally:
         subprocess.run(prefix + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True, timeout=60)
@@ -103,3 +104,27 @@ def test_postgres_round_trip_fronts_and_errors(pg_url: str) -> None:
             conn.exec_driver_sql("UPDATE cachesearch_schema SET value = '2' WHERE key = 'version'")
     with pytest.raises(SchemaVersionError, match="schema version 2"):
         Store(pg_url)
+
+
+def test_cli_reads_the_readme_postgresql_url_and_reports_a_dead_server_in_one_line(pg_url: str) -> None:
+    """`--db postgresql://...` (the README's form, no driver named) works with what the `postgres`
+    extra installs; a server that is not there is one line, exit 2."""
+    from typer.testing import CliRunner
+
+    from search.cli import app
+    assert pg_url.startswith("postgresql://")
+    from sqlalchemy import create_engine, text
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("CREATE DATABASE cli"))
+    admin.dispose()
+    pg_url = pg_url.replace("/postgres?", "/cli?")
+    with Store(pg_url) as s:
+        s.create_study("pg-cli", {}, "sig", "random", {}, [ObjectiveSpec("psnr"), ObjectiveSpec("mac_speedup")],
+                       {"psnr": 20.0})
+    listing = CliRunner().invoke(app, ["studies", "--db", pg_url])
+    assert listing.exit_code == 0 and "pg-cli" in listing.output, listing.output
+    dead = pg_url.rsplit("port=", 1)[0] + f"port={_free_port()}"
+    failed = CliRunner().invoke(app, ["studies", "--db", dead])
+    assert failed.exit_code == 2 and failed.output.startswith("error: cannot connect to the database postgresql://")
+    assert len(failed.output.strip().splitlines()) == 1, failed.output

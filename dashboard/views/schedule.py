@@ -9,7 +9,9 @@ import streamlit as st
 from schedules import Schedule
 
 from .. import data
-from ..figures import diff_heatmap, fractions_figure, per_prompt_figure, plan_diff, plan_heatmap, timesteps_strip
+from ..figures import (
+    diff_heatmap, fractions_figure, mode_fractions, per_prompt_figure, plan_diff, plan_heatmap, timesteps_strip,
+)
 from ..shell import Context
 from .common import need_study, pick_evaluation, record_metrics, row_label
 
@@ -91,7 +93,7 @@ def render(ctx: Context) -> None:
         st.plotly_chart(plan_heatmap(schedule), key="plan_chart", config=_CHART)
     with tabs[1]:
         st.plotly_chart(fractions_figure(schedule), key="fractions_chart", config=_CHART)
-        st.dataframe(pd.DataFrame({"fraction computed": schedule.fractions()}), width="content")
+        st.dataframe(mode_fractions(schedule).style.format("{:.0%}"), width="content")
     with tabs[2]:
         _diff_section(ctx, schedule, record.id)
     with tabs[3]:

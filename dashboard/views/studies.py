@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import streamlit as st
@@ -48,10 +49,14 @@ def render(ctx: Context) -> None:
             "best quality": st.column_config.NumberColumn(format="%.4g"),
             "model": st.column_config.TextColumn(width="medium"),
         })
-    running = [s.name for s in ctx.summaries if s.status == "running"]
+    now = time.time()
+    running = [s.name for s in ctx.summaries if s.display_status(now) == "running"]
+    stale = [s.name for s in ctx.summaries if s.display_status(now).startswith("stale")]
     st.caption(f"{len(ctx.summaries)} studies · {sum(s.n_evaluations for s in ctx.summaries)} finished "
-               f"evaluations · {len(running)} running" + (" · live refresh is on" if st.session_state.get("live")
-                                                         else ""))
+               f"evaluations · {len(running)} running" + (f" · {len(stale)} stale (their run stopped; continue "
+                                                         "with `cachesearch search CONFIG --resume STUDY`)"
+                                                         if stale else "")
+               + (" · live refresh is on" if st.session_state.get("live") else ""))
     rows = list(getattr(getattr(event, "selection", None), "rows", []) or [])
     if rows:
         name = str(frame.iloc[rows[0]]["study"])
