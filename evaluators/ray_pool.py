@@ -4,7 +4,8 @@
 - Placement (evaluators/placement.py): how many actors, the GPU share and custom resources each
   reserves, and the device each computes on, planned from the live nodes before any actor exists;
   a config the cluster cannot hold (a GPU config on a cluster without GPUs) is one `PoolStartError`.
-  Each actor reports the node it runs on (`worker_info()[i]["node_id"]`) and its GPU ids.
+  Each actor reports the node it runs on (`worker_info()[i]["node_id"]`), its GPU ids and the
+  CUDA_VISIBLE_DEVICES Ray set from them.
 - Each actor loads the pipeline once and scores many schedules (`max_restarts=-1`: Ray restarts a
   dead actor, which reloads the model and reads the references from the disk cache).
 - One task in flight per actor, results streamed with `ray.wait` as they finish.
@@ -63,7 +64,8 @@ class EvaluatorActor:
         import ray
         context = ray.get_runtime_context()
         return {**self.evaluator.info(), "niceness": os.nice(0), "node_id": context.get_node_id(),
-                "gpu_ids": [str(g) for g in context.get_accelerator_ids().get("GPU", [])]}
+                "gpu_ids": [str(g) for g in context.get_accelerator_ids().get("GPU", [])],
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
     def evaluate(self, schedule: Schedule) -> EvaluationResult:
         return self.evaluator.evaluate(schedule)

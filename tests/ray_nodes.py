@@ -8,7 +8,7 @@ GPU as far as Ray's scheduler is concerned, which is all placement needs).
         a = cluster.add_node("a", num_cpus=2, resources={"evaluator": 1})
         ray.init(address=cluster.address)                 # a driver: auth_env() gave it the token
         ...
-        a.kill_raylet()                                   # a whole worker node dies, by PID
+        a.kill()                                          # a whole worker node dies (raylet by PID)
 
 Used by the multi-node tests and by bench/cluster_dispatch.py. What one machine needs (and why):
 - Each node is `ray start --block` in its own process group: stopping the cluster ends exactly the
@@ -81,13 +81,21 @@ class Node:
                 return pid
         return None
 
-    def kill_raylet(self) -> int:
-        """SIGKILL the raylet: the node dies as a machine would (its workers exit with it, and
-        `ray start --block` ends the node's other processes). Returns the raylet's PID."""
+    def kill(self) -> int:
+        """The node dies as a machine would: SIGKILL to its raylet (by PID) and, at once, to the
+        worker processes the raylet started (`ray start --block` then ends the node's other
+        processes). With the raylet alone, a worker notices about 2 s later, and one about to finish
+        still delivers its result first. Returns the raylet's PID."""
         pid = self.raylet_pid()
         if pid is None:
             raise RuntimeError(f"node {self.name} has no raylet running")
+        workers = _worker_pids_of(pid)
         os.kill(pid, signal.SIGKILL)
+        for worker in workers:
+            try:
+                os.kill(worker, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         return pid
 
     @property
