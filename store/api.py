@@ -39,9 +39,19 @@ from .records import (
     COST_OBJECTIVES, DONE, EVALUATION_STATUSES, FAILED, QUEUED, RUNNING, STUDY_STATUSES, EvaluationRecord, ObjectiveSpec,
     RunInfo, StudyInfo, StudySummary, format_age,
 )
-from .writes import any_evaluation, record_result, set_thumbnails, upsert_schedule
+from .writes import any_evaluation, record_result, set_thumbnails, upsert_schedule, upsert_schedules
 
 T = TypeVar("T")
+
+_RETRY_SQLSTATES = ("40001", "40P01")   # PostgreSQL: serialization_failure, deadlock_detected
+
+
+def _transient(exc: DBAPIError) -> bool:
+    """A write worth retrying whole: SQLite still locked after its busy timeout, or a PostgreSQL
+    transaction aborted only because of another one."""
+    state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return state in _RETRY_SQLSTATES or (isinstance(exc, OperationalError) and "locked" in str(exc).lower())
+
 
 class Store(FrontierQueries):
     """A cachesearch result database at a SQLAlchemy URL.
@@ -92,13 +102,14 @@ class Store(FrontierQueries):
             yield session
 
     def _transaction(self, work: Callable[[Session], T]) -> T:
-        """Run `work` in one write transaction; retried whole if the database stays locked."""
+        """Run `work` in one write transaction; retried whole if the database stays locked (SQLite) or
+        PostgreSQL aborts it for a deadlock or a serialization failure (several drivers at once)."""
         for attempt in range(self.WRITE_RETRIES):
             try:
                 with self._write() as session, session.begin():
                     return work(session)
-            except OperationalError as exc:
-                if "locked" not in str(exc).lower() or attempt == self.WRITE_RETRIES - 1:
+            except (OperationalError, DBAPIError) as exc:
+                if not _transient(exc) or attempt == self.WRITE_RETRIES - 1:
                     raise
                 time.sleep(0.1 * (attempt + 1))
         raise AssertionError("unreachable")
@@ -303,6 +314,7 @@ class Store(FrontierQueries):
             sid = self._study_id(session, study)
             ids = []
             now = time.time()
+            upsert_schedules(session, schedules)   # in hash order first: see upsert_schedules
             for schedule in schedules:
                 key = upsert_schedule(session, schedule)
                 row = any_evaluation(session, sid, key)
@@ -357,6 +369,7 @@ class Store(FrontierQueries):
         `record_evaluation`."""
         def work(session: Session) -> list[int]:
             sid = self._study_id(session, study)
+            upsert_schedules(session, [r.schedule for r in results])
             ids = [record_result(session, sid, r, step) for r in results]
             self._touch(session, sid)
             return ids
