@@ -139,6 +139,47 @@ def test_cli_reads_the_readme_postgresql_url_and_reports_a_dead_server_in_one_li
 
 
 # ------------------------------------------------------------------------------------------ several drivers
+def _overlapping_writer(url: str, study: str, reverse: bool, report: str) -> None:
+    """Open the (maybe still empty) store, create a study, then queue and record overlapping batches
+    of the same schedules as the other writer, in the opposite order when `reverse`."""
+    try:
+        s = Store(url)
+        s.create_study(study, {}, "sig", "random", {}, [ObjectiveSpec("psnr"), ObjectiveSpec("mac_speedup")],
+                       {"psnr": 20.0})
+        for i in range(60):
+            batch = [make_result(j) for j in range(i, i + 4)]
+            s.mark_queued(study, [r.schedule for r in (batch[::-1] if reverse else batch)], step=i)
+            s.record_evaluations(study, batch[::-1] if reverse else batch, step=i)
+        s.close()
+        Path(report).write_text("ok")
+    except BaseException:
+        import traceback
+        Path(report).write_text(traceback.format_exc())
+    os._exit(0)
+
+
+def test_writers_opening_a_new_database_at_once_with_overlapping_batches(pg_url: str, tmp_path: Path) -> None:
+    """Two processes open a new database at the same moment (both would create the schema) and store
+    overlapping batches of the same schedules in opposite orders: without the schema lock one fails
+    on PostgreSQL's catalog, without ordered upserts one fails on the schedules' key or deadlocks."""
+    import multiprocessing as mp
+    url = new_database(pg_url, "overlap")
+    fork = mp.get_context("fork")
+    reports = [tmp_path / "a.txt", tmp_path / "b.txt"]
+    procs = [fork.Process(target=_overlapping_writer, args=(url, name, name == "b", str(r)))
+             for name, r in zip("ab", reports)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=300)
+    assert [r.read_text() for r in reports] == ["ok", "ok"]
+    with Store(url, create=False) as s:
+        for study in "ab":
+            assert len(s.finished_hashes(study)) == 63
+        with s._engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM schedules").scalar() == 63
+
+
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER_ERRORS = ("Traceback", "error:", "deadlock", "UniqueViolation", "duplicate key", "could not serialize",
                  "locked")
