@@ -68,7 +68,8 @@ class Tally:
     def line(self, name: str, images: int) -> str:
         ev, oh = sum(self.evals), sum(self.overheads)
         return (f"{name:12s} wall per request {statistics.median(self.walls):7.2f} s (median of {len(self.walls)}), "
-                f"{images * len(self.walls) / sum(self.walls):6.2f} images/s; evaluation {statistics.median(self.evals):.3f} "
+                f"{images * len(self.walls) / sum(self.walls):6.2f} images/s; evaluation "
+                f"{statistics.median(self.evals):.3f} "
                 f"s per task; dispatch overhead {1e3 * oh / len(self.overheads):7.2f} ms per task = "
                 f"{100 * oh / ev:.3f}% of evaluation time")
 

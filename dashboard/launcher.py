@@ -15,10 +15,8 @@ import sys
 import threading
 from pathlib import Path
 
+from store import DB_ENV   # the variable the app reads the database URL from (tests set it for `AppTest`)
 from store import database_url as normalize_url   # a file path -> absolute sqlite URL (one home: store)
-
-#: Environment variable the app reads the database URL from (tests set it for `AppTest`).
-DB_ENV = "CACHESEARCH_DB"
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

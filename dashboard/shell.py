@@ -11,11 +11,10 @@ from typing import Callable
 
 import streamlit as st
 
-from store import COST_OBJECTIVES, DEFAULT_URL, StudyInfo, StudySummary
+from store import COST_OBJECTIVES, StudyInfo, StudySummary
 from store import database_url as normalize_url
 
 from . import data, state
-from .launcher import DB_ENV
 from .frames import EvalTable, quality_metrics
 
 log = logging.getLogger("cachesearch.dashboard")
@@ -61,8 +60,7 @@ def database_url(argv: list[str] | None = None) -> str:
             return normalize_url(args[i + 1])
         if arg.startswith("--db="):
             return normalize_url(arg.split("=", 1)[1])
-    import os
-    return normalize_url(os.environ.get(DB_ENV) or DEFAULT_URL)
+    return normalize_url(None)   # $CACHESEARCH_DB, else the default file
 
 
 def show_problem(problem: data.DashboardError, url: str) -> None:

@@ -31,7 +31,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
 console = Console()
 err = Console(stderr=True)
 
-DB_HELP = "Result database: a SQLAlchemy URL or a SQLite file path (default sqlite:///cachesearch.db)."
+DB_HELP = ("Result database: a SQLAlchemy URL or a SQLite file path (default: $CACHESEARCH_DB, else "
+           "sqlite:///cachesearch.db).")
 
 
 def _fail(message: str, code: int = 1) -> None:

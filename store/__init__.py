@@ -5,7 +5,7 @@ Imports nothing from evaluators/search/dashboard (dependency rule: store -> sche
 """
 
 from .api import Store
-from .engine import DEFAULT_URL, database_url
+from .engine import DB_ENV, DEFAULT_URL, database_url
 from .errors import (
     DatabaseUnavailable, ExportError, NothingQualifies, ObjectiveError, ScheduleNotFound, SchemaVersionError, StoreError,
     StudyBusy, StudyExists, StudyNotFound,
@@ -19,7 +19,8 @@ from .records import (
 )
 
 __all__ = [
-    "DEFAULT_URL", "Store", "database_url", "Heartbeat", "RunInfo", "format_age", "DatabaseUnavailable", "StudyBusy",
+    "DB_ENV", "DEFAULT_URL", "Store", "database_url", "Heartbeat", "RunInfo", "format_age", "DatabaseUnavailable",
+    "StudyBusy",
     "FORMATS", "PICK_HELP", "choose", "export_front", "export_pick", "parse_pick", "write_schedule",
     "ExportError", "NothingQualifies", "ObjectiveError", "ScheduleNotFound", "SchemaVersionError",
     "StoreError", "StudyExists", "StudyNotFound",

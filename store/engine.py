@@ -21,7 +21,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, select, text
+from sqlalchemy import Engine, create_engine, event, inspect, select
+from sqlalchemy import text as sql_text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
@@ -36,14 +37,18 @@ WRITE_OPTION = "cachesearch_write"   # execution option marking a connection tha
 
 
 DEFAULT_URL = "sqlite:///cachesearch.db"
+DB_ENV = "CACHESEARCH_DB"   # the database when none is named: one URL a team sets once (dashboard too)
 POSTGRES_DRIVERS = (("psycopg", "psycopg"), ("psycopg2", "psycopg2"))   # (SQLAlchemy driver, module)
 
 
 def database_url(db: str | os.PathLike[str] | None) -> str:
     """What users pass as `--db`: a SQLAlchemy URL as is, a plain file path as an absolute
-    `sqlite:///` URL (so a path works from any working directory), nothing as the default."""
+    `sqlite:///` URL (so a path works from any working directory), nothing as `$CACHESEARCH_DB` or,
+    without it, the default file."""
     if db is None or not str(db).strip():
-        return DEFAULT_URL
+        db = os.environ.get(DB_ENV, "").strip()
+        if not db:
+            return DEFAULT_URL
     text = str(db).strip()
     if "://" in text:
         return text
@@ -202,7 +207,7 @@ def ensure_schema(engine: Engine, *, create: bool = True) -> None:
             # tables twice fails on PostgreSQL's catalog. A transaction-scoped advisory lock makes the
             # others wait and then find the tables (PostgreSQL DDL is transactional); SQLite's
             # BEGIN IMMEDIATE already serialises this.
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            conn.execute(sql_text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
         names = set(inspect(conn).get_table_names())
         if check_tables(names, where, create, exclusive=is_sqlite(engine.url)):
             row = conn.execute(select(SchemaInfo.value).where(SchemaInfo.key == "version")).scalar()

@@ -34,10 +34,10 @@ class RayConnection:
     cluster, which pytest guarantees by finishing a module's fixtures before the next module starts;
     the next `local()` then starts a fresh local cluster.
 
-    Token authentication is the same everywhere: `ray_nodes.auth_env()` puts one token for the session
-    in RAY_AUTH_TOKEN (and RAY_AUTH_MODE=token) when this file is imported, before Ray is, so the local cluster and the multi-node
-    ones (whose nodes get the same environment) accept this process, and nothing is written to
-    ~/.ray."""
+    Token authentication is the same everywhere: `ray_nodes.auth_env()` puts one token for the
+    session in RAY_AUTH_TOKEN (and RAY_AUTH_MODE=token) when this file is imported, before Ray is, so
+    the local cluster and the multi-node ones (whose nodes get the same environment) accept this
+    process, and nothing is written to ~/.ray."""
 
     def __init__(self) -> None:
         self.address: str | None = None   # "local", a cluster address, or None (not connected)

@@ -165,7 +165,8 @@ class LocalCluster:
         if resources:
             args.append(f"--resources={json.dumps(dict(resources))}")
         node = self._start(name, args)
-        node.resources = {"CPU": float(num_cpus), "GPU": float(num_gpus), **{k: float(v) for k, v in (resources or {}).items()}}
+        node.resources = {"CPU": float(num_cpus), "GPU": float(num_gpus),
+                          **{k: float(v) for k, v in (resources or {}).items()}}
         return node
 
     def _start(self, name: str, args: list[str]) -> Node:

@@ -325,3 +325,22 @@ def test_apply_a_timestep_schedule_against_the_study_steps(tmp_path):
     assert "10 steps at explicit timesteps [999, 899, 799" in result.output
     assert "the plain pipeline runs 20 steps" in result.output and "MAC speedup 2.00x" in result.output
     assert len(list((tmp_path / "img").glob("*.png"))) == 2
+
+
+def test_cachesearch_db_names_the_database_when_no_db_is_given(tmp_path, monkeypatch):
+    """A team sets one URL once (`CACHESEARCH_DB`); `--db` and a config's `db:` still win over it."""
+    team = tmp_path / "team.db"
+    monkeypatch.setenv("CACHESEARCH_DB", str(team))
+    cfg = _write(tmp_path / "s.yaml", {"study": "env-db", "synthetic": {}, "searcher": {"name": "random"},
+                                       "budget": {"evaluations": 3}})
+    assert _run("search", str(cfg), "-q").exit_code == 0
+    assert "env-db" in _run("studies").output
+    from store import Store
+    with Store(str(team), create=False) as s:
+        assert [st.name for st in s.list_studies()] == ["env-db"]
+    other = tmp_path / "other.db"
+    assert _run("search", str(_write(tmp_path / "o.yaml", {**yaml.safe_load(cfg.read_text()), "db": str(other)})),
+                "-q").exit_code == 0
+    assert "env-db" in _run("studies", "--db", str(other)).output         # the config's db: won
+    with Store(str(team), create=False) as s:
+        assert len(s.finished_hashes("env-db")) == 3                         # and the team store is as it was

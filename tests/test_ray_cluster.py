@@ -65,7 +65,8 @@ def cache_dir(tmp_path_factory) -> Path:
 def study(tiny_path: Path, cache_dir: Path, **pool):
     """The module's study. `device: cpu` throughout: the nodes declare GPUs that do not exist, and
     `auto` would (rightly) put the model on them; GPU shares are still reserved when asked for."""
-    evaluation = dict(model=str(tiny_path), device="cpu", num_prompts=2, seeds=[0, 1], num_inference_steps=STEPS, batch_size=4,
+    evaluation = dict(model=str(tiny_path), device="cpu", num_prompts=2, seeds=[0, 1], num_inference_steps=STEPS,
+                      batch_size=4,
                       pipeline_kwargs=TINY_PIXART_KWARGS, cache_dir=str(cache_dir), n_thumbnails=1,
                       latency={"warmup": 0, "repeats": 1}, num_threads=1, pool=pool or {"kind": "local"})
     return validate_config({

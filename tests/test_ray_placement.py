@@ -81,7 +81,8 @@ def test_node_descriptions_stay_short():
 
 
 @pytest.mark.parametrize("pool, device, needle", [
-    ({"resources_per_actor": {"GPU": 1}}, "auto", "'GPU' is not a custom resource: use cpus_per_actor / gpus_per_actor"),
+    ({"resources_per_actor": {"GPU": 1}}, "auto",
+     "'GPU' is not a custom resource: use cpus_per_actor / gpus_per_actor"),
     ({"resources_per_actor": {"evaluator": 0}}, "auto", "pool.resources_per_actor.evaluator"),
     ({}, "cuda:1", "device 'cuda:1' names one GPU, but a Ray actor sees only the GPU Ray gives it"),
 ])
