@@ -111,6 +111,7 @@ def test_a_study_on_two_nodes_places_an_actor_on_each_and_matches_the_in_process
     with make_pool(cfg.evaluation) as pool:
         assert pool.num_workers == 2                      # default: one actor per `evaluator` unit
         assert placement(cluster, pool) == ["a", "b"]     # never the head, which offers no `evaluator`
+        assert [i["niceness"] for i in pool.worker_info()] == [0, 0]   # RAY_worker_niceness=0 at ray start
         _, outcome = run_study(cfg, db=str(tmp_path / "ray.db"), pool=pool, show_progress=False, log=lambda m: None)
     assert outcome.evaluations == BUDGET
     there = stored(tmp_path / "ray.db")

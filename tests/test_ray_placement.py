@@ -131,3 +131,29 @@ def test_the_cli_refuses_a_gpu_study_on_a_cluster_without_gpus_in_one_line(ray_c
     assert not [ln for ln in lines if ln.startswith(("Traceback", "  File"))]
     with Store(str(db)) as store:
         assert store.list_studies() == []          # the study it had just created is gone again
+
+
+def test_joining_an_explicit_address_that_fails_says_how_token_authentication_is_set(monkeypatch, tmp_path):
+    """Ray's own failure here is a stream of InvalidAuthToken warnings and then "Failed to connect":
+    the one line says what to set."""
+    import ray
+
+    from evaluators.ray_pool import RayPool
+
+    def failing_init(**kwargs):
+        raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", failing_init)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    config = EvaluationConfig(model="embedded", cache_dir=str(tmp_path),
+                              pool={"kind": "ray", "address": "10.0.0.1:6379", "start_attempts": 1})
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    with pytest.raises(PoolStartError) as err:
+        RayPool(config)
+    message = str(err.value)
+    assert "\n" not in message and "could not start the Ray cluster at '10.0.0.1:6379'" in message
+    assert "set RAY_AUTH_MODE=token here" in message and "RAY_AUTH_TOKEN" in message
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")                     # already set: no such hint
+    with pytest.raises(PoolStartError) as err:
+        RayPool(config)
+    assert "RAY_AUTH_MODE" not in str(err.value) and "check pool.address" in str(err.value)
