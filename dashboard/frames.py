@@ -44,7 +44,10 @@ class EvalTable:
         """Done evaluations with finite values for both objectives (what a front is made of)."""
         q, c = column(quality), column(cost)
         if q not in self.frame or c not in self.frame:
-            return self.frame.iloc[0:0]
+            # no done evaluation has the metric yet (a study that has just started): no points, but
+            # the columns the figures read
+            return self.frame.iloc[0:0].assign(**{col: pd.Series(dtype=float) for col in (q, c)
+                                                   if col not in self.frame})
         done = self.done()
         ok = np.isfinite(done[q].to_numpy(dtype=float)) & np.isfinite(done[c].to_numpy(dtype=float))
         return done[ok]
