@@ -149,11 +149,12 @@ class LocalCluster:
         self.nodes: dict[str, Node] = {}
         self.address = ""
         try:
-            head = self._start("head", ["--head", f"--port={free_port()}", f"--temp-dir={self.root}",
-                                        f"--num-cpus={head_cpus}", "--include-dashboard=false",
-                                        f"--ray-client-server-port={free_port()}"])
-            self.address = (self.root / "ray_current_cluster").read_text().strip()
-            self.head = head
+            address_file = self.root / "ray_current_cluster"   # `ray start` writes it just after "started"
+            self.head = self._start("head", ["--head", f"--port={free_port()}", f"--temp-dir={self.root}",
+                                             f"--num-cpus={head_cpus}", "--include-dashboard=false",
+                                             f"--ray-client-server-port={free_port()}"],
+                                    ready=lambda: address_file.is_file() and address_file.read_text().strip())
+            self.address = address_file.read_text().strip()
         except BaseException:
             self.stop()
             raise
@@ -169,7 +170,7 @@ class LocalCluster:
                           **{k: float(v) for k, v in (resources or {}).items()}}
         return node
 
-    def _start(self, name: str, args: list[str]) -> Node:
+    def _start(self, name: str, args: list[str], ready: Any = lambda: True) -> Node:
         if name in self.nodes:
             raise ValueError(f"node {name!r} exists")
         log = self.root / f"{name}.log"
@@ -180,7 +181,7 @@ class LocalCluster:
         node = Node(name, process, log)
         self.nodes[name] = node
         deadline = time.monotonic() + self.start_timeout_s
-        while STARTED not in log.read_text(errors="replace"):
+        while STARTED not in log.read_text(errors="replace") or not ready():
             if not node.alive or time.monotonic() > deadline:
                 tail = log.read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"ray node {name!r} did not start ({'exited' if not node.alive else 'timed out'}):"
