@@ -63,7 +63,8 @@ class PoolConfig(BaseModel):
     kind: Literal["local", "ray"] = "local"
     address: str | None = Field(default=None, description="Ray cluster address ('auto', 'ray://host:10001'); "
                                                           "None starts a local cluster unless one is initialised")
-    num_actors: int | None = Field(default=None, ge=1, description="default: one per GPU, else one")
+    num_actors: int | None = Field(default=None, ge=1, description="default: as many as the cluster holds when each "
+                                   "reserves a GPU share or a custom resource (one per GPU), else one")
     cpus_per_actor: float = Field(default=1.0, gt=0)
     gpus_per_actor: float | None = Field(default=None, ge=0, description="GPU share per actor: 1 = one actor per GPU, "
                                          "0.5 = two per GPU (default: 1 when the cluster has GPUs, else 0)")

@@ -75,6 +75,25 @@ def test_a_config_the_cluster_cannot_hold_is_one_line(nodes, device, pool, needl
     assert "\n" not in message
 
 
+def test_more_actors_than_the_cluster_holds_is_a_warning_not_a_refusal():
+    """An autoscaler may add nodes, so asking for more is allowed; the start-up display says so."""
+    from evaluators.ray_pool import RayPool
+
+    class Cluster:
+        @staticmethod
+        def nodes():
+            return [{"Alive": True, "Resources": GPU_NODE}, {"Alive": False, "Resources": GPU_NODE}]
+    reports: list[tuple] = []
+    pool = RayPool.__new__(RayPool)   # only the planning step, on a described cluster
+    pool.config = EvaluationConfig(model="embedded", pool={"kind": "ray", "address": "head:6379", "num_actors": 3})
+    pool._ray, pool._report = Cluster(), lambda *args: reports.append(args)
+    plan = pool._plan()
+    assert (plan.num_actors, plan.capacity, plan.device) == (3, 2, "cuda")   # the dead node does not count
+    [(message,)] = reports
+    assert message.startswith("warning: pool.num_actors is 3 but the Ray cluster at head:6379 holds 2 actors "
+                              "reserving {'num_cpus': 1.0, 'num_gpus': 1.0}"), message
+
+
 def test_node_descriptions_stay_short():
     nodes = [dict(CPU_NODE, **{f"node:10.0.0.{i}": 1.0}) for i in range(7)]
     assert describe_nodes(nodes) == "7 live nodes: {CPU 4}, {CPU 4}, {CPU 4}, {CPU 4}, and 3 more"
