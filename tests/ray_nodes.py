@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -141,6 +142,7 @@ class LocalCluster:
 
     def __init__(self, *, head_cpus: int = 0, start_timeout_s: float = 180.0, env: Mapping[str, str] | None = None,
                  root: Path | None = None) -> None:
+        self._own_root = root is None
         self.root = Path(root or tempfile.mkdtemp(prefix="csray", dir="/tmp"))   # short: socket path limit
         self.start_timeout_s = start_timeout_s
         self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_worker_niceness": "0",
@@ -210,7 +212,8 @@ class LocalCluster:
         return next((n.name for n in self.nodes.values() if n.node_id == node_id), None)
 
     def stop(self) -> None:
-        """End every process this cluster started: worker nodes first, then the head."""
+        """End every process this cluster started (worker nodes first, then the head), then remove
+        its folder (sessions, logs) unless it was given one."""
         for node in reversed(list(self.nodes.values())):
             raylet = node.raylet_pid()
             workers = _worker_pids_of(raylet) if raylet else []
@@ -220,6 +223,8 @@ class LocalCluster:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> "LocalCluster":
         return self
