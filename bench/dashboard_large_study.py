@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from schedules import BlockGroup, EvaluationResult, ModelSpec, SamplingSpec, Schedule  # noqa: E402
-from store import DONE, ObjectiveSpec, Store  # noqa: E402
+from store import DONE, Objective, Store  # noqa: E402
 
 STEPS, BLOCKS, COMPONENTS = 20, 28, ("attn1", "attn2", "ff")
 SPEC = ModelSpec("pixart", "PixArtTransformer2DModel",
@@ -75,7 +75,7 @@ def result(schedule: Schedule, rng: random.Random, thumbs: int) -> EvaluationRes
 
 def fill(url: str, n: int) -> None:
     rng = random.Random(0)
-    objectives = [ObjectiveSpec("psnr"), ObjectiveSpec("mac_speedup")]
+    objectives = [Objective("psnr"), Objective("mac_speedup")]
     with Store(url) as store:
         for name, searcher, count in (("large-ecad", "ecad", n), ("large-random", "random", n // 5)):
             t0 = time.perf_counter()

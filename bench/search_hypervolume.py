@@ -35,7 +35,7 @@ from search_plot import add_study_arguments, run_meta, write_results  # noqa: E4
 import numpy as np  # noqa: E402
 
 from search.config import validate_config  # noqa: E402
-from store.pareto import hypervolume_history, nondominated  # noqa: E402
+from schedules.objectives import hypervolume_history, nondominated  # noqa: E402
 from search.study import run_study  # noqa: E402
 
 SETTINGS = {"ecad": {"population": 16}, "dp": {"max_heuristics": 12, "candidates": 12, "refine_rounds": 2},

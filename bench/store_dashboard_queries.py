@@ -27,7 +27,7 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from schedules import BlockGroup, EvaluationResult, ModelSpec, SamplingSpec, Schedule  # noqa: E402
-from store import ObjectiveSpec, Store  # noqa: E402
+from store import Objective, Store  # noqa: E402
 
 SPEC = ModelSpec("pixart", "PixArtTransformer2DModel",
                  (BlockGroup("transformer_blocks", 28, ("attn1", "attn2", "ff")),), model_id="PixArt-alpha/PixArt-XL-2-256x256")
@@ -89,9 +89,9 @@ def main() -> None:
 
         with Store(url) as s:
             s.create_study("big", {"seeds": [0, 1]}, "pixart-alpha-256", "ecad", {"population": GENERATION},
-                           [ObjectiveSpec("psnr"), ObjectiveSpec("mac_speedup")], {"psnr": 20.0})
+                           [Objective("psnr"), Objective("mac_speedup")], {"psnr": 20.0})
             s.create_study("small", {}, "pixart-alpha-256", "random", {},
-                           [ObjectiveSpec("psnr"), ObjectiveSpec("mac_speedup")], {"psnr": 20.0})
+                           [Objective("psnr"), Objective("mac_speedup")], {"psnr": 20.0})
             t0 = time.perf_counter()
             for k in range(0, args.n, GENERATION):
                 s.record_evaluations("big", results[k:k + GENERATION], step=k // GENERATION)

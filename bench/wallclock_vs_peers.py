@@ -20,8 +20,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,9 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from _common import header, report  # noqa: E402
-from evaluators.baselines import apply_baseline  # noqa: E402
-from evaluators.embedded import load_embedded_pipeline, load_judge, prompt_set  # noqa: E402
-from schedules import SamplingSpec, Schedule, apply_schedule, counting_mode, describe  # noqa: E402
+from heldout import Config, HeldOut  # noqa: E402
+from schedules import SamplingSpec, Schedule  # noqa: E402
 from store import Store  # noqa: E402
 from store.export import choose  # noqa: E402
 
@@ -44,17 +41,6 @@ PEERS: list[tuple[str, dict[str, Any]]] = (
     + [("taylorseer", {"cache_interval": n, "lite": True}) for n in (2, 3, 4)]
     + [("taylorseer", {"cache_interval": n}) for n in (2, 3)]
 )
-
-
-@dataclass
-class Config:
-    name: str
-    kind: str                                   # ours | peer
-    attach: Callable[[], Any]                   # returns something with .remove() (and maybe .reset())
-    macs: float = 0.0
-    psnr: float = 0.0
-    adherence: float = 0.0
-    times: dict[int, list[float]] = field(default_factory=lambda: {1: [], 8: []})
 
 
 def run_quick_study(db: Path) -> None:
@@ -75,16 +61,8 @@ def main() -> None:
     if args.db is None:
         args.db = Path(tempfile.mkdtemp()) / "quick.db"
         run_quick_study(args.db)
-    pipe, judge = load_embedded_pipeline(), load_judge()
-    spec = describe(pipe)
-    steps = 20
-    heldout = prompt_set("heldout")[: args.prompts]
-    calibration = prompt_set("calibration")[:4]
-
-    def generate(prompts: list[str]) -> torch.Tensor:
-        gens = [torch.Generator().manual_seed(0) for _ in prompts]
-        return pipe(prompts, num_inference_steps=steps, generator=gens, output_type="pt").images
-
+    bench = HeldOut(args.prompts)
+    spec, steps = bench.spec, bench.steps
     store = Store(f"sqlite:///{args.db}", create=False)
     front = store.front(args.study)
     knee = choose(store, args.study, "knee")
@@ -96,55 +74,15 @@ def main() -> None:
     for r in front:
         if r.schedule_hash not in {s.hash for s in ours.values()}:
             ours[f"front #{r.id}"] = store.schedule(r.schedule_hash)
-
-    configs = [Config(name, "ours", (lambda s=s: apply_schedule(pipe, s))) for name, s in ours.items()]
-    for peer, settings in PEERS:
-        configs.append(Config(f"{peer}({', '.join(f'{k}={v}' for k, v in settings.items())})", "peer",
-                              (lambda p=peer, st=dict(settings): apply_baseline(pipe, p, calibrate=lambda: generate(calibration), **st))))
-
-    # quality + MACs (counted on the quality run itself); one warm-up run first, so the prompt
-    # encodings are cached and no run's count includes the text encoder
-    generate(heldout)
-    generate(calibration)
-    with counting_mode() as counter:
-        reference = generate(heldout)
-    full_macs = counter.get_total_flops()
+    configs = [bench.ours(name, s) for name, s in ours.items()] + [bench.peer(m, st) for m, st in PEERS]
     for c in configs:
-        handle = c.attach()
-        if hasattr(handle, "reset"):
-            handle.reset()
-        if c.name.startswith("mag_cache"):    # calibrated once: keep the ratios for the timed runs
-            settings = dict(handle.settings)
-            c.attach = lambda st=settings: apply_baseline(pipe, "mag_cache", **st)
-        with counting_mode() as counter:
-            images = generate(heldout)
-        handle.remove()
-        c.macs = full_macs / counter.get_total_flops()
-        mse = ((images - reference) ** 2).flatten(1).mean(1)
-        c.psnr = float((10 * torch.log10(1 / mse.clamp_min(1e-10))).clamp(max=100).mean())
-        c.adherence = float(judge.adherence(images, heldout).mean())
-
-    # wall clock: all-compute reference and every configuration, interleaved, batch 1 and 8
-    batches = {1: heldout[:1], 8: heldout[:8]}
-    plain_times: dict[int, list[float]] = {1: [], 8: []}
-    for _ in range(args.rounds):
-        for b, prompts in batches.items():
-            t0 = time.perf_counter(); generate(prompts); plain_times[b].append(time.perf_counter() - t0)
-            for c in configs:
-                handle = c.attach()
-                if hasattr(handle, "reset"):
-                    handle.reset()
-                t0 = time.perf_counter()
-                generate(prompts)
-                c.times[b].append(time.perf_counter() - t0)
-                handle.remove()
-    plain = {b: statistics.median(v) for b, v in plain_times.items()}
-
-    def wall(c: Config, b: int) -> float:
-        return plain[b] / statistics.median(c.times[b])
+        bench.score(c)
+    bench.time(configs, args.rounds)
+    plain = {b: statistics.median(v) for b, v in bench.plain.items()}
+    wall = bench.wall
 
     lines = [header("wallclock_vs_peers.py"),
-             f"# embedded model, 20 steps DPM-Solver++, CFG 4 (batched); quality on {len(heldout)} held-out prompts "
+             f"# embedded model, 20 steps DPM-Solver++, CFG 4 (batched); quality on {len(bench.prompts)} held-out prompts "
              f"(seed 0) vs all-compute; MACs by FlopCounterMode on that run; wall: median of {args.rounds} "
              f"interleaved rounds; all-compute {plain[1] * 1e3:.0f} ms (batch 1), {plain[8] * 1e3:.0f} ms (batch 8)",
              f"{'configuration':58s} {'MAC x':>6s} {'PSNR dB':>8s} {'adher.':>6s} {'wall x b1':>9s} {'w/MAC':>6s} "

@@ -15,7 +15,7 @@ if str(_HERE.parent) not in sys.path:   # a source checkout: make `dashboard`, `
     sys.path.insert(0, str(_HERE.parent))
 
 from dashboard.shell import main  # noqa: E402
-from dashboard.views import export, frontier, images, progress, schedule, studies  # noqa: E402
+from dashboard.views import evaluations, export, frontier, images, progress, schedule, studies  # noqa: E402
 
-main({"Studies": studies.render, "Frontier": frontier.render, "Schedule": schedule.render,
-      "Images": images.render, "Progress": progress.render, "Export": export.render})
+main({"Studies": studies.render, "Frontier": frontier.render, "Evaluations": evaluations.render,
+      "Schedule": schedule.render, "Images": images.render, "Progress": progress.render, "Export": export.render})

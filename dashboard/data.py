@@ -60,7 +60,7 @@ def explain(exc: BaseException, url: str) -> DashboardError:
         not_ours = ("not_store", "foreign", "not_sqlite")
         kind = exc.kind if exc.kind == "missing" else "not_store" if exc.kind in not_ours else "error"
         return DashboardError(kind, str(exc))
-    if isinstance(exc, StoreError):
+    if isinstance(exc, (StoreError, ObjectiveError)):
         return DashboardError("error", str(exc))
     if isinstance(exc, SQLAlchemyError):
         return DashboardError("error", f"Cannot read the database {url}: {exc.__class__.__name__}: "
@@ -72,7 +72,7 @@ def guarded(url: str, work: Callable[[], T]) -> T:
     """Run a store read, turning any store/SQL failure into a `DashboardError`."""
     try:
         return work()
-    except (StoreError, SQLAlchemyError, DashboardError) as exc:
+    except (StoreError, ObjectiveError, SQLAlchemyError, DashboardError) as exc:
         raise explain(exc, url) from None
 
 

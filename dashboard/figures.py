@@ -18,6 +18,9 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from schedules import COMPUTE, MODE_TABLE, SKIP, Schedule
+from schedules.objectives import COST_LABELS, COST_NAMES, COST_UNIT
+from schedules.objectives import label as objective_label
+from schedules.provenance import ORIGIN_LABELS
 
 from .frames import column
 
@@ -31,11 +34,10 @@ DIFF_NAMES = ("same: not computed", "same: computed", "only this one computes",
               "only the other computes", "differ (skip involved)")
 DIFF_COLORS = ("#f2f2f2", "#b9c2cc", "#1f77b4", "#ff7f0e", "#d62728")
 PALETTE = qualitative.Plotly
-AXIS_TITLES = {"mac_speedup": "MAC speedup (x)", "latency_speedup": "latency speedup (x)"}
-
-
 def axis_title(objective: str) -> str:
-    return AXIS_TITLES.get(objective, objective)
+    """An axis title without a study at hand: costs with their unit ('MAC speedup (x)'), metrics as
+    named (pages use `frames.axis_label`, which knows the study's units)."""
+    return f"{objective_label(objective)} ({COST_UNIT})" if objective in COST_NAMES else objective
 
 
 def _discrete_scale(colors: Sequence[str]) -> list[list[object]]:
@@ -65,54 +67,95 @@ class FrontierSeries:
     front_ids: Sequence[int]
 
 
+#: Colours of who found a point (`schedules.provenance` origins), for "colour by provenance".
+ORIGIN_COLORS = {"heuristic": "#ff7f0e", "search": "#1f77b4", "seed": "#2ca02c", "imported": "#9467bd",
+                 "unknown": "#7f7f7f"}
+_SYMBOLS = ("circle", "diamond", "square", "triangle-up", "cross", "x")
+
+
 def _custom(points: pd.DataFrame, quality_col: str) -> np.ndarray:
-    """Hover/selection payload per point: id, short hash, fraction computed, both speedups, quality.
-    An object array, so ids stay integers and figures stay numbers in the JSON sent to the browser;
-    figures rounded to 5 significant digits (hover shows 4), which halves that JSON for 10,000 points."""
-    out = np.empty((len(points), 6), dtype=object)
+    """Hover/selection payload per point: id, short hash, fraction computed, the cost figures, quality,
+    who found it. An object array, so ids stay integers and figures stay numbers in the JSON sent to
+    the browser; figures rounded to 5 significant digits (hover shows 4), which halves that JSON for
+    10,000 points."""
+    figures = ("compute_fraction", *COST_NAMES, quality_col)
+    out = np.empty((len(points), 3 + len(figures)), dtype=object)
     if len(points):
         out[:, 0] = points["id"].to_numpy()
         out[:, 1] = points["schedule_hash"].str.slice(0, 12).to_numpy()
-        for j, col in enumerate(("compute_fraction", "mac_speedup", "latency_speedup", quality_col), start=2):
-            out[:, j] = [float(f"{v:.5g}") for v in points[col].to_numpy(dtype=float)]
+        for j, col in enumerate(figures, start=2):
+            out[:, j] = [float(f"{v:.5g}") if np.isfinite(v) else None for v in points[col].to_numpy(dtype=float)]
+        out[:, -1] = points["found_by"].to_numpy() if "found_by" in points else ""
     return out
 
 
-_HOVER = ("<b>evaluation %{customdata[0]}</b> · %{customdata[1]}<br>%{meta}: %{customdata[5]:.4g}<br>"
-          "MAC speedup %{customdata[3]:.2f}x · latency speedup %{customdata[4]:.2f}x<br>"
-          "computed %{customdata[2]:.1%}<extra>%{fullData.name}</extra>")
+def _hover() -> str:
+    """Hover text: the evaluation, quality (its axis title rides in `meta`), every cost figure, who found it."""
+    costs = "<br>".join(f"{COST_LABELS[name]} %{{customdata[{3 + i}]:.2f}}x" for i, name in enumerate(COST_NAMES))
+    quality = 3 + len(COST_NAMES)
+    return ("<b>evaluation %{customdata[0]}</b> · %{customdata[1]}<br>%{meta}: %{customdata[" + str(quality) + "]:.4g}"
+            f"<br>{costs}<br>computed %{{customdata[2]:.1%}}<br>found by %{{customdata[{quality + 1}]}}"
+            "<extra>%{fullData.name}</extra>")
+
+
+_HOVER = _hover()
 
 
 def frontier_figure(series: Sequence[FrontierSeries], quality: str, cost: str,
-                    selected: int | None = None, height: int = 560) -> go.Figure:
-    """Every evaluation faint (WebGL, so 10,000 points stay fluid), each front as a bold line, the
-    selected evaluation ringed. Point `customdata[0]` is the evaluation id (for selection events)."""
+                    selected: int | None = None, height: int = 560, *, knee: int | None = None,
+                    bar: float | None = None, color_by: str = "study",
+                    titles: tuple[str, str] | None = None) -> go.Figure:
+    """Every evaluation faint (WebGL, so 10,000 points stay fluid), each front as a bold line, the knee
+    starred, the quality bar dashed, the selected evaluation ringed. `color_by="provenance"` colours
+    the points by who found them (heuristic, the search, seeds, imports) instead of by study. Point
+    `customdata[0]` is the evaluation id (for selection events); `titles` are the axes' (with units)."""
     qcol, ccol = column(quality), column(cost)
+    x_title, y_title = titles or (axis_title(cost), axis_title(quality))
     fig = go.Figure()
     ring: tuple[float, float] | None = None
+    star: tuple[float, float] | None = None
     for i, s in enumerate(series):
         color = PALETTE[i % len(PALETTE)]
         pts = s.points
-        fig.add_trace(go.Scattergl(
-            x=pts[ccol], y=pts[qcol], mode="markers", name=f"{s.label} · all ({len(pts)})",
-            legendgroup=s.label, marker=dict(color=color, size=6, opacity=0.28),
-            customdata=_custom(pts, qcol), meta=quality, hovertemplate=_HOVER))
+        if color_by == "provenance" and "origin" in pts:
+            for origin, group in pts.groupby("origin", sort=False):
+                fig.add_trace(go.Scattergl(
+                    x=group[ccol], y=group[qcol], mode="markers",
+                    name=f"{s.label} · {ORIGIN_LABELS.get(origin, origin)} ({len(group)})", legendgroup=s.label,
+                    marker=dict(color=ORIGIN_COLORS.get(origin, ORIGIN_COLORS["unknown"]), size=7, opacity=0.55,
+                                symbol=_SYMBOLS[i % len(_SYMBOLS)]),
+                    customdata=_custom(group, qcol), meta=y_title, hovertemplate=_HOVER))
+        else:
+            fig.add_trace(go.Scattergl(
+                x=pts[ccol], y=pts[qcol], mode="markers", name=f"{s.label} · all ({len(pts)})",
+                legendgroup=s.label, marker=dict(color=color, size=6, opacity=0.28),
+                customdata=_custom(pts, qcol), meta=y_title, hovertemplate=_HOVER))
         front = pts[pts["id"].isin(set(s.front_ids))].sort_values(ccol)
         fig.add_trace(go.Scatter(
             x=front[ccol], y=front[qcol], mode="lines+markers", name=f"{s.label} · front ({len(front)})",
             legendgroup=s.label, line=dict(color=color, width=2.5),
             marker=dict(color=color, size=10, line=dict(width=1.5, color="white")),
-            customdata=_custom(front, qcol), meta=quality, hovertemplate=_HOVER))
-        if selected is not None:
-            hit = pts[pts["id"] == selected]
-            if len(hit):
+            customdata=_custom(front, qcol), meta=y_title, hovertemplate=_HOVER))
+        for target, name in ((selected, "ring"), (knee, "star")):
+            hit = pts[pts["id"] == target] if target is not None else pts.iloc[0:0]
+            if len(hit) and name == "ring" and ring is None:
                 ring = (float(hit[ccol].iloc[0]), float(hit[qcol].iloc[0]))
+            if len(hit) and name == "star" and star is None:
+                star = (float(hit[ccol].iloc[0]), float(hit[qcol].iloc[0]))
+    if bar is not None and np.isfinite(bar):
+        fig.add_hline(y=float(bar), line_dash="dash", line_color="#888",
+                      annotation_text=f"quality bar {bar:.4g}", annotation_position="bottom left")
+    if star is not None:
+        fig.add_trace(go.Scatter(x=[star[0]], y=[star[1]], mode="markers+text", name=f"knee #{knee}",
+                                 text=["knee"], textposition="top center", hoverinfo="skip",
+                                 marker=dict(size=20, symbol="star", color="gold",
+                                             line=dict(width=1.5, color="black"))))
     if ring is not None:
         fig.add_trace(go.Scatter(x=[ring[0]], y=[ring[1]], mode="markers", name=f"selected #{selected}",
                                  hoverinfo="skip", marker=dict(size=22, symbol="circle-open",
                                                                color="black", line=dict(width=3))))
     fig.update_layout(
-        height=height, xaxis_title=axis_title(cost), yaxis_title=axis_title(quality),
+        height=height, xaxis_title=x_title, yaxis_title=y_title,
         legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0), margin=dict(l=60, r=20, t=60, b=50),
         hovermode="closest", clickmode="event+select", uirevision="frontier", template="plotly_white")
     return fig

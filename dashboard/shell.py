@@ -11,7 +11,8 @@ from typing import Callable
 
 import streamlit as st
 
-from store import COST_OBJECTIVES, StudyInfo, StudySummary
+from schedules.objectives import COST_LABELS, COST_NAMES, QUALITY
+from store import StudyInfo, StudySummary
 from store import database_url as normalize_url
 
 from . import data, state
@@ -19,7 +20,6 @@ from .frames import EvalTable, quality_metrics
 
 log = logging.getLogger("cachesearch.dashboard")
 LIVE_EVERY = 5.0      # seconds between automatic redraws while a study is running
-COST_LABELS = {"mac_speedup": "MAC speedup", "latency_speedup": "latency speedup"}
 
 
 @dataclass
@@ -98,8 +98,10 @@ def _sidebar(url: str, summaries: list[StudySummary], infos: dict[str, StudyInfo
     metrics = quality_metrics([infos[study]] if study else list(infos.values()), tables) or ["psnr"]
     state.choose("quality", metrics, infos[study].quality if study and _has_quality(infos[study]) else None)
     sb.selectbox("Quality metric", metrics, key="quality")
-    state.choose("cost", list(COST_OBJECTIVES), infos[study].cost if study else None)
-    sb.radio("Speedup", list(COST_OBJECTIVES), key="cost", format_func=COST_LABELS.get, horizontal=True)
+    state.choose("cost", list(COST_NAMES), infos[study].cost if study and _has_cost(infos[study]) else None)
+    sb.radio("Speedup", list(COST_NAMES), key="cost", format_func=lambda c: f"{COST_LABELS[c]} (x)",
+             help="MAC speedup: all-compute MACs / schedule MACs; latency speedup: measured seconds, all compute "
+                  "/ schedule, on the same worker; modelled latency speedup: the latency cost model's prediction")
     running = any(status == "running" for status in shown.values())
     st.session_state.setdefault("live", running)
     sb.toggle(f"Live refresh (every {LIVE_EVERY:g} s)", key="live",
@@ -111,7 +113,11 @@ def _sidebar(url: str, summaries: list[StudySummary], infos: dict[str, StudyInfo
 
 
 def _has_quality(info: StudyInfo) -> bool:
-    return any(o.name not in COST_OBJECTIVES for o in info.objectives)
+    return any(o.role == QUALITY for o in info.objectives)
+
+
+def _has_cost(info: StudyInfo) -> bool:
+    return any(o.role != QUALITY for o in info.objectives)
 
 
 def _guard(render: Callable[[Context], None], ctx: Context) -> None:

@@ -14,10 +14,10 @@ from typing import Any
 
 import streamlit as st
 
-PAGES = ("Studies", "Frontier", "Schedule", "Images", "Progress", "Export")
+PAGES = ("Studies", "Frontier", "Evaluations", "Schedule", "Images", "Progress", "Export")
 #: Widget keys that must survive page switches (widgets on pages not drawn would drop them).
 PERSIST = ("page", "study", "quality", "cost", "live", "compare", "diff_with", "per_prompt_metric",
-           "bar_threshold", "progress_model")
+           "bar_threshold", "progress_model", "color_by", "ev_status", "ev_found", "ev_searcher", "ev_text")
 _PENDING = "_pending"
 _QUERY_KEYS = ("page", "study", "eval")
 

@@ -57,6 +57,20 @@ class LatencyConfig(BaseModel):
     reference_window: int = Field(default=3, ge=1, description="recent reference timings whose median is used")
 
 
+class SharingConfig(BaseModel):
+    """Prefix-shared evaluation (`evaluators.trajectory`): a schedule whose first k steps equal an
+    earlier one's starts from that run's step-k snapshot instead of step 0 — bit-identical results,
+    fewer denoising steps. Snapshots are kept per batch of (prompt, seed) pairs, least recently used
+    dropped beyond `memory_mb`; a run saves one where another schedule of the same request branches
+    off its path, and every `save_every` steps (0: only those branch points) for later requests."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    memory_mb: float = Field(default=512.0, gt=0, description="snapshot memory per worker (on its device)")
+    save_every: int = Field(default=2, ge=0, description="also snapshot every N steps (0 = branch points only)")
+
+
 class PoolConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -119,6 +133,7 @@ class EvaluationConfig(BaseModel):
     n_thumbnails: int = Field(default=4, ge=0)
     thumbnail_size: int = Field(default=128, ge=8)
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
+    sharing: SharingConfig = Field(default_factory=SharingConfig)
     pool: PoolConfig = Field(default_factory=PoolConfig)
     cache_dir: str = Field(default=".cache/cachesearch", description="reference outputs (safetensors)")
     profile_pairs: int = Field(default=4, ge=1, description="(prompt, seed) pairs used by profile()")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -12,6 +12,7 @@ from schedules import CostTable, EvaluationResult, ModelSpec, SamplingSpec, Sche
 from .config import EvaluationConfig
 from .pool import EvaluatorPool, unique
 from .profiling import DriftProfile
+from .racing import Race
 from .timing import Clock
 from .worker import Evaluator, StartupProgress
 
@@ -24,9 +25,10 @@ class LocalPool(EvaluatorPool):
         self.config = config
         self.evaluator = Evaluator(config, pipe=pipe, progress=progress, clock=clock)
 
-    def evaluate(self, schedules: Iterable[Schedule]) -> Iterator[EvaluationResult]:
-        for schedule in unique(schedules):
-            yield self.evaluator.evaluate(schedule)
+    def evaluate(self, schedules: Iterable[Schedule], races: Mapping[str, Race] | None = None
+                 ) -> Iterator[EvaluationResult]:
+        for schedule in self.evaluator.plan(list(unique(schedules))):   # prefix-tree order
+            yield self.evaluator.evaluate(schedule, (races or {}).get(schedule.hash))
 
     def model_spec(self) -> ModelSpec:
         return self.evaluator.spec

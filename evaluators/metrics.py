@@ -62,6 +62,7 @@ class Metric:
     name: ClassVar[str]
     higher_is_better: ClassVar[bool]
     per_sample: ClassVar[bool] = True
+    unit: ClassVar[str] = ""          # for axis titles and tables ('dB'); empty for unitless scores
 
     def __init__(self, spec: "MetricSpec", device: torch.device) -> None:
         self.spec = spec
@@ -97,6 +98,7 @@ class LatentMSE(Metric):
 class PSNR(Metric):
     name = "psnr"
     higher_is_better = True
+    unit = "dB"
 
     def update(self, batch: Batch) -> list[float]:
         from torchmetrics.functional.image import peak_signal_noise_ratio
@@ -326,3 +328,8 @@ def build_metrics(config: "EvaluationConfig", device: torch.device) -> list[Metr
 def higher_is_better(name: str) -> bool:
     """Direction of a metric, for searchers building objectives."""
     return REGISTRY[name].higher_is_better
+
+
+def metric_unit(name: str) -> str:
+    """Display unit of a metric ('dB'), '' when unitless or not a registered metric."""
+    return REGISTRY[name].unit if name in REGISTRY else ""

@@ -17,7 +17,7 @@ result with status 'failed' and the reason in `error`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TYPE_CHECKING
 
 import numpy as np
 
@@ -39,8 +39,10 @@ class EvaluatorPool(ABC):
     config: EvaluationConfig
 
     @abstractmethod
-    def evaluate(self, schedules: Iterable[Schedule]) -> Iterator[EvaluationResult]:
-        """One result per distinct schedule hash, streamed in completion order."""
+    def evaluate(self, schedules: Iterable[Schedule], races: Mapping[str, Any] | None = None
+                 ) -> Iterator[EvaluationResult]:
+        """One result per distinct schedule hash, streamed in completion order. `races`: schedule
+        hash -> `evaluators.racing.Race` for candidates to stop early once dominated."""
 
     @abstractmethod
     def model_spec(self) -> ModelSpec:

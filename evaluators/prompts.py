@@ -63,3 +63,17 @@ def load_prompts(config: "EvaluationConfig") -> list[str]:
 def pairs(config: "EvaluationConfig") -> list[tuple[str, int]]:
     """(prompt, seed) in request order (prompt-major)."""
     return [(p, s) for p in load_prompts(config) for s in (config.seeds or [])]
+
+
+def thumbnail_positions(config: "EvaluationConfig", n_pairs: int) -> list[int]:
+    """Positions in `pairs(config)` (of length `n_pairs`) of the images kept as thumbnails: the first
+    seed of each of the first `n_thumbnails` prompts."""
+    seeds = len(config.seeds or [])
+    n_prompts = n_pairs // max(seeds, 1)
+    return [i * seeds for i in range(min(config.n_thumbnails, n_prompts))]
+
+
+def thumbnail_pairs(config: "EvaluationConfig") -> list[tuple[str, int]]:
+    """The (prompt, seed) of each thumbnail, in thumbnail order (what pages caption images with)."""
+    every = pairs(config)
+    return [every[i] for i in thumbnail_positions(config, len(every))]

@@ -33,7 +33,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -67,8 +67,8 @@ class EvaluatorActor:
                 "gpu_ids": [str(g) for g in context.get_accelerator_ids().get("GPU", [])],
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
-    def evaluate(self, schedule: Schedule) -> EvaluationResult:
-        return self.evaluator.evaluate(schedule)
+    def evaluate(self, schedule: Schedule, race: Any = None) -> EvaluationResult:
+        return self.evaluator.evaluate(schedule, race)
 
     def profile(self, schedule: Schedule | None) -> DriftProfile:
         return self.evaluator.profile(schedule)
@@ -325,7 +325,8 @@ class RayPool(EvaluatorPool):
                                               "ObjectLostError", "OutOfMemoryError") if hasattr(ex, n))
 
     # ------------------------------------------------------------------ scoring
-    def evaluate(self, schedules: Iterable[Schedule]) -> Iterator[EvaluationResult]:
+    def evaluate(self, schedules: Iterable[Schedule], races: Mapping[str, Any] | None = None
+                 ) -> Iterator[EvaluationResult]:
         ray = self._ray
         lost_worker = self._lost_worker_errors()
         timeout = self.config.pool.task_timeout_s
@@ -355,7 +356,8 @@ class RayPool(EvaluatorPool):
             while queue and idle:
                 i = idle.pop(0)
                 schedule = queue.popleft()
-                running[self.actors[i].evaluate.remote(schedule)] = _Task(schedule, i, time.perf_counter())
+                race = (races or {}).get(schedule.hash)
+                running[self.actors[i].evaluate.remote(schedule, race)] = _Task(schedule, i, time.perf_counter())
                 self.stats["submitted"] += 1
             wait_s = 1.0
             if timeout is not None and running:

@@ -58,7 +58,18 @@ class PipelineRunner:
                 labels.extend(self.pipe.get_label_ids([p]))
         return {"class_labels": labels}
 
-    def __call__(self, prompts: list[str], seeds: list[int], num_inference_steps: int | None = None) -> Outputs:
+    @property
+    def steerable(self) -> bool:
+        """Whether a run can be saved and resumed at any step (prefix-shared evaluation): a step-end
+        callback, or the older per-step `callback` with a first-order scheduler (called every step)."""
+        if "callback_on_step_end" in self.params:
+            return True
+        return self.latent_mode == "callback" and getattr(self.pipe.scheduler, "order", 1) == 1
+
+    def __call__(self, prompts: list[str], seeds: list[int], num_inference_steps: int | None = None,
+                 steer: Any = None) -> Outputs:
+        """`steer`: a `TrajectoryControl` whose callback runs after every step (before the latents are
+        captured); needs a `steerable` pipeline."""
         cfg = self.config
         kwargs: dict[str, Any] = self._conditioning(prompts)
         kwargs["num_inference_steps"] = num_inference_steps or cfg.num_inference_steps
@@ -71,14 +82,20 @@ class PipelineRunner:
         captured: dict[str, torch.Tensor] = {}
         if self.latent_mode == "return":
             kwargs["return_latents"] = True
-        elif self.latent_mode == "step_end":
+        if steer is not None and not self.steerable:
+            raise TypeError(f"{type(self.pipe).__name__} cannot be steered step by step")
+        if self.latent_mode == "step_end" or (steer is not None and "callback_on_step_end" in self.params):
             def on_step_end(pipe: Any, step: int, t: Any, cb_kwargs: dict[str, Any]) -> dict[str, Any]:
+                if steer is not None:
+                    cb_kwargs = steer.callback(pipe, step, t, cb_kwargs)
                 captured["latents"] = cb_kwargs["latents"]
                 return cb_kwargs
             kwargs["callback_on_step_end"] = on_step_end
             kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
-        elif self.latent_mode == "callback":
+        if self.latent_mode == "callback":
             def on_step(step: int, t: Any, latents: torch.Tensor) -> None:
+                if steer is not None:
+                    steer.legacy_callback(step, t, latents)
                 captured["latents"] = latents
             kwargs["callback"] = on_step
             kwargs["callback_steps"] = 1

@@ -26,6 +26,7 @@ import torch
 
 from schedules import (
     DONE,
+    RACED,
     EvaluationResult,
     SamplingSpec,
     Schedule,
@@ -44,10 +45,12 @@ from .jumps import jump_costs
 from .metrics import Batch, MetricError, build_metrics
 from .models import load_model
 from .profiling import DriftProfile, DriftRecorder
-from .prompts import pairs as study_pairs
+from .prompts import pairs as study_pairs, thumbnail_positions
+from .racing import Race
 from .references import Reference, ReferenceStore
 from .runner import Outputs, PipelineRunner
 from .timing import Clock, Timer, median
+from .trajectory import PrefixCache, TrajectoryControl, branch_points, prefix_key
 
 EMBEDDED_MODEL_ID = "cachesearch/embedded"   # what evaluators.embedded's own schedules record
 COST_STEPS = 2   # a 1-step call breaks PixArt's pipeline with multistep schedulers; MACs are per call
@@ -102,6 +105,10 @@ class Evaluator:
         self._reference_samples: deque[float] = deque([self._reference_latency()],
                                                       maxlen=config.latency.reference_window)
         self.thumbnail_index = self._thumbnail_index()
+        share = config.sharing
+        self.prefixes = PrefixCache(int(share.memory_mb * 2**20)) if share.enabled and self.runner.steerable else None
+        self._save_points: dict[str, set[int]] = {}
+        self.steps_run = 0               # denoising steps this worker ran per (prompt, seed) pair, in all
         self.load_seconds = time.perf_counter() - t0
         self.evaluations = 0
 
@@ -197,9 +204,7 @@ class Evaluator:
 
     def _thumbnail_index(self) -> list[int]:
         """First seed of each of the first n prompts, as positions in the pair list."""
-        seeds = len(self.config.seeds or [])
-        n_prompts = len(self.pairs) // max(seeds, 1)
-        return [i * seeds for i in range(min(self.config.n_thumbnails, n_prompts))]
+        return thumbnail_positions(self.config, len(self.pairs))
 
     @staticmethod
     def _batch_lists(batch: list[tuple[str, int]]) -> tuple[list[str], list[int]]:
@@ -220,17 +225,22 @@ class Evaluator:
             "reference_hits": self.store.hits, "reference_misses": self.store.misses,
             "evaluations": self.evaluations, "model_spec": self.spec, "sampling_spec": self.sampling,
             "cost_table": self.cost_table.to_dict(), "prompt_set_hash": self.prompt_set_hash,
-            "torch_threads": torch.get_num_threads(),
+            "torch_threads": torch.get_num_threads(), "steps_run": self.steps_run,
+            "prefix_hits": self.prefixes.hits if self.prefixes else 0,
+            "prefix_misses": self.prefixes.misses if self.prefixes else 0,
+            "prefix_bytes": self.prefixes.bytes if self.prefixes else 0,
         }
 
     # ------------------------------------------------------------------ scoring
-    def evaluate(self, schedule: Schedule) -> EvaluationResult:
+    def evaluate(self, schedule: Schedule, race: Race | None = None) -> EvaluationResult:
+        """Score `schedule` on every (prompt, seed) pair, or, with `race`, until it is clearly
+        dominated by the race's opponent (a RACED partial result; see evaluators.racing)."""
         started = time.time()
         common = {"worker": self.name, "started_at": started, "prompt_set_hash": self.prompt_set_hash}
         self.evaluations += 1
         self._maybe_retime_reference()
         try:
-            result = self._score(schedule, common)
+            result = self._score(schedule, common, race)
         except (NonFiniteOutput, ScheduleError, MetricError) as exc:
             result = EvaluationResult.failed(schedule, str(exc), **common)
         except Exception as exc:  # a bug or an unforeseen model error must not stop the search
@@ -249,7 +259,44 @@ class Evaluator:
                                 f"cfg={self.sampling.cfg!r} (build schedules from pool.sampling_spec())",
                                 field="sampling.cfg")
 
-    def _score(self, schedule: Schedule, common: dict[str, Any]) -> EvaluationResult:
+    def plan(self, schedules: list[Schedule]) -> list[Schedule]:
+        """The order to evaluate a request in (depth-first over its prefix tree) and, per schedule,
+        where its run should save snapshots for the ones after it (prefix-shared evaluation)."""
+        if self.prefixes is None:
+            return schedules
+        order, points = branch_points(schedules)
+        self._save_points.update(points)
+        return order
+
+    def _host_clock(self) -> float:
+        """The clock at a point inside a run (on CUDA, after the queued work is done)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return self.clock()
+
+    def _run_batch(self, handle: Any, schedule: Schedule, b: int, prompts: list[str],
+                   seeds: list[int]) -> tuple[Any, float]:
+        """One batch under the applied schedule: (outputs, seconds of a full run). With sharing, the
+        run resumes from the longest snapshot on hand and saves snapshots on its way."""
+        if self.prefixes is None:
+            with Timer(self.device, self.clock) as t:
+                out = self.runner(prompts, seeds, schedule.num_steps)
+            self.steps_run += schedule.num_steps * len(prompts)
+            return out, t.seconds
+        scope = f"{b}:"
+        snap = self.prefixes.longest(schedule, scope)
+        every = self.config.sharing.save_every
+        save_at = set(self._save_points.pop(schedule.hash, ())) | (
+            set(range(every, schedule.num_steps, every)) if every else set())
+        with TrajectoryControl(self.pipe, handle, self.denoiser, self._host_clock, snap, save_at) as control:
+            out = self.runner(prompts, seeds, schedule.num_steps, steer=control)
+            seconds = control.latency(self._host_clock())
+        for step, saved in control.saved.items():
+            self.prefixes.put(scope + prefix_key(schedule, step), saved)
+        self.steps_run += (schedule.num_steps - (snap.step if snap else 0)) * len(prompts)
+        return out, seconds
+
+    def _score(self, schedule: Schedule, common: dict[str, Any], race: Race | None = None) -> EvaluationResult:
         self._check(schedule)
         for m in self.metrics:
             m.begin()
@@ -258,12 +305,15 @@ class Evaluator:
         thumbs: dict[int, bytes] = {}
         wanted = set(self.thumbnail_index)
         offset = 0
-        with apply_schedule(self.pipe, schedule):
+        # record_history: every component's outputs kept, so any later schedule can resume from this run
+        with apply_schedule(self.pipe, schedule, record_history=self.prefixes is not None) as handle:
+            steps_before = self.steps_run
             for b, batch in enumerate(self.batches):
+                if race is not None and race.metric in per_prompt and race.lost(per_prompt[race.metric]):
+                    break       # dominated on the pairs scored so far (see evaluators.racing)
                 prompts, seeds = self._batch_lists(batch)
-                with Timer(self.device, self.clock) as t:
-                    out = self.runner(prompts, seeds, schedule.num_steps)
-                times.append(t.seconds / len(batch))
+                out, seconds = self._run_batch(handle, schedule, b, prompts, seeds)
+                times.append(seconds / len(batch))
                 out.images = out.images.to(self.device)
                 bad = _first_non_finite(out, batch)
                 if bad:
@@ -283,6 +333,7 @@ class Evaluator:
             while len(times) < self.config.latency.min_timed_calls:
                 with Timer(self.device, self.clock) as t:
                     self.runner(prompts, seeds, schedule.num_steps)
+                self.steps_run += schedule.num_steps * len(prompts)    # extra images count as generated
                 times.append(t.seconds / len(prompts))
         metrics = {m.name: m.result(per_prompt.get(m.name, [])) for m in self.metrics}
         bad_metrics = [k for k, v in metrics.items() if not torch.isfinite(torch.tensor(v))]
@@ -290,8 +341,10 @@ class Evaluator:
             raise MetricError(f"metric(s) {bad_metrics} are not finite: {metrics}")
         latency = median(times)
         per_call = self.cost_table.batch_size or len(self.batches[0])
+        raced = offset < len(self.pairs)
         return EvaluationResult(
-            schedule=schedule, status=DONE, metrics=metrics, per_prompt=per_prompt,
+            schedule=schedule, status=RACED if raced else DONE, metrics=metrics, per_prompt=per_prompt,
+            pairs_scored=offset, pairs_total=len(self.pairs), image_steps=self.steps_run - steps_before,
             macs=schedule_macs(schedule, self.cost_table) // per_call,
             mac_speedup=mac_speedup(schedule, self.cost_table, self.all_compute_schedule()), latency_s=latency,
             latency_speedup=self.reference_latency_s / latency if latency > 0 else None,

@@ -16,9 +16,10 @@ from typing import Any
 
 from .errors import ScheduleConflictError, ScheduleError, ScheduleMismatchError, ScheduleStepError
 from .io import json_schema, load_schedule, save_schedule
-from .result import DONE, FAILED, EvaluationResult
+from .result import DONE, FAILED, RACED, EvaluationResult
 from .schedule import Schedule, genome_length
 from .modes import DAMPED, FORECAST, MODE_TABLE, Mode, mode_of
+from .objectives import COST_NAMES, Objective, ObjectiveError, Objectives, objective_value
 from .spec import (
     COMPUTE, FORMAT, FORMAT_VERSION, MODES, REUSE, SIGMAS, SKIP, TIMESTEPS, BlockGroup, ModelSpec, SamplingSpec,
 )
@@ -46,8 +47,9 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "ScheduleConflictError", "ScheduleError", "ScheduleMismatchError", "ScheduleStepError",
-    "json_schema", "load_schedule", "save_schedule", "DONE", "FAILED", "EvaluationResult",
+    "json_schema", "load_schedule", "save_schedule", "DONE", "FAILED", "RACED", "EvaluationResult",
     "Schedule", "genome_length", "COMPUTE", "FORMAT", "FORMAT_VERSION", "MODES", "REUSE", "SKIP",
     "FORECAST", "DAMPED", "MODE_TABLE", "Mode", "mode_of", "TIMESTEPS", "SIGMAS",
-    "BlockGroup", "ModelSpec", "SamplingSpec", *_LAZY,
+    "BlockGroup", "ModelSpec", "SamplingSpec", "COST_NAMES", "Objective", "ObjectiveError", "Objectives",
+    "objective_value", *_LAZY,
 ]

@@ -5,14 +5,15 @@ so it crosses process boundaries (Ray) and lands in any SQL store without a para
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .objectives import objective_value
 from .schedule import Schedule
 
 DONE = "done"
 FAILED = "failed"
+RACED = "raced"      # stopped early, dominated on a subset of the pairs: a partial result
 
 
 @dataclass
@@ -25,15 +26,21 @@ class EvaluationResult:
     mac_speedup: float | None = None              # all-compute MACs / schedule MACs
     latency_s: float | None = None                # seconds per image, median of repeats
     latency_speedup: float | None = None          # all-compute latency / schedule latency, same worker
+    latency_speedup_model: float | None = None    # the latency cost model's predicted speedup (when asked for)
     error: str | None = None                      # why it failed (status FAILED)
     worker: str | None = None                     # which evaluator produced it
     started_at: float | None = None               # unix seconds
     finished_at: float | None = None
     thumbnails: list[bytes] = field(default_factory=list)   # PNG bytes, first prompts, request order
     prompt_set_hash: str | None = None            # which calibration set/seeds/settings it was scored on
+    pairs_scored: int | None = None               # (prompt, seed) pairs scored (< pairs_total: RACED)
+    pairs_total: int | None = None
+    image_steps: int | None = None                # denoising steps run per pair, summed over pairs (a
+                                                  # prefix-shared run counts only the steps it ran)
 
     @property
     def ok(self) -> bool:
+        """A full result: scored on every pair (a RACED one is partial and enters no front)."""
         return self.status == DONE
 
     @classmethod
@@ -41,14 +48,8 @@ class EvaluationResult:
         return cls(schedule=schedule, status=FAILED, error=error, **kwargs)
 
     def objective(self, name: str) -> float | None:
-        """A metric or cost figure by name (`mac_speedup`, `latency_speedup`, or any metric)."""
-        if name in ("mac_speedup", "latency_speedup", "macs", "latency_s"):
-            value = getattr(self, name)
-        else:
-            value = self.metrics.get(name)
-        if value is None or not math.isfinite(float(value)):
-            return None
-        return float(value)
+        """A cost figure or metric by name, None unless present and finite (`objectives.objective_value`)."""
+        return objective_value(self, name)
 
     def summary(self) -> dict[str, Any]:
         """JSON-able view without the schedule body or image bytes."""

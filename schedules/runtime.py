@@ -20,6 +20,7 @@ differs from compute, so an all-compute schedule attaches nothing but the step c
 
 from __future__ import annotations
 
+import copy
 import inspect
 from typing import Any, Callable
 
@@ -69,6 +70,9 @@ class _StepState(BaseState):
     def reset(self) -> None:
         self.calls = 0
         self.step = -1
+
+    def clone(self) -> "_StepState":
+        return copy.copy(self)
 
 
 class StepCounterHook(ModelHook):
@@ -155,14 +159,30 @@ class _CellStates(BaseState):
     def __init__(self, kinds: tuple[tuple[str, type[CellState]], ...]) -> None:
         self.by_mode = {char: cls() for char, cls in kinds}
         self.all = tuple(self.by_mode.values())
+        self.history: tuple = ()        # the last two computes, ((output, position), ...), oldest first
 
     def update(self, output: Any, position: float) -> None:
+        self.history = (*self.history[-1:], (output, position))
         for state in self.all:
             state.update(output, position)
 
+    def replay(self, history: tuple) -> None:
+        """Rebuild every state from another run's last two computes (no state looks further back)."""
+        self.reset()
+        for output, position in history:
+            self.update(output, position)
+
     def reset(self) -> None:
+        self.history = ()
         for state in self.all:
             state.reset()
+
+    def clone(self) -> "_CellStates":
+        """A copy that shares the cached tensors (the runtime never writes into a tensor it keeps)."""
+        twin = copy.copy(self)
+        twin.by_mode = {char: copy.copy(state) for char, state in self.by_mode.items()}
+        twin.all = tuple(twin.by_mode.values())
+        return twin
 
 
 class ComponentCacheHook(ModelHook):
@@ -170,13 +190,15 @@ class ComponentCacheHook(ModelHook):
 
     _is_stateful = True
 
-    def __init__(self, modes_by_step: str, counter: StepCounterHook, where: str):
+    def __init__(self, modes_by_step: str, counter: StepCounterHook, where: str, record: bool = False):
         super().__init__()
         self.modes_by_step = modes_by_step  # one character per step for this (component, block)
         self.cells = tuple(MODE_TABLE[ch] for ch in modes_by_step)
         self.by_pattern = _by_pattern(self.cells, counter.patterns)
         kinds = tuple(sorted({(m.char, m.state) for m in self.cells if m.state is not None}))
-        self.uses_position = any(cls.uses_position for _, cls in kinds)
+        self.kinds = kinds
+        # `record`: keep exact positions for a snapshot that a forecasting schedule may resume from
+        self.uses_position = record or any(cls.uses_position for _, cls in kinds)
         self.counter = counter
         self.where = where
         self.states = _ContextStates(_CellStates, (kinds,))
@@ -214,6 +236,9 @@ class _LastOutput(BaseState):
 
     def reset(self) -> None:
         self.output = None
+
+    def clone(self) -> "_LastOutput":
+        return copy.copy(self)
 
 
 class FeederHook(ModelHook):
@@ -271,6 +296,7 @@ class ScheduleHandle:
         self.denoiser = denoiser
         self.pipeline = pipeline
         self._hooked: list[tuple[torch.nn.Module, str]] = []   # (module, hook name), attach order
+        self._paths = {m: n for n, m in denoiser.named_modules()}
         self.fast_blocks: list[str] = []                         # blocks with a fast path attached
         self.skipped_feeders: list[str] = []                     # feeders that sit out some steps
         self._counter: StepCounterHook | None = None
@@ -280,6 +306,45 @@ class ScheduleHandle:
     def reset(self) -> None:
         """Forget step counters and cached outputs (done automatically before each pipeline call)."""
         HookRegistry.check_if_exists_or_initialize(self.denoiser).reset_stateful_hooks(recurse=True)
+
+    def state(self) -> dict[str, Any]:
+        """Everything a sampling run must restore to resume at a later step exactly: the step
+        counters, and per component and feeder module (by its path in the denoiser) and cache
+        context the last two computed outputs. Keyed by module, not hook, so a schedule applied
+        later (new hooks, other modes) can resume from it (`load_state`). Complete only for a handle
+        applied with `record_history=True`, which hooks every component. Tensors are shared, not
+        copied: the runtime never writes into a tensor it keeps."""
+        out: dict[str, Any] = {"counter": {ctx: st.clone() for ctx, st in self._counter.states._state_cache.items()},
+                               "positions": self._counter._positions, "modules": {}}
+        for module, name in self._hooked:
+            hook = HookRegistry.check_if_exists_or_initialize(module).get_hook(name)
+            if isinstance(hook, ComponentCacheHook):
+                out["modules"][(self._paths[module], name)] = {
+                    ctx: st.history for ctx, st in hook.states._state_cache.items()}
+            elif isinstance(hook, FeederHook):
+                out["modules"][(self._paths[module], name)] = {
+                    ctx: st.output for ctx, st in hook.states._state_cache.items()}
+        return out
+
+    def load_state(self, saved: dict[str, Any]) -> None:
+        self._counter.states._state_cache = {ctx: st.clone() for ctx, st in saved["counter"].items()}
+        self._counter._positions = saved["positions"]
+        for module, name in self._hooked:
+            hook = HookRegistry.check_if_exists_or_initialize(module).get_hook(name)
+            entry = saved["modules"].get((self._paths[module], name))
+            if isinstance(hook, ComponentCacheHook):
+                if entry is None:
+                    raise ScheduleStepError(f"{hook.where}: the saved state has no outputs of this component "
+                                            "(it was saved without record_history)")
+                hook.states._state_cache = {}
+                for ctx, history in entry.items():
+                    state = hook.states._state_cache[ctx] = _CellStates(hook.kinds)
+                    state.replay(history)
+            elif isinstance(hook, FeederHook) and entry is not None:
+                hook.states._state_cache = {}
+                for ctx, output in entry.items():
+                    hook.states._state_cache[ctx] = _LastOutput()
+                    hook.states._state_cache[ctx].output = output
 
     def steps_run(self) -> dict[str, int]:
         """Steps run per cache context since the last reset."""
@@ -311,12 +376,14 @@ class ScheduleHandle:
 
 
 def apply_schedule(pipe_or_model: Any, schedule: Schedule | PathLike | dict,
-                   fast_paths: bool = True) -> ScheduleHandle:
+                   fast_paths: bool = True, record_history: bool = False) -> ScheduleHandle:
     """Attach `schedule` to a pipeline (its `.transformer`/`.unet`) or to a denoiser module.
 
     Everything is checked before anything is attached, so a mismatch leaves the model as it was.
     `fast_paths=False` keeps every block's own forward (component hooks only): the same outputs bit
-    for bit, slower; it exists so tests and benchmarks can compare the two.
+    for bit, slower; it exists so tests and benchmarks can compare the two. `record_history=True`
+    also hooks the components and feeders that compute at every step, so `handle.state()` holds
+    what any other schedule needs to resume from it (prefix-shared evaluation); outputs unchanged.
     """
     schedule = load_schedule(schedule)
     denoiser = find_denoiser(pipe_or_model)
@@ -342,17 +409,17 @@ def apply_schedule(pipe_or_model: Any, schedule: Schedule | PathLike | dict,
                 if module is None:
                     continue
                 modes = "".join(row[b] for row in schedule.rows(group.name, comp))
-                if set(modes) == {COMPUTE}:
+                if set(modes) == {COMPUTE} and not record_history:
                     continue  # nothing to decide: no hook, no overhead
-                hook = ComponentCacheHook(modes, counter, f"{group.name}[{b}].{comp}")
+                hook = ComponentCacheHook(modes, counter, f"{group.name}[{b}].{comp}", record=record_history)
                 uses_position |= hook.uses_position
                 _register(handle, module, hook, COMPONENT_HOOK)
             if fast_paths and layout.fast_path is not None and layout.fast_path.applies(block):
                 _attach_fast_path(handle, block, b, group, layout.fast_path, counter)
     if fast_paths:
-        _attach_feeders(handle, denoiser, adapter.feeders, counter)
+        _attach_feeders(handle, denoiser, adapter.feeders, counter, record_history)
     HookRegistry.check_if_exists_or_initialize(denoiser).invalidate_child_registries_cache()
-    if uses_position and pipeline is not None:
+    if (uses_position or record_history) and pipeline is not None:
         counter.timesteps = _scheduler_timesteps(pipeline)
     handle.active = True
     if pipeline is not None:
@@ -379,17 +446,18 @@ def _attach_fast_path(handle: ScheduleHandle, block: torch.nn.Module, b: int, gr
 
 
 def _attach_feeders(handle: ScheduleHandle, denoiser: torch.nn.Module, feeders: tuple[Feeder, ...],
-                    counter: StepCounterHook) -> None:
+                    counter: StepCounterHook, record: bool = False) -> None:
     present = present_components(denoiser, handle.schedule.model)
     for feeder in feeders:
         module = getattr(denoiser, feeder.attribute, None)
         if not isinstance(module, torch.nn.Module):
             continue
         needed = feeder_steps(handle.schedule, feeder, present)
-        if all(needed):
+        if all(needed) and not record:
             continue
         _register(handle, module, FeederHook(needed, counter), FEEDER_HOOK)
-        handle.skipped_feeders.append(feeder.attribute)
+        if not all(needed):
+            handle.skipped_feeders.append(feeder.attribute)
 
 
 def _scheduler_timesteps(pipeline: object) -> Callable[[], list[float] | None]:

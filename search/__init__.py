@@ -1,6 +1,7 @@
 """Searchers, the search loop and the `cachesearch` CLI.
 
-    from search import SearchSpace, Objectives, Objective, EcadSearcher
+    from schedules.objectives import Objective, Objectives     # the one objectives module
+    from search import SearchSpace, EcadSearcher
     searcher = EcadSearcher(space, objectives, {"population": 72}, seed=0)
     batch = searcher.ask(8); searcher.tell(results); state = searcher.state()   # JSON, resumable
 
@@ -18,12 +19,11 @@ from typing import Any
 _EXPORTS = {
     "Searcher": "base", "SearcherSettings": "base", "ProfileRequest": "base",
     "SearchSpace": "space", "fine_grid": "space", "KINDS": "space",
-    "Objective": "objectives", "Objectives": "objectives",
     "EcadSearcher": "ecad", "DPSearcher": "dp_searcher", "BayesSearcher": "bayes",
     "RandomSearcher": "random_search", "HeuristicsSearcher": "heuristics", "space_heuristics": "heuristics",
     "SearchLoop": "loop", "Budget": "loop", "Outcome": "loop",
     "StudyConfig": "config", "ConfigError": "config", "load_config": "config", "validate_config": "config",
-    "SEARCHERS": "study", "run_study": "study", "StudyError": "study",
+    "SEARCHERS": "registry", "run_study": "study", "StudyError": "study",
     "SyntheticPool": "synthetic",
 }
 

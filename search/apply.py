@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -72,7 +72,7 @@ def _save(images: Any, folder: Path, tag: str, seeds: Sequence[int]) -> list[Pat
 
 
 def apply_and_compare(schedule_path: Path, prompts: Sequence[str], model: str, seed: int, out: Path,
-                      repeats: int) -> list[str]:
+                      repeats: int) -> "ApplyReport":
     schedule = load_schedule(schedule_path)
     pipe, runner = _load(model, schedule)
     seeds = [seed + i for i in range(len(prompts))]
@@ -95,20 +95,51 @@ def apply_and_compare(schedule_path: Path, prompts: Sequence[str], model: str, s
     _save(plain.images, out, "plain", seeds)
     paths = _save(scheduled.images, out, "scheduled", seeds)
     diff = (plain.images - scheduled.images).float()
-    mse = float((diff ** 2).mean())
     t_plain, t_sched = statistics.median(plain_t), statistics.median(sched_t)
     explicit = schedule.sampling.explicit
-    sampled = f" at explicit {explicit[0]} {_values(explicit[1])}" if explicit else ""
-    return [
-        f"schedule {schedule.short_hash}: {k} steps{sampled}, {schedule.compute_fraction():.0%} of "
-        f"component calls computed; the plain pipeline runs {n} steps",
-        f"MAC speedup {mac_speedup(schedule, table, reference):.2f}x; "
-        f"latency {t_plain / len(prompts) * 1000:.0f} ms -> "
-        f"{t_sched / len(prompts) * 1000:.0f} ms per image = {t_plain / t_sched:.2f}x (median of {repeats}, "
-        "measured side by side)",
-        f"image MSE vs the plain pipeline (same seeds): {mse:.3g}",
-        f"wrote {len(paths)} scheduled and {len(paths)} plain images to {out}/",
-    ]
+    return ApplyReport(
+        schedule_hash=schedule.hash, steps=k, reference_steps=n, compute_fraction=schedule.compute_fraction(),
+        explicit=(explicit[0], list(explicit[1])) if explicit else None,
+        mac_speedup=mac_speedup(schedule, table, reference), plain_s_per_image=t_plain / len(prompts),
+        scheduled_s_per_image=t_sched / len(prompts), repeats=repeats, image_mse=float((diff ** 2).mean()),
+        images=[str(p) for p in paths], out=str(out))
+
+
+@dataclass(frozen=True)
+class ApplyReport:
+    """What `cachesearch apply` measured (`--json` prints `to_dict`)."""
+
+    schedule_hash: str
+    steps: int
+    reference_steps: int
+    compute_fraction: float
+    explicit: tuple[str, list[float]] | None
+    mac_speedup: float
+    plain_s_per_image: float
+    scheduled_s_per_image: float
+    repeats: int
+    image_mse: float
+    images: list[str]
+    out: str
+
+    @property
+    def latency_speedup(self) -> float:
+        return self.plain_s_per_image / self.scheduled_s_per_image
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "latency_speedup": self.latency_speedup}
+
+    def lines(self) -> list[str]:
+        sampled = f" at explicit {self.explicit[0]} {_values(self.explicit[1])}" if self.explicit else ""
+        return [
+            f"schedule {self.schedule_hash[:12]}: {self.steps} steps{sampled}, {self.compute_fraction:.0%} of "
+            f"component calls computed; the plain pipeline runs {self.reference_steps} steps",
+            f"MAC speedup {self.mac_speedup:.2f}x; latency {self.plain_s_per_image * 1000:.0f} ms -> "
+            f"{self.scheduled_s_per_image * 1000:.0f} ms per image = {self.latency_speedup:.2f}x (median of "
+            f"{self.repeats}, measured side by side)",
+            f"image MSE vs the plain pipeline (same seeds): {self.image_mse:.3g}",
+            f"wrote {len(self.images)} scheduled and {len(self.images)} plain images to {self.out}/",
+        ]
 
 
 def _values(values: Sequence[float]) -> str:

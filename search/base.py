@@ -27,9 +27,10 @@ from typing import Any, ClassVar, Mapping, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from schedules import CostTable, EvaluationResult, Schedule
+from schedules import CostTable, EvaluationResult, Schedule, mac_speedup
 
-from .objectives import Objectives
+from schedules.objectives import Objectives
+
 from .space import SearchSpace
 
 STATE_VERSION = 1
@@ -93,6 +94,9 @@ def profile_from_json(doc: Mapping[str, Any]) -> dict[tuple[str, str], np.ndarra
 class Searcher(ABC):
     name: ClassVar[str] = "searcher"
     Settings: ClassVar[type[SearcherSettings]] = SearcherSettings
+    #: settings small enough for a tiny study (a few dozen evaluations of the synthetic pool): the
+    #: shared contract test runs every registered searcher with them
+    quick_settings: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, space: SearchSpace, objectives: Objectives, settings: SearcherSettings | Mapping | None = None,
                  seed: int = 0, *, seeds: Sequence[Schedule] = (), cost_table: CostTable | None = None):
@@ -198,9 +202,23 @@ class Searcher(ABC):
         return (h not in self._seen and all(b.hash != h for b in batch)
                 and self.space.admissible(schedule))
 
+    def speedup(self, schedule: Schedule) -> float:
+        """Predicted MAC speedup over the study's reference (all compute at its own steps), known
+        before any image: from the pool's cost table, else from the fraction computed."""
+        if self.cost_table is not None:
+            return mac_speedup(schedule, self.cost_table, self.space.baseline())
+        return self.space.num_steps / schedule.num_steps / max(schedule.compute_fraction(), 1e-9)
+
+    def predicts_cost(self) -> bool:
+        """Whether `speedup` is the study's cost objective exactly, before any image is made (what
+        screening and racing need)."""
+        return self.objectives.cost.name == "mac_speedup" and self.cost_table is not None
+
     def tag(self, schedule: Schedule, **provenance: Any) -> Schedule:
-        """Provenance for the store and exported files; a schedule sampling other steps than the study
-        also records the study's step count (its speedups are against that run)."""
+        """Provenance for the store and exported files (`schedules.provenance`): this searcher, plus
+        what the caller says (generation, round, parents...), on top of what the schedule carries (a
+        heuristic's name and parameters, a seed's origin). A schedule sampling other steps than the
+        study also records the study's step count (its speedups are against that run)."""
         if schedule.num_steps != self.space.num_steps:
             provenance = {"reference_steps": self.space.num_steps, **provenance}
         return schedule.with_info(provenance={"searcher": self.name, **provenance})

@@ -48,19 +48,27 @@ class BayesSettings(SearcherSettings):
     max_interval: int | None = Field(None, ge=1, description="largest refresh interval (default N-1)")
     warm_start: bool = True
     max_tries: int = Field(40, ge=1, description="asks per returned schedule before giving up (duplicates)")
+    screen: int = Field(1, ge=1, description=(
+        "sample this many trials per schedule sent and keep the one the quality surrogate "
+        "(search.surrogate) predicts to add the most hypervolume; the others are told as pruned"))
+    screen_after: int = Field(16, ge=4, description="results before the surrogate screens")
 
 
 class BayesSearcher(Searcher):
     name = "bayes"
     Settings = BayesSettings
+    quick_settings = {"n_startup_trials": 6}
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.distributions = self._distributions()
         self.trials: list[dict[str, Any]] = []          # {"params", "state", "values", "hash"}
         self.known: dict[str, list[float] | None] = {}  # hash -> objective values (None = failed)
-        self.warm: list[dict[str, Any]] = self._warm_params() if self.settings.warm_start else []
+        warm = self._warm_params() if self.settings.warm_start else []
+        self.warm: list[dict[str, Any]] = [params for params, _ in warm]
+        self.warm_labels: list[dict[str, Any]] = [label for _, label in warm]   # heuristic provenance per warm trial
         self.asks = 0
+        self._predicted: dict[str, float] = {}
         self.study = self._new_study()
 
     # ------------------------------------------------------------------ the family
@@ -124,8 +132,9 @@ class BayesSearcher(Searcher):
             return True
         return (s - warm) % int(p[f"{g}.{c}.interval"]) == 0
 
-    def _warm_params(self) -> list[dict[str, Any]]:
-        """Heuristics as points of the family: FORA, TGATE, per-component caching, cache-dit masks."""
+    def _warm_params(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """Heuristics as points of the family: FORA, TGATE, per-component caching, cache-dit masks,
+        TaylorSeer-style forecasts; each with its heuristic provenance (`schedules.provenance`)."""
         sp, n = self.space, self.space.num_steps
         if "cache" not in sp.kinds:
             return []
@@ -149,18 +158,25 @@ class BayesSearcher(Searcher):
                 p["num_steps"] = n
             return p
 
-        out = [point(lambda c, k=k: k) for k in (2, 3, 4, 5) if k < n]                       # FORA
+        def label(name: str, **params: Any) -> dict[str, Any]:
+            return {"heuristic": name, "heuristic_params": params}
+
+        out = [(point(lambda c, k=k: k), label("fora", interval=k)) for k in (2, 3, 4, 5) if k < n]
         if cross:
-            out.append(point(lambda c: hi_iv if c in cross else 1, warmup=n // 2))            # TGATE
+            out.append((point(lambda c: hi_iv if c in cross else 1, warmup=n // 2), label("tgate", gate_step=n // 2)))
         comps = sorted({c for g in sp.model.block_groups for c in g.components})
-        out += [point(lambda c, comp=comp: 2 if c == comp else 1) for comp in comps]      # per component
-        out += [point(lambda c, k=k: k, warmup=max(1, n // 5), fn=1, bn=0) for k in (2, 3, 4)]  # cache-dit
+        out += [(point(lambda c, comp=comp: 2 if c == comp else 1), label("even-component", component=comp, interval=2))
+                for comp in comps]
+        out += [(point(lambda c, k=k: k, warmup=max(1, n // 5), fn=1, bn=0),
+                 label("cache-dit-mask", Fn=1, Bn=0, warmup=max(1, n // 5), interval=k)) for k in (2, 3, 4)]
         for mode in sp.gene_modes[2:]:                                                    # TaylorSeer-style
-            out += [point(lambda c, k=k: k, warmup=2, serve=mode) for k in (2, 3, 4) if k < n]
+            out += [(point(lambda c, k=k: k, warmup=2, serve=mode),
+                     label(f"taylorseer-style ({mode})", interval=k, warmup=2)) for k in (2, 3, 4) if k < n]
         if "timesteps" in sp.kinds:       # uniform K steps, alone and with FORA-2
             for k in sorted({max(sp.min_steps, min(sp.max_steps, round(f * n))) for f in (0.5, 0.7)}):
-                out += [{**point(lambda c, iv=iv: iv), "num_steps": k} for iv in (1, 2)]
-        return [p for i, p in enumerate(out) if p not in out[:i]]
+                out += [({**point(lambda c: 1), "num_steps": k}, label("uniform-k", steps=k)),
+                        ({**point(lambda c: 2), "num_steps": k}, label("uniform-k+fora", steps=k, interval=2))]
+        return [(p, lab) for i, (p, lab) in enumerate(out) if p not in [q for q, _ in out[:i]]]
 
     def step(self) -> int:
         return len(self.trials)
@@ -193,14 +209,18 @@ class BayesSearcher(Searcher):
         tries = 0
         while len(out) < n and tries < self.settings.max_tries * n:
             tries += 1
+            origin: dict[str, Any] = {}
             if self.warm:
                 self.study.enqueue_trial(self.warm.pop(0))
+                origin = self.warm_labels.pop(0) if self.warm_labels else {}
             self.study.sampler = self._sampler(self.asks + 1, random_only=tries > self.settings.max_tries // 2)
             self.asks += 1
             trial = self.study.ask(self.distributions)
             schedule = self.decode(trial.params)
             self.trials.append({"params": dict(trial.params), "state": "running", "values": None,
                                 "hash": schedule.hash})
+            if not self.warm and self.settings.screen > 1:
+                trial, schedule = self._screen(trial, schedule)
             if not self.space.admissible(schedule):
                 self._tell_trial(trial.number, None)
             elif schedule.hash in self.known:
@@ -208,10 +228,54 @@ class BayesSearcher(Searcher):
             elif schedule.hash in self._seen or any(o.hash == schedule.hash for o in out):
                 pass   # in flight: told when its result arrives
             else:
-                out.append(self.tag(schedule, trial=trial.number))
+                if schedule.hash in self._predicted:
+                    origin = {**origin, f"predicted_{self.objectives.quality.name}":
+                              round(self._predicted[schedule.hash], 4)}
+                out.append(self.tag(schedule, trial=trial.number, **origin))
         if not out and not self._pending:
             self.finished = True
         return out
+
+    def _screen(self, first: Any, schedule: Schedule) -> tuple[Any, Schedule]:
+        """`screen` - 1 more trials; the surrogate keeps the one adding the most predicted
+        hypervolume, the rest are told as pruned (Optuna keeps them out of its model)."""
+        model = self._surrogate()
+        if model is None:
+            return first, schedule
+        trials, schedules = [first], [schedule]
+        for _ in range(self.settings.screen - 1):
+            self.study.sampler = self._sampler(self.asks + 1)
+            self.asks += 1
+            t = self.study.ask(self.distributions)
+            s = self.decode(t.params)
+            self.trials.append({"params": dict(t.params), "state": "running", "values": None, "hash": s.hash})
+            trials.append(t)
+            schedules.append(s)
+        usable = [i for i, s in enumerate(schedules) if self.space.admissible(s) and s.hash not in self.known
+                  and s.hash not in self._seen]
+        if not usable:
+            return first, schedule
+        front = [tuple(v) for v in self.known.values() if v is not None]
+        front = [front[i] for i, keep in enumerate(self.objectives.front_mask(front)) if keep] if front else []
+        picks = model.screen([schedules[i] for i in usable], [self.speedup(schedules[i]) for i in usable],
+                             self.objectives, front, 1)
+        best = usable[picks[0]]
+        for i, t in enumerate(trials):
+            if i != best:
+                self.study.tell(t.number, state=TrialState.PRUNED)
+                self.trials[t.number]["state"] = "pruned"
+        self._predicted[schedules[best].hash] = float(model.predict([schedules[best]])[0])
+        return trials[best], schedules[best]
+
+    def _surrogate(self) -> Any:
+        known = [(rec["params"], self.known[rec["hash"]]) for rec in self.trials
+                 if rec["state"] == "complete" and self.known.get(rec["hash"]) is not None]
+        if len(known) < self.settings.screen_after or not self.predicts_cost():
+            return None
+        from .surrogate import QualitySurrogate
+        qi = self.objectives.index(self.objectives.quality.name)
+        model = QualitySurrogate(self.objectives.quality, self.space.components(), self.space.num_steps)
+        return model if model.fit([self.decode(p) for p, _ in known], [v[qi] for _, v in known]) else None
 
     def _observe(self, results: list[EvaluationResult]) -> None:
         for r in results:
@@ -223,15 +287,19 @@ class BayesSearcher(Searcher):
 
     # ------------------------------------------------------------------ state
     def _state(self) -> dict[str, Any]:
-        return {"trials": self.trials, "known": self.known, "warm": self.warm, "asks": self.asks}
+        return {"trials": self.trials, "known": self.known, "warm": self.warm, "warm_labels": self.warm_labels,
+                "asks": self.asks, "predicted": self._predicted}
 
     def _load_state(self, extra: Mapping[str, Any]) -> None:
         self.trials = [dict(t) for t in extra["trials"]]
         self.known = {h: (list(v) if v is not None else None) for h, v in extra["known"].items()}
         self.warm = [dict(p) for p in extra["warm"]]
+        self.warm_labels = [dict(p) for p in extra.get("warm_labels", [{}] * len(self.warm))]
         self.asks = int(extra["asks"])
+        self._predicted = dict(extra.get("predicted", {}))
         self.study = self._new_study()
-        states = {"running": TrialState.RUNNING, "complete": TrialState.COMPLETE, "fail": TrialState.FAIL}
+        states = {"running": TrialState.RUNNING, "complete": TrialState.COMPLETE, "fail": TrialState.FAIL,
+                  "pruned": TrialState.PRUNED}
         for rec in self.trials:
             self.study.add_trial(create_trial(
                 params=rec["params"], distributions=self.distributions, state=states[rec["state"]],

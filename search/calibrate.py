@@ -28,8 +28,9 @@ from scipy.optimize import nnls
 from schedules import COMPUTE, REUSE, SKIP, Schedule
 from schedules.modes import forecast_modes
 
+from schedules.objectives import Objective
+
 from .base import Profile
-from .objectives import Objective
 
 Key = tuple[str, str]
 

@@ -6,24 +6,34 @@
     cachesearch apply fast.json --prompt "a red circle on a blue background"
     cachesearch dashboard
 
+Scriptable: `--json` on studies, front, describe, export, apply and evaluate prints one JSON document
+on stdout; tables piped to a file are never cut to the terminal's width; every command reads the
+database from `--db`, else (search) the config's `db:`, else `$CACHESEARCH_DB`, else ./cachesearch.db.
+One evaluation id is used everywhere (front, export, the dashboard, errors).
+
 Every user-facing failure (bad config, unknown study, bad schedule file, a database that cannot be
 used, a model that is not there, an evaluator pool that cannot start) is one clear message and exit
-code 2, and is detected before anything is written; nothing already stored is lost.
+code 2, and is detected before anything is written; nothing already stored is lost. Store commands
+(studies, front, export, delete) import neither torch nor the searchers.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import signal
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+
+from .registry import NAMES as SEARCHER_NAMES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Search per-step cache schedules for diffusion transformers: quality vs speed Pareto "
@@ -33,6 +43,11 @@ err = Console(stderr=True)
 
 DB_HELP = ("Result database: a SQLAlchemy URL or a SQLite file path (default: $CACHESEARCH_DB, else "
            "sqlite:///cachesearch.db).")
+JSON_HELP = "Print one JSON document instead of tables."
+COST_HELP = "Speed objective: mac_speedup, latency_speedup or latency_speedup_model (default: the study's)."
+QUALITY_HELP = "Quality objective (default: the study's primary one)."
+#: Width of a console that is not a terminal: tables and lines piped to a file keep whole names.
+PIPE_WIDTH = 10_000
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -40,15 +55,20 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from evaluators.models import ModelLoadError
-    from evaluators.pool import PoolStartError
-    from schedules import ScheduleError
-    from store import StoreError
+#: Errors of modules a command may have loaded, by module: bad input they raise is the user's. Looked
+#: up only in modules already imported (an error can only come from a loaded module), so a store
+#: command that fails never imports the search stack or torch just to name the error it caught.
+_USER_ERRORS = {"schedules": ("ScheduleError", "ObjectiveError"), "store": ("StoreError",),
+                "search.config": ("ConfigError",), "search.study": ("StudyError",),
+                "evaluators.models": ("ModelLoadError",), "evaluators.pool": ("PoolStartError",)}
 
-    from .config import ConfigError
-    from .study import StudyError
-    return (ConfigError, StudyError, StoreError, ScheduleError, ModelLoadError, PoolStartError, FileNotFoundError)
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    found: list[type[BaseException]] = [FileNotFoundError]
+    for module, names in _USER_ERRORS.items():
+        loaded = sys.modules.get(module)
+        found += [getattr(loaded, n) for n in names] if loaded is not None else []
+    return tuple(found)
 
 
 @contextmanager
@@ -65,6 +85,40 @@ def _store(db: Optional[str], create: bool = False):
     return Store(database_url(db), create=create)
 
 
+def _print_json(doc: Any) -> None:
+    """One JSON document on stdout (non-finite floats as strings, so the output stays strict JSON)."""
+    print(json.dumps(_strict(doc), indent=2, default=str))
+
+
+def _strict(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib import metadata
+        try:
+            version = metadata.version("cachesearch")
+        except metadata.PackageNotFoundError:
+            version = "unknown (not installed: run from a source checkout)"
+        print(f"cachesearch {version}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Search per-step cache schedules for diffusion transformers."""
+    for c in (console, err):             # piped or captured output: never cut lines to 80 columns
+        c.width = None if c.is_terminal else PIPE_WIDTH   # type: ignore[assignment]
+
+
 def _sigterm_as_interrupt() -> None:
     """A polite kill (SIGTERM) stops a search like Ctrl-C: state saved, study marked interrupted."""
     def handler(signum: int, frame: object) -> None:
@@ -76,31 +130,38 @@ def _sigterm_as_interrupt() -> None:
 
 
 @app.command()
-def search(config: Path = typer.Argument(..., help="Study config (YAML); see `cachesearch schema config`."),
+def search(config: Path = typer.Argument(..., help=f"Study config (YAML; `searcher: {{name: ...}}` is one of "
+                                                    f"{', '.join(SEARCHER_NAMES)}); see `cachesearch schema config`."),
            resume: Optional[str] = typer.Option(None, "--resume", help="Continue this interrupted study."),
-           db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+           db: Optional[str] = typer.Option(None, "--db", help=DB_HELP + " A config's `db:` comes before "
+                                                                         "$CACHESEARCH_DB."),
            quiet: bool = typer.Option(False, "--quiet", "-q", help="No live progress display."),
            top: int = typer.Option(20, help="Front members shown in the summary.")) -> None:
     """Run a study (or resume one): evaluate schedules until the budget ends, storing every result."""
+    from store import database_url
+
     from .config import load_config
     from .reports import front_table
     from .study import run_study
     with _user_input():
         cfg = load_config(config)
+        url = database_url(db or cfg.db)
     _sigterm_as_interrupt()
     try:
         with _user_input():
-            name, outcome = run_study(cfg, source=str(config), db=db, resume=resume, show_progress=not quiet,
+            name, outcome = run_study(cfg, source=str(config), db=url, resume=resume, show_progress=not quiet,
                                       console=console, log=lambda m: console.print(m, style="dim"))
     except KeyboardInterrupt:     # outside the loop's own handling (e.g. a second Ctrl-C while it saves)
         _fail("interrupted; every result stored so far is kept (continue with --resume STUDY)", 130)
     objectives = cfg.resolved_objectives()
+    quality, cost = objectives.quality.name, objectives.cost.name
     console.print(f"[bold]{name}[/]: {outcome.reason}; {outcome.evaluations} evaluations "
                   f"({outcome.evaluated_now} in this run), {outcome.evaluator_seconds:.0f} evaluator-s, "
                   f"hypervolume {outcome.hypervolume:.4g}")
-    with _store(db or cfg.db) as store:
-        front = store.front(name, objectives[0].name, objectives[-1].name)
-        console.print(front_table(front, objectives[0].name, objectives[-1].name, f"front of {name}", top))
+    with _store(url) as store:
+        info = store.get_study(name)
+        front = store.front(name, quality, cost)
+        console.print(front_table(front, info.pair(quality, cost), f"front of {name}", top))
     if outcome.reason.startswith("interrupted"):
         console.print(f"interrupted; everything finished is stored. Continue with:\n"
                       f"  cachesearch search {config} --resume {name}" + (f" --db {db}" if db else ""),
@@ -109,36 +170,50 @@ def search(config: Path = typer.Argument(..., help="Study config (YAML); see `ca
 
 
 @app.command()
-def studies(db: Optional[str] = typer.Option(None, "--db", help=DB_HELP)) -> None:
+def studies(db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+            as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """List the studies in the database with their progress and best figures."""
-    from .reports import studies_table
+    from .reports import studies_doc, studies_table
+    now = time.time()
     with _user_input(), _store(db) as store:
-        console.print(studies_table(store.list_studies(), now=time.time()))
+        summaries = store.list_studies()
+    if as_json:
+        _print_json(studies_doc(summaries, now))
+        return
+    console.print(studies_table(summaries, now=now))
 
 
 @app.command()
 def front(study: str = typer.Argument(..., help="Study name."),
           db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
-          quality: Optional[str] = typer.Option(None, help="Quality objective (default: the study's first)."),
-          cost: Optional[str] = typer.Option(None, help="Speed objective (mac_speedup or latency_speedup)."),
-          as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
-    """Show the Pareto front of a study, fastest first."""
-    from .reports import front_table
+          quality: Optional[str] = typer.Option(None, help=QUALITY_HELP),
+          cost: Optional[str] = typer.Option(None, help=COST_HELP),
+          as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Show the Pareto front of a study, fastest first, by evaluation id. The hypervolume is shown when
+    the objectives have reference values (a front needs none)."""
+    from schedules.objectives import ObjectiveError
+
+    from .reports import front_doc, front_table
     with _user_input(), _store(db) as store:
         info = store.get_study(study)
-        q, c = quality or info.quality, cost or info.cost
-        records = store.front(study, q, c)
-        hv = store.hypervolume(study, q, c)
+        pair = info.pair(quality, cost)
+        records = store.front(study, pair[0].name, pair[1].name)
+        try:
+            hv: float | None = store.hypervolume(study, pair[0].name, pair[1].name)
+            hv_note = None
+        except ObjectiveError as exc:
+            hv, hv_note = None, str(exc)
     status = info.display_status(time.time())
     if status.startswith("stale"):
         err.print(f"study {study} is {status}: its run stopped without finishing; continue it with "
                   f"`cachesearch search CONFIG --resume {study}`", highlight=False)
     if as_json:
-        print(json.dumps([{"hash": r.schedule_hash, q: r.objective(q), c: r.objective(c),
-                           "mac_speedup": r.mac_speedup, "latency_speedup": r.latency_speedup,
-                           "provenance": r.provenance} for r in reversed(records)], indent=2))
+        _print_json(front_doc(info, pair, records, hv, hv_note))
         return
-    console.print(front_table(records, q, c, f"front of {study} ({len(records)} members, hypervolume {hv:.4g})"))
+    title = f"front of {study} ({len(records)} members" + (f", hypervolume {hv:.4g})" if hv is not None else ")")
+    console.print(front_table(records, pair, title))
+    if hv_note:
+        err.print(f"no hypervolume: {hv_note}", highlight=False)
 
 
 @app.command()
@@ -160,7 +235,7 @@ def evaluate(config: Path = typer.Argument(..., help="Study config whose `evalua
     finally:
         pool.close()
     if as_json:
-        print(json.dumps(result.summary(), indent=2, default=str))
+        _print_json(result.summary())
     else:
         console.print(metrics_table(result, f"{schedule} ({sched.short_hash})"))
     if not result.ok:
@@ -173,7 +248,8 @@ def apply(schedule: Path = typer.Argument(..., help="Schedule JSON file."),
           model: str = typer.Option("embedded", help="'embedded', a hub id or a local folder."),
           seed: int = typer.Option(0, help="Seed of the first image (then seed+1, ...)."),
           out: Path = typer.Option(Path("cachesearch_images"), "--out", "-o", help="Folder for the PNGs."),
-          repeats: int = typer.Option(3, min=1, help="Timed runs for the latency speedup.")) -> None:
+          repeats: int = typer.Option(3, min=1, help="Timed runs for the latency speedup."),
+          as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Generate images with a schedule and without it; report the MAC and measured latency speedups."""
     from .apply import apply_and_compare
     empty = [i for i, p in enumerate(prompt) if not p.strip()]
@@ -181,7 +257,10 @@ def apply(schedule: Path = typer.Argument(..., help="Schedule JSON file."),
         _fail(f"--prompt: prompt {empty[0] + 1} is empty; give the text of each image to generate", 2)
     with _user_input():
         report = apply_and_compare(schedule, prompt, model, seed, out, repeats)
-    for line in report:
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    for line in report.lines():
         console.print(line)
 
 
@@ -191,18 +270,60 @@ def export(study: str = typer.Argument(..., help="Study name."),
            output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write."),
            all_front: Optional[Path] = typer.Option(None, "--all-front", help="Write every front member here."),
            fmt: str = typer.Option("cachesearch", "--format", help="cachesearch (JSON) or cache-dit (YAML)."),
-           db: Optional[str] = typer.Option(None, "--db", help=DB_HELP)) -> None:
-    """Write the picked schedule (with its measured metrics and provenance) or the whole front."""
-    from store import export_front, export_pick
+           quality: Optional[str] = typer.Option(None, help=QUALITY_HELP),
+           cost: Optional[str] = typer.Option(None, help=COST_HELP + " 'fastest' means by this one."),
+           db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+           as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Write the picked schedule (with its measured metrics and provenance) or the whole front, and
+    say which evaluation each file holds."""
+    from store import write_front, write_pick
+
+    from .reports import written_doc, written_line
     if output is None and all_front is None:
         _fail("give -o FILE (one picked schedule) and/or --all-front DIR", 2)
+    written = []
     with _user_input(), _store(db) as store:
         if output is not None:
-            path = export_pick(store, study, pick, output, fmt=fmt)
-            console.print(f"wrote {path} ({pick})")
+            written.append(write_pick(store, study, pick, output, quality=quality, cost=cost, fmt=fmt))
         if all_front is not None:
-            paths = export_front(store, study, all_front, fmt=fmt)
-            console.print(f"wrote {len(paths)} front members to {all_front}")
+            written += write_front(store, study, all_front, quality=quality, cost=cost, fmt=fmt)
+        pair = store.get_study(study).pair(quality, cost)
+    if as_json:
+        _print_json(written_doc(written, pair, pick if output is not None else None))
+        return
+    for w in written:
+        console.print(written_line(w, pair), soft_wrap=True, highlight=False, markup=False)
+
+
+@app.command()
+def delete(study: str = typer.Argument(..., help="Study name."),
+           yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask (for scripts)."),
+           db: Optional[str] = typer.Option(None, "--db", help=DB_HELP)) -> None:
+    """Delete a study with its evaluations, images and searcher state (after confirmation). Schedules
+    stay: they are shared by hash with other studies. A study a live run holds is refused."""
+    with _user_input(), _store(db) as store:       # create=False: never makes a database to delete from
+        info = store.get_study(study)
+        summary = next(s for s in store.list_studies() if s.name == study)
+        status = info.display_status(time.time())
+        if status == "running" and info.run is not None:
+            _fail(f"study '{study}' is being run by {info.run.owner}; stop that run first", 2)
+        what = f"study '{study}' ({summary.n_evaluations} finished evaluations, {summary.n_pending} pending)"
+        if not yes:
+            try:
+                confirmed = typer.confirm(f"Delete {what} from {store!r}?", default=False)
+            except typer.Abort:          # stdin closed (a script): never delete without a yes
+                _fail(f"no confirmation to delete {what}: nothing deleted (pass --yes in scripts)", 2)
+            if not confirmed:
+                _fail("nothing deleted", 1)
+        store.delete_study(study)
+    console.print(f"deleted {what}", highlight=False, markup=False)
+
+
+def dashboard_command(db_url: str, host: str, port: int, open_browser: bool) -> list[str]:
+    """The dashboard as a program of its own (`python -m dashboard`): the CLI never imports the
+    `dashboard` package (dependencies flow search -> store, dashboard -> store, never across)."""
+    return [sys.executable, "-m", "dashboard", "--db", db_url, "--host", host, "--port", str(int(port))] + (
+        ["--open"] if open_browser else [])
 
 
 @app.command()
@@ -210,10 +331,11 @@ def dashboard(db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
               host: str = typer.Option("127.0.0.1", help="Bind address (keep 127.0.0.1 unless you mean it)."),
               port: int = typer.Option(8501, help="Port."),
               open_browser: bool = typer.Option(False, "--open", help="Open a browser tab.")) -> None:
-    """Browse studies, fronts, schedules and images in the Streamlit dashboard."""
-    from dashboard.launcher import launch
+    """Browse studies, fronts, evaluations, schedules and images in the Streamlit dashboard."""
     from store import database_url
-    raise typer.Exit(launch(database_url(db), host=host, port=port, open_browser=open_browser))
+    command = dashboard_command(database_url(db), host, port, open_browser)
+    sys.stdout.flush()
+    os.execv(command[0], command)        # the dashboard replaces this process: Ctrl-C and SIGTERM reach it
 
 
 @app.command()
@@ -230,12 +352,16 @@ def schema(what: str = typer.Argument("schedule", help="schedule (the file forma
 
 
 @app.command()
-def describe(model: str = typer.Argument("embedded", help="'embedded', a hub id or a local folder.")) -> None:
+def describe(model: str = typer.Argument("embedded", help="'embedded', a hub id or a local folder."),
+             as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Show a model's block groups, components and MACs per component (what schedules control)."""
     from .apply import describe_model
-    from .reports import describe_table
+    from .reports import describe_doc, describe_table
     with _user_input():
         spec, table = describe_model(model)
+    if as_json:
+        _print_json(describe_doc(spec, table))
+        return
     console.print(describe_table(spec, table))
 
 

@@ -4,15 +4,17 @@
     db: sqlite:///cachesearch.db         # any SQLAlchemy URL
     evaluation: {model: embedded, num_prompts: 8, seeds: [0, 1]}   # evaluators.EvaluationConfig
     space: {kinds: [cache]}
-    objectives:                          # quality first, then speed; reference = hypervolume corner
-      - {name: psnr, reference: 15}
-      - {name: mac_speedup, reference: 1}
+    objectives:                          # roles explicit (or from the name); reference = hypervolume corner
+      - {name: psnr, role: quality, reference: 15}
+      - {name: mac_speedup, role: cost, reference: 1}
     searcher: {name: ecad, seed: 0, settings: {population: 24}}
     budget: {evaluations: 200, wall_time_s: 1800}
 
 `evaluation` is the evaluators' own model, embedded as is, so its checks (missing weights, unknown
 metric, missing prompt file) report as `evaluation.<field>`. `synthetic` replaces it with the analytic
-test pool (mechanics only).
+test pool (mechanics only). Objectives become `schedules.objectives.Objective`s, their roles checked
+here: a cost listed as quality (or a metric as cost) is an error naming both. The `searcher:` section
+is one model per entry of `search.registry.SEARCHERS`.
 """
 
 from __future__ import annotations
@@ -22,21 +24,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from evaluators.config import EvaluationConfig
+from schedules.objectives import COST_NAMES, QUALITY, Objective, ObjectiveError, Objectives
 from store import STUDY_NAME_RULE, StudyNameError, check_study_name
 from store.records import STALE_AFTER_INTERVALS
 
-from .bayes import BayesSettings
-from .dp_searcher import DPSettings
-from .ecad import EcadSettings
-from .heuristics import HeuristicsSettings
-from .objectives import Objective, Objectives
-from .random_search import RandomSettings
+from .registry import SEARCHERS
 from .space import KINDS
-
-COSTS = ("mac_speedup", "latency_speedup")
 
 
 class _Strict(BaseModel):
@@ -44,20 +40,36 @@ class _Strict(BaseModel):
 
 
 class ObjectiveConfig(_Strict):
-    name: str = Field(description="a metric of the evaluation (psnr, ssim, latent_mse, ...) or mac_speedup / "
-                                  "latency_speedup")
+    name: str = Field(description=f"a metric of the evaluation (psnr, ssim, latent_mse, ...) or a cost: "
+                                  f"{', '.join(COST_NAMES)}")
+    role: Literal["quality", "cost"] | None = Field(None, description=(
+        "quality or cost; default from the name (the cost names are costs, any metric is quality); given, "
+        "it must agree with the name"))
     maximize: bool | None = Field(None, description="default: the metric's own direction (latent_mse, judge_fd: "
                                                     "lower is better), true for speedups")
-    reference: float = Field(description="hypervolume reference: the worst value that still counts")
+    reference: float | None = Field(None, description="hypervolume reference: the worst value that still counts "
+                                                      "(required for a quality objective; costs default to 1.0)")
+
+    @model_validator(mode="after")
+    def _role(self) -> "ObjectiveConfig":
+        try:
+            objective = self.resolved()
+        except ObjectiveError as exc:
+            raise ValueError(str(exc)) from None
+        if objective.role == QUALITY and objective.reference is None:
+            raise ValueError(f"reference: the quality objective '{self.name}' needs a hypervolume reference, the "
+                             "worst value that still counts (e.g. 15 for psnr)")
+        return self
 
     def resolved(self) -> Objective:
-        maximize = self.maximize
-        if maximize is None:
-            maximize = True
-            if self.name not in COSTS:
-                from evaluators.metrics import REGISTRY, higher_is_better
-                maximize = higher_is_better(self.name) if self.name in REGISTRY else True
-        return Objective(self.name, maximize, self.reference)
+        """The objective: direction and unit from the evaluators' metric registry unless given."""
+        maximize, unit = self.maximize, ""
+        if self.name not in COST_NAMES:
+            from evaluators.metrics import REGISTRY, higher_is_better, metric_unit
+            if maximize is None and self.name in REGISTRY:
+                maximize = higher_is_better(self.name)
+            unit = metric_unit(self.name)
+        return Objective(self.name, True if maximize is None else maximize, self.role, self.reference, unit)
 
 
 class SpaceConfig(_Strict):
@@ -107,33 +119,25 @@ class _SearcherBase(_Strict):
     seed: int = 0
 
 
-class EcadConfig(_SearcherBase):
-    name: Literal["ecad"]
-    settings: EcadSettings = Field(default_factory=EcadSettings)
+def _searcher_config(name: str, settings: type[BaseModel]) -> type[_SearcherBase]:
+    """`{name, seed, settings}` of one registered searcher, its settings checked by its own model."""
+    return create_model(f"{name.capitalize()}SearcherConfig", __base__=_SearcherBase,
+                        name=(Literal[name], ...), settings=(settings, Field(default_factory=settings)))
 
 
-class DPConfig(_SearcherBase):
-    name: Literal["dp"]
-    settings: DPSettings = Field(default_factory=DPSettings)
+SEARCHER_CONFIGS = tuple(_searcher_config(n, cls.Settings) for n, cls in SEARCHERS.items())
+SearcherConfig = Annotated[Union[SEARCHER_CONFIGS], Field(discriminator="name")]   # type: ignore[valid-type]
 
 
-class BayesConfig(_SearcherBase):
-    name: Literal["bayes"]
-    settings: BayesSettings = Field(default_factory=BayesSettings)
+class RacingConfig(_Strict):
+    """Multi-fidelity racing (evaluators.racing): a candidate is scored batch by batch and stopped once
+    it is dominated, beyond `z` paired standard errors, by the front member at least as fast; needs a
+    per-sample quality metric, MAC speedup as the cost, and several batches (`evaluation.batch_size`
+    below the number of prompt x seed pairs). Stopped candidates are stored as partial ('raced')."""
 
-
-class RandomConfig(_SearcherBase):
-    name: Literal["random"]
-    settings: RandomSettings = Field(default_factory=RandomSettings)
-
-
-class HeuristicsConfig(_SearcherBase):
-    name: Literal["heuristics"]
-    settings: HeuristicsSettings = Field(default_factory=HeuristicsSettings)
-
-
-SearcherConfig = Annotated[Union[EcadConfig, DPConfig, BayesConfig, RandomConfig, HeuristicsConfig],
-                           Field(discriminator="name")]
+    enabled: bool = False
+    z: float = Field(2.0, gt=0, description="standard errors of the paired difference the candidate must lose by")
+    min_pairs: int = Field(2, ge=2, description="pairs scored before a candidate can be stopped")
 
 
 class StudyConfig(_Strict):
@@ -149,6 +153,7 @@ class StudyConfig(_Strict):
     searcher: SearcherConfig
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     batch_size: int | None = Field(None, ge=1, description="schedules per dispatch (default: pool workers)")
+    racing: RacingConfig = Field(default_factory=RacingConfig)
     seed_studies: list[str] = Field(default_factory=list, description="fronts of these studies seed the searcher")
     seed_schedules: list[str] = Field(default_factory=list, description="schedule files seeding the searcher")
     heartbeat_s: float = Field(30.0, gt=0, description=f"a running study records a heartbeat this often; one silent "
@@ -178,11 +183,13 @@ class StudyConfig(_Strict):
             raise ValueError("give either `evaluation` or `synthetic`, not both")
         metrics = ["quality"] if self.synthetic is not None else self.evaluation.metric_names()
         for i, o in enumerate(self.objective_configs()):
-            if o.name not in COSTS and o.name not in metrics:
+            if o.name not in COST_NAMES and o.name not in metrics:
                 raise ValueError(f"objectives[{i}].name: {o.name!r} is not a metric of this evaluation "
-                                 f"(metrics: {', '.join(metrics)}; costs: {', '.join(COSTS)})")
-        if not any(o.name in COSTS for o in self.objective_configs()):
-            raise ValueError("objectives: list a speed objective (mac_speedup or latency_speedup)")
+                                 f"(metrics: {', '.join(metrics)}; costs: {', '.join(COST_NAMES)})")
+        try:
+            self.resolved_objectives()
+        except ObjectiveError as exc:       # no quality or no cost objective, or one listed twice
+            raise ValueError(f"objectives: {exc}") from None
         return self
 
     def objective_configs(self) -> list[ObjectiveConfig]:
@@ -223,7 +230,7 @@ def _loc(parts: tuple[Any, ...]) -> str:
     for p in parts:
         if isinstance(p, int):
             out += f"[{p}]"
-        elif p in ("ecad", "dp", "bayes", "random", "heuristics") and out == "searcher":
+        elif p in SEARCHERS and out == "searcher":
             continue   # the discriminator tag pydantic inserts; the user wrote `searcher.<field>`
         else:
             out += f".{p}" if out else str(p)

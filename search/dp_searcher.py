@@ -40,7 +40,7 @@ from typing import Any, Literal, Mapping
 import numpy as np
 from pydantic import Field
 
-from schedules import EvaluationResult, Schedule, mac_speedup
+from schedules import EvaluationResult, Schedule
 from schedules.modes import forecast_modes
 
 from .base import Profile, ProfileRequest, Searcher, SearcherSettings
@@ -50,7 +50,6 @@ from .dp import (
 )
 from .calibrate import fit_weights, weighted_profile
 from .heuristics import space_heuristics
-from .objectives import pick_on_front
 
 
 class DPSettings(SearcherSettings):
@@ -84,6 +83,7 @@ class DPSettings(SearcherSettings):
 class DPSearcher(Searcher):
     name = "dp"
     Settings = DPSettings
+    quick_settings = {"candidates": 10}
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -162,7 +162,8 @@ class DPSearcher(Searcher):
         if boss and self.settings.bases > 1:
             mask = self.objectives.front_mask([v for v, _ in boss])
             front = [(v, d) for (v, d), keep in zip(boss, mask) if keep]
-            for i in spread([np.log(max(v[-1], 1e-9)) for v, _ in front], self.settings.bases - 1):
+            c = self._roles()[1]
+            for i in spread([np.log(max(v[c], 1e-9)) for v, _ in front], self.settings.bases - 1):
                 bases.append(Schedule.from_dict(front[i][1]))
         return bases
 
@@ -180,8 +181,9 @@ class DPSearcher(Searcher):
         same = [(v, d) for v, d in zip(self.verified, self.verified_docs)
                 if d["sampling"] == base.sampling.to_dict()]
         if self.settings.calibrate and same:
-            weights = fit_weights([Schedule.from_dict(d) for _, d in same], [v[0] for v, _ in same],
-                                  self.objectives[0], profile, self.settings.phases, self.settings.ridge,
+            q = self._roles()[0]
+            weights = fit_weights([Schedule.from_dict(d) for _, d in same], [v[q] for v, _ in same],
+                                  self.objectives.quality, profile, self.settings.phases, self.settings.ridge,
                                   self.settings.floor, self.settings.error_power)
         self.weights = weights.round(4).tolist() if weights is not None else None
         return weighted_profile(profile, keys, weights, base.num_steps)
@@ -263,7 +265,7 @@ class DPSearcher(Searcher):
                     for step, mode in served.items():
                         masks[(g, c)][step][b] = mode
             s = Schedule.from_masks(self.space.model, base.sampling, masks)
-            speed = self._speedup(s)
+            speed = self.speedup(s)
             if self.settings.min_speedup <= speed <= limit and self.fresh(s):
                 out.append((speed, float(sum(u.errors[k - 1] for u, k in zip(units, choice))), s))
         return out
@@ -310,17 +312,17 @@ class DPSearcher(Searcher):
         measured so far whose quality still counts (beats the reference): candidates far beyond it
         would land outside the hypervolume box and waste evaluations."""
         limit = self.settings.max_speedup or float("inf")
-        q, speed = self.objectives[0], self.objectives[-1]
-        useful = [v[-1] for v in self.verified if (v[0] > q.reference if q.maximize else v[0] < q.reference)]
-        if useful and speed.name in ("mac_speedup", "latency_speedup"):
+        q, c = self._roles()
+        quality = self.objectives[q]
+        useful = [v[c] for v in self.verified
+                  if quality.reference is not None and quality.better(v[q], quality.reference)]
+        if useful:
             limit = min(limit, self.settings.reach * max(useful))
         return limit
 
-    def _speedup(self, schedule: Schedule) -> float:
-        """Predicted MAC speedup over the study's reference (all compute at its own steps)."""
-        if self.cost_table is not None:
-            return mac_speedup(schedule, self.cost_table, self.space.baseline())
-        return self.space.num_steps / schedule.num_steps / max(schedule.compute_fraction(), 1e-9)
+    def _roles(self) -> tuple[int, int]:
+        """Positions of the primary quality and cost objectives in a verified values vector."""
+        return self.objectives.index(self.objectives.quality.name), self.objectives.index(self.objectives.cost.name)
 
     # ------------------------------------------------------------------ ask / tell
     def _propose(self, n: int) -> list[Schedule]:
@@ -359,7 +361,7 @@ class DPSearcher(Searcher):
             self.phase = "done"
             return
         self.round += 1
-        i = pick_on_front(self.objectives, self.verified, self.settings.refine_pick)
+        i = self.objectives.pick(self.verified, self.settings.refine_pick)
         self.targets = [self.verified_docs[i]]
         self.phase = "profile"
 

@@ -15,6 +15,10 @@ its JSON state and other code's use of `random` cannot change the search.
 Initial population: the extra seeds given (e.g. a DP front), the heuristic schedules (all of them, up
 to `max_seeds`, even beyond the population: survival trims), then mutations of those (ECAD's
 seeding) up to the population size; random genomes only if there is nothing to seed.
+
+Provenance (`schedules.provenance`): every offspring entry keeps where it came from, so a stored
+result says "fora(interval=2) (as ecad generation 0)" for a seeded heuristic and "ecad generation 3:
+crossover, mutation of 3fa9c0d1 x 77ab12cd" for a bred child (its parents' schedule hashes).
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ from .base import Searcher, SearcherSettings
 from .heuristics import space_heuristics
 
 
+#: Provenance a seed or heuristic keeps in generation 0 (what it is, where it came from).
+_KEPT = ("heuristic", "heuristic_params", "seed_from", "imported_from")
+
+
 class EcadSettings(SearcherSettings):
     population: int = Field(72, ge=4, description="NSGA-II population (ECAD: 72)")
     crossover_prob: float = Field(0.9, ge=0, le=1, description="probability a pair is crossed (ECAD: 0.9)")
@@ -48,6 +56,10 @@ class EcadSettings(SearcherSettings):
     max_seeds: int = Field(64, ge=0, description="seeds (given + heuristics) evaluated in generation 0 even "
                                                  "beyond the population; NSGA-II survival then trims")
     max_tries: int = Field(50, ge=1, description="re-mutations before a duplicate child is replaced by a random one")
+    screen: float = Field(1.0, ge=1.0, description=(
+        "breed this many times the population and send only the offspring the quality surrogate "
+        "(search.surrogate) predicts to add the most hypervolume; 1 = no screening (ECAD)"))
+    screen_after: int = Field(16, ge=4, description="told results before the surrogate screens")
 
 
 class _Fitness(deap_base.Fitness):
@@ -107,6 +119,7 @@ def _genome(bits: str) -> list[int]:
 class EcadSearcher(Searcher):
     name = "ecad"
     Settings = EcadSettings
+    quick_settings = {"population": 12}
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -114,6 +127,8 @@ class EcadSearcher(Searcher):
         self.population: list[dict[str, Any]] = []       # {"bits", "values"}
         self.offspring: list[dict[str, Any]] = []        # {"bits", "hash", "values", "told"} in breed order
         self.queue: list[int] = []                       # indices into offspring not yet asked
+        self.told: list[list[Any]] = []                  # [bits, quality] of every result told, for the surrogate
+        self._predicted: dict[str, float] = {}           # hash -> the surrogate's quality, for provenance
         self._started = False
 
     def step(self) -> int:
@@ -128,7 +143,11 @@ class EcadSearcher(Searcher):
             entry = self.offspring[self.queue.pop(0)]
             schedule = self.space.decode(_genome(entry["bits"]))
             if self.fresh(schedule, out):
-                out.append(self.tag(schedule, generation=self.generation))
+                origin = dict(entry.get("origin", {}))
+                predicted = self._predicted.get(schedule.hash)
+                if predicted is not None:
+                    origin[f"predicted_{self.objectives.quality.name}"] = round(predicted, 4)
+                out.append(self.tag(schedule, generation=self.generation, **origin))
             else:   # became a duplicate (e.g. a seed given twice): drop it from this generation
                 entry["told"], entry["values"] = True, None
         if not out and not self._pending:
@@ -145,12 +164,14 @@ class EcadSearcher(Searcher):
                 values = self.objectives.values(r)
                 entry["values"] = list(self.objectives.minimised(values)) if values is not None else None
                 entry["told"] = True
+                if values is not None:
+                    self.told.append([entry["bits"], float(values[self.objectives.index(self.objectives.quality.name)])])
         self._maybe_advance()
 
     # ------------------------------------------------------------------ generations
     def _start(self) -> None:
         self._started = True
-        self._set_offspring(self._initial_genomes())
+        self._set_offspring(*self._initial_genomes())
 
     def _maybe_advance(self) -> None:
         if self.queue or not all(e["told"] for e in self.offspring):
@@ -168,24 +189,31 @@ class EcadSearcher(Searcher):
             self.offspring = []
             return
         self.generation += 1
-        self._set_offspring(self._breed(survivors))
+        self._set_offspring(*self._screened(survivors))
         if not self.queue:
             self.finished = True
 
-    def _set_offspring(self, genomes: list[list[int]]) -> None:
-        self.offspring = [{"bits": _bits(g), "hash": self.space.decode(g).hash, "values": None, "told": False}
-                          for g in genomes]
+    def _set_offspring(self, genomes: list[list[int]], origins: list[dict[str, Any]]) -> None:
+        self.offspring = [{"bits": _bits(g), "hash": self.space.decode(g).hash, "values": None, "told": False,
+                           "origin": origin} for g, origin in zip(genomes, origins)]
         self.queue = list(range(len(self.offspring)))
 
-    def _initial_genomes(self) -> list[list[int]]:
+    def _hash(self, genome: list[int]) -> str:
+        return self.space.decode(genome).hash
+
+    def _initial_genomes(self) -> tuple[list[list[int]], list[dict[str, Any]]]:
+        """Generation 0 and where each member came from: a seed or heuristic keeps its own
+        provenance (its `heuristic`, `seed_from`), a mutation of one names it as parent."""
         mu, space = self.settings.population, self.space
         base = []
+        origins: list[dict[str, Any]] = []
         taken: set[str] = set()
 
         def add(items: list[Schedule], cap: int) -> None:
             for s in items:
                 if self.fresh(s) and s.hash not in taken and len(base) < cap:
                     base.append(space.encode(s))
+                    origins.append({k: v for k, v in s.provenance.items() if k in _KEPT})
                     taken.add(s.hash)
 
         seats = max(mu, self.settings.max_seeds)     # generation 0 may exceed the population: survival trims
@@ -203,14 +231,44 @@ class EcadSearcher(Searcher):
             child = self._unique(self._mutate(parent, indpb) if base else parent, taken, indpb)
             if child is None:
                 break
+            origins.append({"parents": [self._hash(parent)], "operators": ["mutation"]} if base
+                           else {"operators": ["random"]})
             out.append(child)
             taken.add(space.decode(child).hash)
-        return out
+        return out, origins
 
-    def _breed(self, parents: list[_Individual]) -> list[list[int]]:
-        s, lam = self.settings, self.settings.population
+    def _screened(self, parents: list[_Individual]) -> tuple[list[list[int]], list[dict[str, Any]]]:
+        """The next offspring: bred, and with `screen` > 1 bred `screen` times over and cut back to
+        the population by the quality surrogate (their costs are known before any image)."""
+        mu, s = self.settings.population, self.settings
+        surrogate = self._surrogate() if s.screen > 1 else None
+        if surrogate is None:
+            return self._breed(parents, mu)
+        many, origins = self._breed(parents, int(round(mu * s.screen)))
+        schedules = [self.space.decode(g) for g in many]
+        costs = [self.speedup(x) for x in schedules]
+        # minimised values back to natural units: the convention is self-inverse (a sign per objective)
+        front = [tuple(self.objectives.minimised(p["values"])) for p in self.population]
+        keep = surrogate.screen(schedules, costs, self.objectives, front, mu)
+        predicted = surrogate.predict([schedules[i] for i in keep])
+        self._predicted = {schedules[i].hash: float(q) for i, q in zip(keep, predicted)}
+        return [many[i] for i in keep], [{**origins[i], "screened": True} for i in keep]
+
+    def _surrogate(self) -> Any:
+        if len(self.told) < self.settings.screen_after or not self.predicts_cost():
+            return None
+        from .surrogate import QualitySurrogate
+        model = QualitySurrogate(self.objectives.quality, self.space.components(), self.space.num_steps)
+        ok = model.fit([self.space.decode(_genome(b)) for b, _ in self.told], [q for _, q in self.told])
+        return model if ok else None
+
+    def _breed(self, parents: list[_Individual], lam: int | None = None
+               ) -> tuple[list[list[int]], list[dict[str, Any]]]:
+        """The next offspring and how each was made: its parents' hashes and the operators applied."""
+        s = self.settings
+        lam = lam or s.population
         if not parents:
-            return []
+            return [], []
         chosen: list[list[int]] = []
         with _deap_rng(self.rng):
             usable = parents[:len(parents) // 4 * 4]
@@ -222,25 +280,38 @@ class EcadSearcher(Searcher):
         chosen = chosen[:lam]
         indpb = min(0.5, s.mutation_flips / max(1, self.space.length))
         children: list[list[int]] = []
+        made: list[dict[str, Any]] = []
         for i in range(0, len(chosen) - 1, 2):
             a, b = chosen[i], chosen[i + 1]
+            pair = [self._hash(a), self._hash(b)]
             if self.rng.random() < s.crossover_prob:
                 a, b = self._crossover(a, b)
+                made += [{"parents": pair, "operators": ["crossover"]}, {"parents": pair, "operators": ["crossover"]}]
+            else:
+                made += [{"parents": pair[:1], "operators": []}, {"parents": pair[1:], "operators": []}]
             children += [a, b]
         if len(chosen) % 2:
             children.append(chosen[-1])
+            made.append({"parents": [self._hash(chosen[-1])], "operators": []})
         taken: set[str] = set()
-        out = []
-        for child in children:
+        out, origins = [], []
+        for child, origin in zip(children, made):
+            ops = list(origin["operators"])
             if self.rng.random() < s.mutation_prob:
                 child = self._mutate(child, indpb)
+                ops.append("mutation")
             if self.rng.random() < s.step_mutation_prob:
                 child = self._step_mutate(child)
-            child = self._unique(self.space.repair(child, self.rng), taken, indpb)
+                ops.append("step-mutation")
+            before = self.space.repair(child, self.rng)
+            child = self._unique(before, taken, indpb)
             if child is not None:
+                if child != before and "mutation" not in ops:
+                    ops.append("mutation")             # re-mutated until new (or, last resort, random)
                 out.append(child)
+                origins.append({"parents": origin["parents"], "operators": ops or ["copy"]})
                 taken.add(self.space.decode(child).hash)
-        return out
+        return out, origins
 
     def _crossover(self, a: list[int], b: list[int]) -> tuple[list[int], list[int]]:
         a, b = segmented_crossover(a, b, self.space.segments(), self.settings.crossover_points, self.rng)
@@ -280,7 +351,8 @@ class EcadSearcher(Searcher):
     # ------------------------------------------------------------------ state
     def _state(self) -> dict[str, Any]:
         return {"generation": self.generation, "started": self._started, "population": self.population,
-                "offspring": self.offspring, "queue": self.queue}
+                "offspring": self.offspring, "queue": self.queue, "told": self.told,
+                "predicted": getattr(self, "_predicted", {})}
 
     def _load_state(self, extra: Mapping[str, Any]) -> None:
         self.generation = int(extra["generation"])
@@ -288,3 +360,5 @@ class EcadSearcher(Searcher):
         self.population = [dict(p) for p in extra["population"]]
         self.offspring = [dict(e) for e in extra["offspring"]]
         self.queue = list(extra["queue"])
+        self.told = [list(t) for t in extra.get("told", [])]
+        self._predicted = dict(extra.get("predicted", {}))

@@ -25,9 +25,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from schedules import EvaluationResult, Schedule
+from schedules.objectives import Objectives
 
 from .base import Profile, ProfileRequest, Searcher
-from .objectives import Objectives
 from .progress import SearchProgress
 
 
@@ -68,8 +68,9 @@ class Outcome:
 class SearchLoop:
     def __init__(self, store: Any, study: str, searcher: Searcher, pool: Any, objectives: Objectives,
                  budget: Budget, *, batch_size: int = 1, progress: SearchProgress | None = None,
-                 save_interval_s: float = 1.0, clock: Any = time.monotonic):
+                 save_interval_s: float = 1.0, clock: Any = time.monotonic, racing: Any = None):
         self.store, self.study, self.searcher, self.pool = store, study, searcher, pool
+        self.racing = racing if racing is not None and racing.enabled else None
         self.objectives, self.budget = objectives, budget
         self.batch_size = max(1, int(batch_size))
         self.progress = progress
@@ -201,8 +202,9 @@ class SearchLoop:
             self._finish("failed")
             raise
         self._finish(status)
+        cost = self.objectives.index(self.objectives.cost.name)
         return Outcome(reason, self.evaluations, self.evaluated_now, self.evaluator_seconds, self.wall_time,
-                       sorted(self.front, key=lambda r: self.objectives.values(r)[-1]), self.hv)
+                       sorted(self.front, key=lambda r: self.objectives.values(r)[cost]), self.hv)
 
     def _finish(self, status: str) -> None:
         self._save()
@@ -218,7 +220,8 @@ class SearchLoop:
             return
         step = int(self.searcher.step())
         self.store.mark_queued(self.study, todo, step)
-        results = self.pool.evaluate(todo)
+        races = self._races(todo)
+        results = self.pool.evaluate(todo, races=races) if races else self.pool.evaluate(todo)
         try:
             for result in results:
                 self.store.record_evaluation(self.study, result, step)
@@ -231,6 +234,28 @@ class SearchLoop:
             close = getattr(results, "close", None)
             if close is not None:
                 close()
+
+    def _races(self, todo: Sequence[Schedule]) -> dict[str, Any]:
+        """Per schedule, the race against the front member at least as fast (by predicted MAC
+        speedup) with the best quality, on that member's per-pair values (evaluators.racing)."""
+        if self.racing is None or not self.front:
+            return {}
+        from evaluators.racing import Race
+
+        quality, cost = self.objectives.quality, self.objectives.cost
+        if not self.searcher.predicts_cost():
+            return {}
+        races = {}
+        for s in todo:
+            speed = self.searcher.speedup(s)
+            rivals = [r for r in self.front if (r.objective(cost.name) or 0.0) >= speed
+                      and len(r.per_prompt.get(quality.name, ())) == (r.pairs_total or -1)]
+            if not rivals:
+                continue
+            best = max(rivals, key=lambda r: (r.objective(quality.name) or 0.0) * (1 if quality.maximize else -1))
+            races[s.hash] = Race(quality.name, quality.maximize, tuple(best.per_prompt[quality.name]),
+                                 self.racing.z, self.racing.min_pairs, best.schedule.hash)
+        return races
 
     def _profile(self, request: ProfileRequest) -> None:
         """Run a measurement the searcher asked for; its worker time counts like an evaluation's."""

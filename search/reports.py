@@ -1,4 +1,6 @@
-"""Rich tables the CLI prints: the front of a study, the list of studies, a search's summary."""
+"""What the CLI prints: rich tables for people, JSON documents for scripts (`--json`), from the same
+records, so both show the same evaluation ids, figures and provenance. Imports no torch: the store
+commands use it."""
 
 from __future__ import annotations
 
@@ -6,6 +8,9 @@ import time
 from typing import Any, Sequence
 
 from rich.table import Table
+
+from schedules.objectives import COST_NAMES, FIGURE_NAMES, Objectives, label
+from schedules.provenance import describe, origin
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -16,38 +21,97 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def front_table(records: Sequence[Any], quality: str, cost: str, title: str, limit: int | None = None) -> Table:
-    """Front members (store EvaluationRecords, sorted by cost ascending), fastest first."""
+def _speedup(value: float | None) -> str:
+    return f"{value:.3g}x" if value is not None else "-"
+
+
+def front_table(records: Sequence[Any], pair: Objectives, title: str, limit: int | None = None) -> Table:
+    """Front members (store EvaluationRecords, sorted by cost ascending), fastest first, by evaluation
+    id; every cost figure, and who found each one."""
+    quality, cost = pair[0], pair[1]
     table = Table(title=title, title_justify="left")
-    for col, justify in (("#", "right"), ("hash", "left"), (quality, "right"), (cost, "right"),
-                         ("mac", "right"), ("latency", "right"), ("computed", "right"), ("from", "left")):
-        table.add_column(col, justify=justify)
+    table.add_column("id", justify="right", no_wrap=True)
+    table.add_column("hash", no_wrap=True)
+    table.add_column(quality.label, justify="right", no_wrap=True)
+    for name in COST_NAMES:
+        table.add_column(label(name) + (" *" if name == cost.name else ""), justify="right", no_wrap=True)
+    table.add_column("computed", justify="right", no_wrap=True)
+    table.add_column("found by")
     rows = list(reversed(records))
-    for i, r in enumerate(rows[:limit] if limit else rows):
-        prov = r.provenance or {}
-        origin = prov.get("heuristic") or prov.get("searcher") or ""
-        table.add_row(str(i), r.schedule_hash[:12], _fmt(r.objective(quality)), _fmt(r.objective(cost)),
-                      _fmt(r.mac_speedup, 3) + "x" if r.mac_speedup else "-",
-                      _fmt(r.latency_speedup, 3) + "x" if r.latency_speedup else "-",
-                      f"{r.compute_fraction:.0%}" if r.compute_fraction is not None else "-", str(origin))
+    for r in rows[:limit] if limit else rows:
+        table.add_row(str(r.id), r.schedule_hash[:12], _fmt(r.objective(quality.name)),
+                      *(_speedup(r.objective(name)) for name in COST_NAMES),
+                      f"{r.compute_fraction:.0%}" if r.compute_fraction is not None else "-", describe(r.provenance))
+    notes = [f"* the front's speed axis ({cost.name})"]
     if limit and len(rows) > limit:
-        table.caption = f"{len(rows) - limit} more front members not shown"
+        notes.append(f"{len(rows) - limit} more front members not shown")
+    table.caption = "; ".join(notes)
+    table.caption_justify = "left"
     return table
+
+
+def member_doc(record: Any, pair: Objectives | None = None) -> dict[str, Any]:
+    """One evaluation as JSON: id, hash, status, every figure, metrics, provenance and who found it."""
+    doc: dict[str, Any] = {"id": record.id, "hash": record.schedule_hash, "status": record.status,
+                           "kind": record.kind}
+    if pair is not None:
+        doc.update({o.name: record.objective(o.name) for o in pair})
+    doc.update({name: getattr(record, name) for name in FIGURE_NAMES})
+    doc.update({"metrics": dict(record.metrics), "compute_fraction": record.compute_fraction,
+                "step": record.step, "prompt_set_hash": record.prompt_set_hash, "origin": origin(record.provenance),
+                "found_by": describe(record.provenance), "provenance": dict(record.provenance)})
+    return doc
+
+
+def front_doc(info: Any, pair: Objectives, records: Sequence[Any], hypervolume: float | None,
+              hypervolume_note: str | None) -> dict[str, Any]:
+    """`cachesearch front --json`: the front fastest first, with the objectives it is on."""
+    return {"study": info.name, "quality": pair[0].name, "cost": pair[1].name,
+            "maximize": {o.name: o.maximize for o in pair}, "hypervolume": hypervolume,
+            "hypervolume_note": hypervolume_note, "members": [member_doc(r, pair) for r in reversed(records)]}
 
 
 def studies_table(summaries: Sequence[Any], now: float | None = None) -> Table:
     """One row per study; a `running` study whose heartbeat stopped shows as "stale (last seen ...)"."""
     now = time.time() if now is None else now
     table = Table(title="studies", title_justify="left")
-    for col in ("name", "searcher", "status", "evaluations", "failed", "front", "best quality", "best speedup",
-                "updated"):
-        table.add_column(col, justify="left" if col in ("name", "searcher", "status") else "right",
-                         no_wrap=col in ("name", "status"))
+    for col in ("name", "model", "searcher", "status", "evaluations", "failed", "front", "best quality",
+                "best speedup", "updated"):
+        table.add_column(col, justify="left" if col in ("name", "model", "searcher", "status") else "right",
+                         no_wrap=col in ("name", "status", "model"))
     for s in summaries:
         updated = time.strftime("%Y-%m-%d %H:%M", time.localtime(s.updated_at))
-        table.add_row(s.name, s.searcher, s.display_status(now), str(s.n_evaluations), str(s.n_failed),
-                      str(s.front_size), _fmt(s.best_quality), _fmt(s.best_speedup), updated)
+        best_q = f"{_fmt(s.best_quality)} {s.quality}" if s.best_quality is not None else "-"
+        best_c = f"{_speedup(s.best_speedup)} {label(s.cost)}" if s.best_speedup is not None else "-"
+        table.add_row(s.name, s.model_name, s.searcher, s.display_status(now), str(s.n_evaluations), str(s.n_failed),
+                      str(s.front_size), best_q, best_c, updated)
     return table
+
+
+def studies_doc(summaries: Sequence[Any], now: float) -> list[dict[str, Any]]:
+    """`cachesearch studies --json`."""
+    return [{"name": s.name, "model": s.model_name, "model_signature": s.model_signature, "searcher": s.searcher,
+             "status": s.display_status(now), "evaluations": s.n_evaluations, "done": s.n_done,
+             "failed": s.n_failed, "pending": s.n_pending, "front_size": s.front_size, "quality": s.quality,
+             "best_quality": s.best_quality, "cost": s.cost, "best_speedup": s.best_speedup,
+             "created_at": s.created_at, "updated_at": s.updated_at,
+             "heartbeat_at": s.run.heartbeat_at if s.run is not None else None} for s in summaries]
+
+
+def written_line(written: Any, pair: Objectives) -> str:
+    """'wrote fast.json: evaluation 12 (3fa9c0d1e2b4), psnr 31.2 dB, MAC speedup 2.41x, ...; found by ...'"""
+    r = written.record
+    quality = pair[0]
+    figures = [f"{quality.name} {_fmt(r.objective(quality.name))}{' ' + quality.unit if quality.unit else ''}"]
+    figures += [f"{label(n)} {_speedup(r.objective(n))}" for n in COST_NAMES if r.objective(n) is not None]
+    return (f"wrote {written.path}: evaluation {r.id} ({r.schedule_hash[:12]}), {', '.join(figures)}; "
+            f"found by {describe(r.provenance)}")
+
+
+def written_doc(written: Sequence[Any], pair: Objectives, pick: str | None) -> dict[str, Any]:
+    """`cachesearch export --json`: each file written and the evaluation it holds."""
+    return {"pick": pick, "quality": pair[0].name, "cost": pair[1].name,
+            "written": [{"path": str(w.path), **member_doc(w.record, pair)} for w in written]}
 
 
 def metrics_table(result: Any, title: str) -> Table:
@@ -59,8 +123,8 @@ def metrics_table(result: Any, title: str) -> Table:
         table.add_row("error", result.error)
     for k, v in sorted(result.metrics.items()):
         table.add_row(k, _fmt(v))
-    table.add_row("mac_speedup", _fmt(result.mac_speedup))
-    table.add_row("latency_speedup", _fmt(result.latency_speedup))
+    for name in COST_NAMES:
+        table.add_row(name, _fmt(getattr(result, name)))
     table.add_row("latency_s per image", _fmt(result.latency_s))
     return table
 
@@ -76,3 +140,14 @@ def describe_table(spec: Any, cost_table: Any | None) -> Table:
     if cost_table is not None:
         table.caption = f"rest of one call: {cost_table.other_macs:,} MACs; full call {cost_table.call_macs:,}"
     return table
+
+
+def describe_doc(spec: Any, cost_table: Any | None) -> dict[str, Any]:
+    """`cachesearch describe --json`: the model spec (as a schedule file carries it) and its MACs."""
+    doc: dict[str, Any] = {"model": spec.to_dict(), "cost_table": None}
+    if cost_table is not None:
+        doc["cost_table"] = cost_table.to_dict()
+        doc["macs_per_call"] = {"components": {g.name: {c: sum(cost_table.component_macs[g.name][c])
+                                                        for c in g.components} for g in spec.block_groups},
+                                "rest": cost_table.other_macs, "full": cost_table.call_macs}
+    return doc

@@ -111,6 +111,10 @@ class SearchSpace:
         n = self.gene_values(position)
         genome[position] = (genome[position] + rng.randrange(1, n)) % n
 
+    def components(self) -> list[tuple[str, str]]:
+        """(group, component) pairs in the contract's canonical order."""
+        return [(g.name, c) for g in self.model.block_groups for c in g.components]
+
     @property
     def num_steps(self) -> int:
         """The study's reference step count N."""

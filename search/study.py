@@ -20,19 +20,12 @@ from schedules import CostTable, Schedule, ScheduleError, load_schedule
 from store import check_study_name, database_url, safe_filename
 
 from .base import Searcher
-from .bayes import BayesSearcher
 from .config import StudyConfig
-from .dp_searcher import DPSearcher
-from .ecad import EcadSearcher
-from .heuristics import HeuristicsSearcher
 from .loop import Budget, Outcome, SearchLoop
 from .progress import SearchProgress, StartupProgress
-from .random_search import RandomSearcher
+from .registry import SEARCHERS
 from .space import SearchSpace, fine_grid
 from .synthetic import SyntheticPool
-
-SEARCHERS: dict[str, type[Searcher]] = {
-    cls.name: cls for cls in (EcadSearcher, DPSearcher, BayesSearcher, RandomSearcher, HeuristicsSearcher)}
 
 
 class StudyError(RuntimeError):
@@ -95,11 +88,15 @@ def make_space(config: StudyConfig, pool: Any) -> SearchSpace:
 
 
 def collect_seeds(config: StudyConfig, store: Any) -> list[Schedule]:
+    """The seeds a searcher starts from, each saying where it came from (`seed_from`) on top of the
+    provenance it had there (a heuristic stays a heuristic)."""
     seeds: list[Schedule] = []
     for name in config.seed_studies:
-        seeds += [store.schedule(r.schedule_hash) for r in store.front(name)]
+        seeds += [store.schedule(r.schedule_hash).with_info(provenance={**r.provenance, "seed_from": f"study {name}"})
+                  for r in store.front(name)]
     for path in config.seed_schedules:
-        seeds.append(load_schedule(path))
+        loaded = load_schedule(path)
+        seeds.append(loaded.with_info(provenance={"seed_from": f"file {path}"}))
     return seeds
 
 
@@ -164,14 +161,29 @@ def check_inputs(config: StudyConfig, store: Any, name: str, resume: str | None)
     return not resume
 
 
+def study_document(config: StudyConfig) -> dict[str, Any]:
+    """The config as stored with the study, plus what the pages show about it without importing the
+    evaluators: the model's name, the units of the evaluation's metrics, and the (prompt, seed) of each
+    stored thumbnail (in thumbnail order)."""
+    doc = config.to_document()
+    if config.synthetic is not None:
+        s = config.synthetic
+        doc["model_name"] = f"synthetic ({s.num_blocks} blocks, {s.num_steps} steps)"
+        return doc
+    from evaluators.metrics import metric_unit
+    from evaluators.prompts import thumbnail_pairs
+    ev = config.evaluation
+    doc["model_name"] = ev.model
+    doc["metric_units"] = {m: metric_unit(m) for m in ev.metric_names() if metric_unit(m)}
+    doc["thumbnails"] = [{"prompt": p, "seed": seed} for p, seed in thumbnail_pairs(ev)]
+    return doc
+
+
 def _create_or_check(store: Any, name: str, config: StudyConfig, resume: bool) -> None:
-    from store import ObjectiveSpec
-    objectives = config.resolved_objectives()
     store.create_study(
-        name, config.to_document(), model_signature(config), config.searcher.name,
+        name, study_document(config), model_signature(config), config.searcher.name,
         {"seed": config.searcher.seed, **config.searcher.settings.model_dump(mode="json")},
-        [ObjectiveSpec(o.name, o.maximize) for o in objectives],
-        {o.name: o.reference for o in objectives}, exist_ok=resume)
+        list(config.resolved_objectives()), exist_ok=resume)
 
 
 def _locate_model(config: StudyConfig) -> None:
@@ -231,7 +243,8 @@ def run_study(config: StudyConfig, *, source: str | None = None, db: str | None 
             workers = getattr(pool, "num_workers", 1)
             batch = config.batch_size or max(1, int(workers() if callable(workers) else workers))
             progress = SearchProgress(b.evaluations, f"{name} [{config.searcher.name}]", show_progress, console)
-            loop = SearchLoop(store, name, searcher, pool, objectives, budget, batch_size=batch, progress=progress)
+            loop = SearchLoop(store, name, searcher, pool, objectives, budget, batch_size=batch, progress=progress,
+                              racing=config.racing)
             with progress:
                 outcome = loop.run()
             return name, outcome

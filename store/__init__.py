@@ -12,19 +12,28 @@ from .errors import (
 )
 from .heartbeat import Heartbeat
 from .names import STUDY_NAME_RULE, StudyNameError, check_study_name, safe_filename, safe_path
-from .export import FORMATS, PICK_HELP, choose, export_front, export_pick, parse_pick, write_schedule
-from .records import (
-    COST_OBJECTIVES, DONE, EVALUATION_STATUSES, FAILED, QUEUED, RUNNING, STUDY_STATUSES, EvaluationRecord,
-    HVPoint, ObjectiveSpec, RunInfo, StudyInfo, StudySummary, format_age,
+from .export import (
+    FORMATS, PICK_HELP, Written, choose, export_front, export_pick, parse_pick, write_front, write_pick, write_schedule,
 )
+from .records import (
+    BASELINE, DONE, EVALUATION_STATUSES, FAILED, QUEUED, RESULT_KINDS, RUNNING, SEARCH, STUDY_STATUSES, VALIDATION,
+    EvaluationRecord, HVPoint, RunInfo, StudyInfo, StudySummary, format_age,
+)
+from schedules.objectives import Objective, Objectives
+
+#: The old name of `schedules.objectives.Objective` (the same class, not a second type), kept while
+#: branches written against it (the cluster tests) land; new code names `Objective`.
+ObjectiveSpec = Objective
 
 __all__ = [
     "DB_ENV", "DEFAULT_URL", "Store", "database_url", "Heartbeat", "RunInfo", "format_age", "DatabaseUnavailable",
     "StudyBusy",
-    "FORMATS", "PICK_HELP", "choose", "export_front", "export_pick", "parse_pick", "write_schedule",
+    "FORMATS", "PICK_HELP", "Written", "choose", "export_front", "export_pick", "parse_pick", "write_front",
+    "write_pick", "write_schedule",
     "ExportError", "NothingQualifies", "ObjectiveError", "ScheduleNotFound", "SchemaVersionError",
     "StoreError", "StudyExists", "StudyNotFound",
     "STUDY_NAME_RULE", "StudyNameError", "check_study_name", "safe_filename", "safe_path",
-    "COST_OBJECTIVES", "DONE", "EVALUATION_STATUSES", "FAILED", "QUEUED", "RUNNING", "STUDY_STATUSES",
-    "EvaluationRecord", "HVPoint", "ObjectiveSpec", "StudyInfo", "StudySummary",
+    "BASELINE", "DONE", "EVALUATION_STATUSES", "FAILED", "QUEUED", "RESULT_KINDS", "RUNNING", "SEARCH",
+    "STUDY_STATUSES", "VALIDATION", "EvaluationRecord", "HVPoint", "Objective", "ObjectiveSpec", "Objectives",
+    "StudyInfo", "StudySummary",
 ]

@@ -2,10 +2,10 @@
 
     store = Store("sqlite:///cachesearch.db")          # or any SQLAlchemy URL (postgresql://...)
     info = store.create_study("pixart-ecad", config, model_signature, "ecad", settings,
-                              [ObjectiveSpec("psnr"), ObjectiveSpec("mac_speedup")],
-                              reference_point={"psnr": 20.0, "mac_speedup": 1.0})
+                              [Objective("psnr", reference=20.0), Objective("mac_speedup")])
     store.record_evaluation("pixart-ecad", result)      # one transaction per result
     store.front("pixart-ecad", "psnr")                  # non-dominated done evaluations
+    store.knee("pixart-ecad")                           # the front's knee (schedules.objectives)
 
 Every method opens its own short session and returns plain records (`store.records`), so callers never
 hold a session, a lock or an ORM object. Writes on SQLite take the write lock up front
@@ -25,18 +25,23 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from schedules import EvaluationResult, Schedule
+from schedules import objectives as obj
+from schedules.objectives import Objective, ObjectiveError, Objectives
 
-from . import codec, pareto
-from .convert import finished_order, record_from_row, record_select, study_info
+from . import codec
+from .convert import (
+    finished_order, objective_select, record_from_row, record_select, search_results, study_info,
+)
 from .engine import (
     DEFAULT_URL, WRITE_OPTION, database_url, ensure_schema, explain_connection_error, has_table, make_engine,
+    missing_columns,
 )
-from .errors import ObjectiveError, ScheduleNotFound, StoreError, StudyBusy, StudyExists, StudyNotFound
-from .frontier import OBJECTIVE_COLUMNS, FrontierQueries
+from .errors import ScheduleNotFound, StoreError, StudyBusy, StudyExists, StudyNotFound
+from .frontier import FrontierQueries, points_of
 from .names import check_study_name
 from .models import Evaluation, ScheduleRow, SearcherState, Study, StudyRun, Thumbnail
 from .records import (
-    COST_OBJECTIVES, DONE, EVALUATION_STATUSES, FAILED, QUEUED, RUNNING, STUDY_STATUSES, EvaluationRecord, ObjectiveSpec,
+    DONE, EVALUATION_STATUSES, FAILED, QUEUED, RESULT_KINDS, RUNNING, SEARCH, STUDY_STATUSES, EvaluationRecord,
     RunInfo, StudyInfo, StudySummary, format_age,
 )
 from .writes import any_evaluation, record_result, set_thumbnails, upsert_schedule, upsert_schedules
@@ -51,6 +56,14 @@ def _transient(exc: DBAPIError) -> bool:
     transaction aborted only because of another one."""
     state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
     return state in _RETRY_SQLSTATES or (isinstance(exc, OperationalError) and "locked" in str(exc).lower())
+
+
+def _shown(value: Any) -> str:
+    """Objectives as `psnr (quality, max, ref 20)`; anything else as its repr (StudyExists messages)."""
+    if isinstance(value, Objectives):
+        return "[" + ", ".join(f"{o.name} ({o.role}, {'max' if o.maximize else 'min'}, ref {o.reference})"
+                               for o in value) + "]"
+    return repr(value)
 
 
 class Store(FrontierQueries):
@@ -72,6 +85,7 @@ class Store(FrontierQueries):
         try:
             ensure_schema(self._engine, create=create)
             self._has_runs = has_table(self._engine, StudyRun.__tablename__)
+            self._missing = missing_columns(self._engine)     # only a read-only open of an older store
         except (OperationalError, DBAPIError) as exc:
             self._engine.dispose()
             raise explain_connection_error(exc, self.url, create) from None
@@ -132,29 +146,31 @@ class Store(FrontierQueries):
 
     # ------------------------------------------------------------------ studies
     def create_study(self, name: str, config: dict[str, Any], model_signature: str, searcher: str,
-                     searcher_settings: dict[str, Any], objectives: Sequence[ObjectiveSpec],
+                     searcher_settings: dict[str, Any], objectives: Sequence[Objective | str],
                      reference_point: dict[str, float] | None = None, *,
                      exist_ok: bool = False) -> StudyInfo:
-        """Create a study. `objectives` lists the primary objectives (first quality metric and first
-        cost are the defaults for fronts); `reference_point` fixes the hypervolume reference per
-        objective name (costs default to 1.0, i.e. no speedup) so hypervolumes are comparable across
-        studies of the same model and prompt set. A new study's `name` must follow
-        `names.STUDY_NAME_RULE` (it becomes part of exported file names). With `exist_ok`, an existing
-        study of that name is
+        """Create a study. `objectives` (`schedules.objectives.Objective`, roles explicit or from their
+        names) must include a quality and a cost objective; the first of each role is the default of
+        fronts. Each objective's `reference` fixes the hypervolume corner (costs default to 1.0, no
+        speedup) so hypervolumes are comparable across studies of the same model and prompt set;
+        `reference_point` sets references by name (also for names that are not objectives, for
+        hypervolumes on other metrics). A new study's `name` must follow `names.STUDY_NAME_RULE` (it
+        becomes part of exported file names). With `exist_ok`, an existing study of that name is
         returned when its model signature, searcher, objectives and reference point match (resume),
         else `StudyExists` says what differs."""
-        objectives = tuple(o if isinstance(o, ObjectiveSpec) else ObjectiveSpec(str(o)) for o in objectives)
-        if not objectives:
-            raise ObjectiveError(f"study '{name}' needs at least one objective (e.g. psnr and mac_speedup)")
-        names = [o.name for o in objectives]
-        if len(set(names)) != len(names):
-            raise ObjectiveError(f"study '{name}' lists an objective twice: {names}")
-        reference = {c: 1.0 for c in COST_OBJECTIVES if c in names}
+        extra: dict[str, float] = {}
         for key, value in (reference_point or {}).items():
-            v = float(value)
-            if not math.isfinite(v):
+            try:
+                extra[key] = float(value)
+            except (TypeError, ValueError):
+                raise ObjectiveError(f"reference point for '{key}' must be a number, got {value!r}") from None
+            if not math.isfinite(extra[key]):
                 raise ObjectiveError(f"reference point for '{key}' must be finite, got {value!r}")
-            reference[key] = v
+        items = tuple(o if isinstance(o, Objective) else Objective(str(o)) for o in objectives)
+        items = tuple(Objective(o.name, o.maximize, o.role, extra[o.name], o.unit) if o.name in extra else o
+                      for o in items)
+        asked = Objectives(items, require_roles=False)           # names and roles checked; both roles below
+        reference = {**extra, **{o.name: o.reference for o in asked if o.reference is not None}}
         config = codec.check(config, "config")
         searcher_settings = codec.check(searcher_settings, "searcher_settings")
 
@@ -163,19 +179,21 @@ class Store(FrontierQueries):
             if existing is not None:
                 info = study_info(existing)
                 wanted = {"model signature": model_signature, "searcher": searcher,
-                          "objectives": objectives, "reference point": reference}
+                          "objectives": asked, "reference point": reference}
                 have = {"model signature": info.model_signature, "searcher": info.searcher,
                         "objectives": info.objectives, "reference point": info.reference_point}
-                diffs = [f"{k}: stored {have[k]!r}, asked {wanted[k]!r}" for k in wanted if have[k] != wanted[k]]
+                diffs = [f"{k}: stored {_shown(have[k])}, asked {_shown(wanted[k])}"
+                         for k in wanted if have[k] != wanted[k]]
                 if not exist_ok:
                     raise StudyExists(f"a study named '{name}' already exists (pick another name, or resume it)")
                 if diffs:
                     raise StudyExists(f"study '{name}' exists with different settings; " + "; ".join(diffs))
                 return info
             check_study_name(name)          # new studies only: a database may hold older names
+            full = Objectives(items)         # a new study names both roles
             now = time.time()
             row = Study(name=name, config=config, model_signature=model_signature, searcher=searcher,
-                        searcher_settings=searcher_settings, objectives=[o.to_dict() for o in objectives],
+                        searcher_settings=searcher_settings, objectives=full.to_list(),
                         reference_point=reference, status="created", created_at=now, updated_at=now)
             session.add(row)
             session.flush()
@@ -196,35 +214,41 @@ class Store(FrontierQueries):
                 for r in session.scalars(select(StudyRun))}
 
     def list_studies(self) -> list[StudySummary]:
-        """Every study with counts, front size and best figures on its primary objectives."""
+        """Every study with counts (of its own `search` results), front size and best figures on its
+        primary objectives."""
         with self._reading() as session:
             studies = [study_info(r) for r in session.scalars(select(Study).order_by(Study.created_at, Study.id))]
             runs = self._runs(session)
+            counted = search_results(select(Evaluation.study_id, Evaluation.status, func.count()), self._missing)
             counts: dict[tuple[int, str], int] = {
                 (sid, status): n for sid, status, n in session.execute(
-                    select(Evaluation.study_id, Evaluation.status, func.count()).group_by(
-                        Evaluation.study_id, Evaluation.status))}
+                    counted.group_by(Evaluation.study_id, Evaluation.status))}
             done_rows: dict[int, list[Any]] = {s.id: [] for s in studies}
-            for row in session.execute(select(Evaluation.study_id, *OBJECTIVE_COLUMNS).where(
-                    Evaluation.status == DONE)):
+            for row in session.execute(search_results(objective_select(self._missing).add_columns(
+                    Evaluation.study_id), self._missing).where(Evaluation.status == DONE)):
                 done_rows[row.study_id].append(row)
         out = []
         for s in studies:
-            quality = self._default_quality(s, required=False)
+            try:
+                pair = s.pair()
+            except ObjectiveError:           # an older study that lists no quality or no cost objective
+                pair = None
             front_size, best_q, best_c = 0, None, None
-            if quality is not None:
-                pts, _ = self._points(done_rows[s.id], quality, s.cost)
+            if pair is not None:
+                pts, _ = points_of(done_rows[s.id], pair)
                 if len(pts):
-                    front_size = int(pareto.nondominated(pts, [s.maximize(quality), s.maximize(s.cost)]).sum())
-                    best_q = float(pts[:, 0].max() if s.maximize(quality) else pts[:, 0].min())
-                    best_c = float(pts[:, 1].max() if s.maximize(s.cost) else pts[:, 1].min())
+                    front_size = int(obj.nondominated(pts, pair.maximise_flags).sum())
+                    best_q = float(pts[:, 0].max() if pair[0].maximize else pts[:, 0].min())
+                    best_c = float(pts[:, 1].max())
             n_done, n_failed = counts.get((s.id, DONE), 0), counts.get((s.id, FAILED), 0)
             out.append(StudySummary(
                 name=s.name, model_signature=s.model_signature, searcher=s.searcher, status=s.status,
                 n_evaluations=n_done + n_failed, n_done=n_done, n_failed=n_failed,
                 n_pending=counts.get((s.id, QUEUED), 0) + counts.get((s.id, RUNNING), 0),
                 front_size=front_size, best_quality=best_q, best_speedup=best_c,
-                created_at=s.created_at, updated_at=s.updated_at, run=runs.get(s.id)))
+                created_at=s.created_at, updated_at=s.updated_at, run=runs.get(s.id),
+                quality=pair[0].name if pair else None, cost=pair[1].name if pair else None,
+                model_name=s.model_name))
         return out
 
     def set_study_status(self, name: str, status: str) -> None:
@@ -356,21 +380,27 @@ class Store(FrontierQueries):
 
         self._transaction(work)
 
-    def record_evaluation(self, study: str, result: EvaluationResult, step: int | None = None) -> int:
+    def record_evaluation(self, study: str, result: EvaluationResult, step: int | None = None, *,
+                          kind: str = SEARCH) -> int:
         """Persist one finished result in one transaction: upsert the schedule row by hash, write or
         update the evaluation row (a queued/running/failed row of the same schedule and prompt set is
         completed in place), and store its thumbnails. Recording a schedule that is already done in
-        this study keeps the first result and returns its id (evaluated once, never twice)."""
-        return self.record_evaluations(study, [result], step)[0]
+        this study keeps the first result and returns its id (evaluated once, never twice). `kind`
+        (`records.RESULT_KINDS`): `search` for the study's own results; other kinds are kept beside
+        them, outside its front, hypervolume, counts and resume."""
+        return self.record_evaluations(study, [result], step, kind=kind)[0]
 
     def record_evaluations(self, study: str, results: Sequence[EvaluationResult],
-                           step: int | None = None) -> list[int]:
+                           step: int | None = None, *, kind: str = SEARCH) -> list[int]:
         """Several results in one transaction (a generation at once); same rules as
         `record_evaluation`."""
+        if kind not in RESULT_KINDS:
+            raise StoreError(f"unknown result kind {kind!r} (one of {', '.join(RESULT_KINDS)})")
+
         def work(session: Session) -> list[int]:
             sid = self._study_id(session, study)
             upsert_schedules(session, [r.schedule for r in results])
-            ids = [record_result(session, sid, r, step) for r in results]
+            ids = [record_result(session, sid, r, step, kind) for r in results]
             self._touch(session, sid)
             return ids
 
@@ -379,10 +409,10 @@ class Store(FrontierQueries):
     # ------------------------------------------------------------------ evaluations: reads
     def finished_hashes(self, study: str, *, include_failed: bool = True,
                         prompt_set_hash: str | None = None) -> set[str]:
-        """Hashes of schedules finished in this study, for resume: never evaluate twice."""
+        """Hashes of schedules the search finished in this study, for resume: never evaluate twice."""
         statuses = (DONE, FAILED) if include_failed else (DONE,)
         with self._reading() as session:
-            q = select(Evaluation.schedule_hash).where(
+            q = search_results(select(Evaluation.schedule_hash), self._missing).where(
                 Evaluation.study_id == self._study_id(session, study), Evaluation.status.in_(statuses))
             if prompt_set_hash is not None:
                 q = q.where(Evaluation.prompt_set_hash == prompt_set_hash)
@@ -391,41 +421,47 @@ class Store(FrontierQueries):
     def unfinished_schedules(self, study: str) -> list[Schedule]:
         """Schedules left queued or running (e.g. by a killed search), to re-dispatch on resume."""
         with self._reading() as session:
-            rows = session.execute(select(ScheduleRow.canonical_json, Evaluation.provenance).join(
-                Evaluation, Evaluation.schedule_hash == ScheduleRow.hash).where(
+            rows = session.execute(search_results(select(ScheduleRow.canonical_json, Evaluation.provenance).join(
+                Evaluation, Evaluation.schedule_hash == ScheduleRow.hash), self._missing).where(
                 Evaluation.study_id == self._study_id(session, study),
                 Evaluation.status.in_((QUEUED, RUNNING))).order_by(Evaluation.id)).all()
         return [Schedule.from_json(text).with_info(provenance=prov or {}) for text, prov in rows]
 
-    def evaluations(self, study: str, status: str | None = None, *,
-                    prompt_set_hash: str | None = None, per_prompt: bool = True) -> list[EvaluationRecord]:
-        """Evaluations of a study in the order they finished (unfinished ones last), optionally only
-        one status. `per_prompt=False` leaves out the per-prompt values (the bulk of each row) for
-        listings."""
+    def evaluations(self, study: str, status: str | None = None, *, prompt_set_hash: str | None = None,
+                    per_prompt: bool = True, kind: str | None = None) -> list[EvaluationRecord]:
+        """Evaluations of a study in the order they finished (unfinished ones last), of every kind
+        unless `kind` is given, optionally only one status. `per_prompt=False` leaves out the
+        per-prompt values (the bulk of each row) for listings."""
         if status is not None and status not in EVALUATION_STATUSES:
             raise StoreError(f"unknown evaluation status {status!r} (one of {', '.join(EVALUATION_STATUSES)})")
+        if kind is not None and kind not in RESULT_KINDS:
+            raise StoreError(f"unknown result kind {kind!r} (one of {', '.join(RESULT_KINDS)})")
         with self._reading() as session:
-            q = record_select(per_prompt).where(Evaluation.study_id == self._study_id(session, study))
+            q = record_select(per_prompt, self._missing).where(Evaluation.study_id == self._study_id(session, study))
             if status is not None:
                 q = q.where(Evaluation.status == status)
             if prompt_set_hash is not None:
                 q = q.where(Evaluation.prompt_set_hash == prompt_set_hash)
+            if kind is not None and "kind" not in self._missing:
+                q = q.where(Evaluation.kind == kind)
+            elif kind not in (None, SEARCH):
+                return []                        # an older store holds search results only
             rows = session.execute(q.order_by(*finished_order())).all()
         return [record_from_row(r, study) for r in rows]
 
     def evaluation(self, evaluation_id: int) -> EvaluationRecord:
         """One evaluation by id."""
         with self._reading() as session:
-            row = session.execute(record_select(True).add_columns(Study.name).join(
+            row = session.execute(record_select(True, self._missing).add_columns(Study.name).join(
                 Study, Study.id == Evaluation.study_id).where(Evaluation.id == evaluation_id)).first()
         if row is None:
             raise StoreError(f"no evaluation with id {evaluation_id}")
         return record_from_row(row, row.name)
 
     def results(self, study: str) -> list[EvaluationResult]:
-        """Finished evaluations as the contract's `EvaluationResult` (schedule included, thumbnails
-        not), in recording order, e.g. to re-tell a searcher on resume."""
-        records = [r for r in self.evaluations(study) if r.status in (DONE, FAILED)]
+        """The search's finished evaluations as the contract's `EvaluationResult` (schedule included,
+        thumbnails not), in recording order, e.g. to re-tell a searcher on resume."""
+        records = [r for r in self.evaluations(study, kind=SEARCH) if r.status in (DONE, FAILED)]
         with self._reading() as session:
             texts = dict(session.execute(select(ScheduleRow.hash, ScheduleRow.canonical_json).where(
                 ScheduleRow.hash.in_({r.schedule_hash for r in records}))).all()) if records else {}
@@ -434,8 +470,9 @@ class Store(FrontierQueries):
             schedule=parsed[r.schedule_hash].with_info(provenance=r.provenance), status=r.status,
             metrics=dict(r.metrics), per_prompt={k: list(v) for k, v in r.per_prompt.items()}, macs=r.macs,
             mac_speedup=r.mac_speedup, latency_s=r.latency_s, latency_speedup=r.latency_speedup,
-            error=r.error, worker=r.worker, started_at=r.started_at, finished_at=r.finished_at,
-            prompt_set_hash=r.prompt_set_hash) for r in records]
+            latency_speedup_model=r.latency_speedup_model, error=r.error, worker=r.worker,
+            started_at=r.started_at, finished_at=r.finished_at, prompt_set_hash=r.prompt_set_hash)
+            for r in records]
 
     def schedule(self, schedule_hash: str) -> Schedule:
         """The schedule with that content hash (a unique prefix of at least 8 characters works)."""

@@ -29,7 +29,7 @@ from sqlalchemy.pool import StaticPool
 
 from . import codec
 from .errors import DatabaseUnavailable, SchemaVersionError, StoreError
-from .models import OPTIONAL_TABLES, SCHEMA_TABLE, SCHEMA_VERSION, TABLES, Base, SchemaInfo
+from .models import ADDED_COLUMNS, OPTIONAL_TABLES, SCHEMA_TABLE, SCHEMA_VERSION, TABLES, Base, SchemaInfo
 
 BUSY_TIMEOUT_MS = 30_000
 SCHEMA_LOCK_KEY = 0x63616368   # PostgreSQL advisory lock held while the schema is checked or created ("cach")
@@ -198,8 +198,8 @@ def check_tables(names: set[str], where: str, create: bool, exclusive: bool = Tr
 
 
 def ensure_schema(engine: Engine, *, create: bool = True) -> None:
-    """Create the tables in an empty database, or check the schema version of an existing one (and
-    add the optional tables a same-version store may lack, when opened for writing)."""
+    """Create the tables in an empty database, or check the schema version of an existing one (and,
+    when opened for writing, add the optional tables and added columns a same-version store lacks)."""
     where = _describe(engine)
     with engine.execution_options(**{WRITE_OPTION: create}).begin() as conn:
         if create and engine.dialect.name == "postgresql":
@@ -220,12 +220,36 @@ def ensure_schema(engine: Engine, *, create: bool = True) -> None:
             absent = [Base.metadata.tables[t] for t in OPTIONAL_TABLES if t not in names]
             if absent and create:
                 Base.metadata.create_all(conn, tables=absent)
+            if create:
+                _add_columns(conn)
             return
         Base.metadata.create_all(conn)
         conn.execute(SchemaInfo.__table__.insert(), [
             {"key": "version", "value": str(SCHEMA_VERSION)},
             {"key": "created_by", "value": "cachesearch.store"},
         ])
+
+
+def _add_columns(conn: Any) -> None:
+    """`ALTER TABLE ... ADD COLUMN` for each of `models.ADDED_COLUMNS` the database lacks (additive:
+    rows already stored keep their values and read the column's default)."""
+    for table, columns in ADDED_COLUMNS.items():
+        have = {c["name"] for c in inspect(conn).get_columns(table)}
+        for name in columns:
+            if name in have:
+                continue
+            column = Base.metadata.tables[table].c[name]
+            ddl = f"ALTER TABLE {table} ADD COLUMN {name} {column.type.compile(conn.dialect)}"
+            if column.server_default is not None:
+                ddl += f" NOT NULL DEFAULT '{column.server_default.arg}'"
+            conn.exec_driver_sql(ddl)
+
+
+def missing_columns(engine: Engine) -> frozenset[str]:
+    """Which of `models.ADDED_COLUMNS` the database lacks (only a store opened read-only can)."""
+    with engine.connect() as conn:
+        have = {c["name"] for table in ADDED_COLUMNS for c in inspect(conn).get_columns(table)}
+    return frozenset(n for columns in ADDED_COLUMNS.values() for n in columns if n not in have)
 
 
 def has_table(engine: Engine, name: str) -> bool:

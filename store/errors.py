@@ -1,7 +1,10 @@
 """Errors raised by the store. Each message names the study, database or rule involved, so the CLI
-and the dashboard can show it as is. All derive from `StoreError`."""
+and the dashboard can show it as is. All derive from `StoreError`, except `ObjectiveError` (an
+objective or pick rule that cannot be used), which is `schedules.objectives`' own (a ValueError)."""
 
 from __future__ import annotations
+
+from schedules.objectives import ObjectiveError  # noqa: F401  (one class: objectives and pick rules)
 
 
 class StoreError(RuntimeError):
@@ -47,10 +50,6 @@ class ScheduleNotFound(StoreError, KeyError):
 
 class SchemaVersionError(StoreError):
     """The database was written by a store of another schema version (or is not a cachesearch store)."""
-
-
-class ObjectiveError(StoreError):
-    """An objective is unknown, has no reference value, or a pick rule cannot be parsed."""
 
 
 class NothingQualifies(StoreError):

@@ -1,11 +1,12 @@
 """Write chosen schedules out of a store: one file picked by a rule, or the whole front.
 
 Pick rules (the `--pick` of `cachesearch export`):
-    knee                          the bend of the (quality, cost) front
+    knee                          the knee of the (quality, cost) front (`schedules.objectives.knee_index`)
     fastest-with psnr>=30         the highest speedup among evaluations meeting the bound
     fastest-with quality>=30      `quality` means the study's primary quality objective
     best-with speedup>=2          the best quality among evaluations meeting the bound
     best-with latency_speedup>=1.5
+    fastest-with psnr>=30 on cost latency_speedup_model: pass cost= (the CLI's --cost)
 Operators: >=, >, <=, < (so `fastest-with latent_mse<=0.01` works for lower-is-better metrics).
 
 A written schedule file is the contract's format, carrying the measured metrics and provenance (study,
@@ -27,13 +28,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from schedules import FORMAT_VERSION, Schedule, save_schedule
+from schedules.objectives import FIGURE_NAMES
+from schedules.provenance import describe, origin
 
-from . import pareto
 from .api import Store
 from .cachedit import cache_dit_yaml
 from .errors import ExportError, NothingQualifies, ObjectiveError
 from .names import safe_path
-from .records import DONE, EvaluationRecord, StudyInfo
+from .records import DONE, SEARCH, EvaluationRecord, StudyInfo
 
 FORMATS = ("cachesearch", "cache-dit")
 _OPS: dict[str, Callable[[float, float], bool]] = {
@@ -72,21 +74,19 @@ def choose(store: Store, study: str, pick: str | Pick, *, quality: str | None = 
     """The evaluation a rule picks (done evaluations only), or `NothingQualifies` with the nearest miss."""
     rule = parse_pick(pick) if isinstance(pick, str) else pick
     info = store.get_study(study)
-    quality = quality or info.quality
-    cost = cost or info.cost
+    pair = info.pair(quality, cost)                  # roles checked: a cost as quality is an error
+    quality, cost = pair[0].name, pair[1].name
     if rule.kind == "knee":
-        front = store.front(study, quality, cost)
-        if not front:
+        knee = store.knee(study, quality, cost)
+        if knee is None:
             raise NothingQualifies(f"study '{study}' has no done evaluation with finite {quality} and {cost} "
                                    "yet, so it has no front and no knee")
-        import numpy as np
-        pts = np.array([[r.objective(quality), r.objective(cost)] for r in front], dtype=float)
-        return front[pareto.knee_index(pts, [info.maximize(quality), info.maximize(cost)])]
+        return knee
 
     assert rule.bound is not None
     name, op, threshold = rule.bound
     bound_name = _resolve_name(name, quality, cost)
-    done = [r for r in store.evaluations(study, DONE, per_prompt=False)
+    done = [r for r in store.evaluations(study, DONE, per_prompt=False, kind=SEARCH)
             if r.objective(quality) is not None and r.objective(cost) is not None]
     if not done:
         raise NothingQualifies(f"study '{study}' has no done evaluation with finite {quality} and {cost} yet")
@@ -102,8 +102,8 @@ def choose(store: Store, study: str, pick: str | Pick, *, quality: str | None = 
             f"no done evaluation of study '{study}' has {bound_name} {op} {threshold:g}: the closest is "
             f"evaluation {near.id} with {bound_name} = {near.objective(bound_name):.4g} "
             f"({quality} {near.objective(quality):.4g}, {cost} {near.objective(cost):.4g}x)")
-    sq = 1.0 if info.maximize(quality) else -1.0
-    sc = 1.0 if info.maximize(cost) else -1.0
+    sq = 1.0 if pair[0].maximize else -1.0
+    sc = 1.0 if pair[1].maximize else -1.0
     if rule.kind == "fastest-with":
         key = lambda r: (sc * (r.objective(cost) or 0.0), sq * (r.objective(quality) or 0.0), -r.id)  # noqa: E731
     else:
@@ -142,7 +142,7 @@ def annotated_schedule(store: Store, info: StudyInfo, record: EvaluationRecord, 
                        quality: str | None = None, cost: str | None = None) -> Schedule:
     """The stored schedule with its measured metrics and provenance attached (hash unchanged)."""
     metrics: dict[str, Any] = {k: _json_number(v) for k, v in record.metrics.items()}
-    for name in ("mac_speedup", "latency_speedup", "macs", "latency_s"):
+    for name in FIGURE_NAMES:
         value = getattr(record, name)
         if value is not None:
             metrics[name] = _json_number(value)
@@ -150,7 +150,10 @@ def annotated_schedule(store: Store, info: StudyInfo, record: EvaluationRecord, 
     versions = provenance.get("versions") or info.config.get("versions")
     provenance.update({
         "study": info.name,
-        "searcher": info.searcher,
+        "searcher": provenance.get("searcher") or info.searcher,    # who proposed it (an import: its study's)
+        "study_searcher": info.searcher,
+        "origin": origin(record.provenance),
+        "found_by": describe(record.provenance),
         "searcher_settings": info.searcher_settings,
         "model_signature": info.model_signature,
         "prompt_set_hash": record.prompt_set_hash,
@@ -161,6 +164,7 @@ def annotated_schedule(store: Store, info: StudyInfo, record: EvaluationRecord, 
         "evaluated_at": record.finished_at,
         "exported_at": time.time(),
         "objectives": {"quality": quality or info.quality, "cost": cost or info.cost},
+        "kind": record.kind,
         "versions": versions or _versions(),
     })
     if not versions:
@@ -175,6 +179,7 @@ def _header(schedule: Schedule) -> list[str]:
     return [f"cachesearch schedule {schedule.hash}",
             f"study {prov.get('study')} / searcher {prov.get('searcher')} / evaluation {prov.get('evaluation_id')}"
             f" / pick {prov.get('pick', '-')}",
+            f"found by {prov.get('found_by', 'unknown')}",
             f"model {schedule.model.transformer_class} ({schedule.model.model_id or 'no id'}), "
             f"{schedule.num_steps} steps, prompt set {prov.get('prompt_set_hash')}",
             "measured: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
@@ -199,31 +204,40 @@ def write_schedule(schedule: Schedule, out_path: str | os.PathLike[str], fmt: st
     return path
 
 
-def export_pick(store: Store, study: str, pick: str, out_path: str | os.PathLike[str], *,
-                quality: str | None = None, cost: str | None = None, fmt: str = "cachesearch") -> Path:
-    """Pick one evaluation by rule and write its schedule; returns the path written."""
+@dataclass(frozen=True)
+class Written:
+    """A file an export wrote and the evaluation it holds."""
+
+    path: Path
+    record: EvaluationRecord
+
+
+def write_pick(store: Store, study: str, pick: str, out_path: str | os.PathLike[str], *,
+               quality: str | None = None, cost: str | None = None, fmt: str = "cachesearch") -> Written:
+    """Pick one evaluation by rule and write its schedule."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r} (one of {', '.join(FORMATS)})")
     rule = parse_pick(pick)
     record = choose(store, study, rule, quality=quality, cost=cost)
     info = store.get_study(study)
-    return write_schedule(annotated_schedule(store, info, record, rule.text, quality, cost), out_path, fmt)
+    path = write_schedule(annotated_schedule(store, info, record, rule.text, quality, cost), out_path, fmt)
+    return Written(path, record)
 
 
-def export_front(store: Store, study: str, folder: str | os.PathLike[str], *, quality: str | None = None,
-                 cost: str | None = None, fmt: str = "cachesearch") -> list[Path]:
+def write_front(store: Store, study: str, folder: str | os.PathLike[str], *, quality: str | None = None,
+                cost: str | None = None, fmt: str = "cachesearch") -> list[Written]:
     """Write every front member to `folder` as `<study>_<rank>_<cost>x_<quality>_<hash12>.json|yaml`,
     ranked by speedup (file names through `names.safe_path`: whatever the study is called, every file
     lands inside `folder`). With `fmt="cache-dit"`, members that do not fit are skipped; if none fits the
     error lists why for each."""
     info = store.get_study(study)
-    quality = quality or info.quality
-    cost = cost or info.cost
+    pair = info.pair(quality, cost)
+    quality, cost = pair[0].name, pair[1].name
     front = store.front(study, quality, cost)
     if not front:
         raise NothingQualifies(f"study '{study}' has no front yet (no done evaluation with {quality} and {cost})")
     folder = Path(folder)
-    written: list[Path] = []
+    written: list[Written] = []
     reasons: list[str] = []
     ext = ".yaml" if fmt == "cache-dit" else ".json"
     for rank, record in enumerate(reversed(front)):       # fastest first
@@ -231,7 +245,7 @@ def export_front(store: Store, study: str, folder: str | os.PathLike[str], *, qu
         path = safe_path(folder, study, f"{rank:03d}", f"{record.objective(cost):.2f}x",
                          f"{quality}{record.objective(quality):.3g}", record.schedule_hash[:12], suffix=ext)
         try:
-            written.append(write_schedule(schedule, path, fmt))
+            written.append(Written(write_schedule(schedule, path, fmt), record))
         except ExportError as exc:
             if fmt != "cache-dit":
                 raise
@@ -239,3 +253,13 @@ def export_front(store: Store, study: str, folder: str | os.PathLike[str], *, qu
     if not written:
         raise ExportError("no front member fits cache-dit:\n  " + "\n  ".join(reasons))
     return written
+
+
+def export_pick(store: Store, study: str, pick: str, out_path: str | os.PathLike[str], **options: Any) -> Path:
+    """`write_pick`, returning only the path written."""
+    return write_pick(store, study, pick, out_path, **options).path
+
+
+def export_front(store: Store, study: str, folder: str | os.PathLike[str], **options: Any) -> list[Path]:
+    """`write_front`, returning only the paths written."""
+    return [w.path for w in write_front(store, study, folder, **options)]

@@ -73,6 +73,9 @@ class Evaluation(Base):
 
     `prompt_set_hash` is '' when unknown, so the uniqueness constraint also holds without one (SQL
     treats NULLs as distinct). `recorded_at` orders finished evaluations for hypervolume history.
+    `kind` says what the result is for (`records.RESULT_KINDS`): `search` results make the study's
+    front, hypervolume and budget; other kinds (peers' baselines, held-out validation) are kept
+    beside them and never enter those.
     """
 
     __tablename__ = "evaluations"
@@ -93,6 +96,8 @@ class Evaluation(Base):
     mac_speedup: Mapped[Optional[float]] = mapped_column(Float)
     latency_s: Mapped[Optional[float]] = mapped_column(Float)
     latency_speedup: Mapped[Optional[float]] = mapped_column(Float)
+    latency_speedup_model: Mapped[Optional[float]] = mapped_column(Float)    # added after version 1 (ADDED_COLUMNS)
+    kind: Mapped[str] = mapped_column(String(20), default="search", server_default="search")   # added after v1
     error: Mapped[Optional[str]] = mapped_column(Text)
     worker: Mapped[Optional[str]] = mapped_column(String(200))
     step: Mapped[Optional[int]] = mapped_column(Integer)
@@ -149,3 +154,10 @@ class StudyRun(Base):
 
 TABLES = [t.name for t in Base.metadata.sorted_tables]
 OPTIONAL_TABLES = ("study_runs",)   # may be absent from a version-1 store (see StudyRun)
+
+#: Columns added after version 1 without a version bump, as the heartbeat table was: additive, with
+#: the value rows of an older store have (None: not measured). A writer opening a version-1 store adds
+#: them (`engine.ensure_schema`); a reader of one that lacks them reads these values instead.
+ADDED_COLUMNS: dict[str, dict[str, Any]] = {
+    "evaluations": {"latency_speedup_model": None, "kind": "search"},
+}

@@ -3,37 +3,23 @@ along, cross process and thread boundaries freely (Streamlit reruns, Ray), and c
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from .errors import ObjectiveError
-
-#: Cost objectives every evaluation carries as columns; anything else is a metric name.
-COST_OBJECTIVES = ("mac_speedup", "latency_speedup")
+from schedules.objectives import Objective, Objectives, objective_value
 
 #: Status values of one evaluation row, in lifecycle order.
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 EVALUATION_STATUSES = (QUEUED, RUNNING, DONE, FAILED)
 
+#: What an evaluation is for. `search` results are the study's own: its front, hypervolume, budget
+#: and resume. The others are reserved for results kept beside a study without entering those: peers
+#: evaluated as baselines on the same prompts, front members re-scored on held-out prompts.
+SEARCH, BASELINE, VALIDATION = "search", "baseline", "validation"
+RESULT_KINDS = (SEARCH, BASELINE, VALIDATION)
+
 #: Status values of a study.
 STUDY_STATUSES = ("created", "running", "interrupted", "finished", "failed")
-
-
-@dataclass(frozen=True)
-class ObjectiveSpec:
-    """One objective of a study: a metric name (``psnr``, ``ssim``, ``adherence``, ...) or a cost
-    (``mac_speedup``, ``latency_speedup``) and whether larger is better."""
-
-    name: str
-    maximize: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "maximize": self.maximize}
-
-    @classmethod
-    def from_dict(cls, doc: dict[str, Any]) -> "ObjectiveSpec":
-        return cls(str(doc["name"]), bool(doc.get("maximize", True)))
 
 
 #: A running study whose heartbeat is older than this many intervals counts as stale (its run died).
@@ -86,8 +72,8 @@ class StudyInfo:
     model_signature: str
     searcher: str
     searcher_settings: dict[str, Any]
-    objectives: tuple[ObjectiveSpec, ...]
-    reference_point: dict[str, float]
+    objectives: Objectives                   # roles and hypervolume references included
+    reference_point: dict[str, float]        # every stored reference (objectives' and any extra name's)
     status: str
     created_at: float
     updated_at: float
@@ -97,32 +83,48 @@ class StudyInfo:
         return run_status(self.status, self.run, now)
 
     @property
+    def model_name(self) -> str:
+        return model_name(self.config, self.model_signature)
+
+    @property
     def quality(self) -> str:
-        """The primary quality objective: the first objective that is not a cost."""
-        for o in self.objectives:
-            if o.name not in COST_OBJECTIVES:
-                return o.name
-        raise ObjectiveError(f"study '{self.name}' lists no quality objective; name one (e.g. quality='psnr')")
+        """The primary quality objective's name (the first with role quality)."""
+        return self.objectives.quality.name
 
     @property
     def cost(self) -> str:
-        """The primary cost objective: the first cost objective listed, else ``mac_speedup``."""
-        for o in self.objectives:
-            if o.name in COST_OBJECTIVES:
-                return o.name
-        return "mac_speedup"
+        """The primary cost objective's name (the first with role cost)."""
+        return self.objectives.cost.name
 
     def maximize(self, name: str) -> bool:
         """Direction of an objective; names the study does not list count as larger-is-better."""
-        for o in self.objectives:
-            if o.name == name:
-                return o.maximize
-        return True
+        return self.objectives.maximize(name)
+
+    def pair(self, quality: str | None = None, cost: str | None = None) -> Objectives:
+        """The (quality, cost) objectives of a 2-D front, the primary ones unless named; references
+        from the study's stored reference point."""
+        pair = self.objectives.pair(quality, cost)
+        return Objectives(o if o.reference is not None or o.name not in self.reference_point
+                          else Objective(o.name, o.maximize, o.role, self.reference_point[o.name], o.unit)
+                          for o in pair)
+
+
+def model_name(config: dict[str, Any], signature: str) -> str:
+    """What to call a study's model on a page: the name the search recorded (`model_name` in the
+    study config), else the config's `evaluation.model`, else the signature (shortened when it is a
+    bare hash)."""
+    named = config.get("model_name") or (config.get("evaluation") or {}).get("model")
+    if named:
+        return str(named)
+    if len(signature) == 64 and all(ch in "0123456789abcdef" for ch in signature):
+        return f"model {signature[:12]}"
+    return signature
 
 
 @dataclass(frozen=True)
 class StudySummary:
-    """One line of the studies table (what `list_studies` returns)."""
+    """One line of the studies table (what `list_studies` returns). `best_quality` / `best_speedup`
+    are on the study's primary objectives, named by `quality` / `cost`."""
 
     name: str
     model_signature: str
@@ -138,6 +140,9 @@ class StudySummary:
     created_at: float
     updated_at: float
     run: RunInfo | None = None
+    quality: str | None = None
+    cost: str | None = None
+    model_name: str = ""
 
     def display_status(self, now: float) -> str:
         return run_status(self.status, self.run, now)
@@ -157,9 +162,11 @@ class EvaluationRecord:
     mac_speedup: float | None = None
     latency_s: float | None = None
     latency_speedup: float | None = None
+    latency_speedup_model: float | None = None
     error: str | None = None
     worker: str | None = None
     prompt_set_hash: str | None = None
+    kind: str = SEARCH                      # RESULT_KINDS
     step: int | None = None                 # generation / trial number it was asked in
     provenance: dict[str, Any] = field(default_factory=dict)   # the schedule's provenance when recorded
     queued_at: float | None = None
@@ -175,19 +182,9 @@ class EvaluationRecord:
         return self.status == DONE
 
     def objective(self, name: str) -> float | None:
-        """A metric or cost by name; None when absent or not finite (same rule as
-        `EvaluationResult.objective`, so fronts agree with what searchers were told)."""
-        if name in ("mac_speedup", "latency_speedup", "macs", "latency_s"):
-            value = getattr(self, name)
-        else:
-            value = self.metrics.get(name)
-        if value is None:
-            return None
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            return None
-        return value if math.isfinite(value) else None
+        """A cost figure or metric by name, None unless present and finite: the value rule of
+        `schedules.objectives`, so fronts agree with what searchers were told."""
+        return objective_value(self, name)
 
 
 class HVPoint(NamedTuple):

@@ -16,7 +16,7 @@ from schedules import EvaluationResult, Schedule
 from . import codec
 from .errors import StoreError
 from .models import Evaluation, ScheduleRow, Thumbnail
-from .records import DONE, FAILED, QUEUED, RUNNING
+from .records import DONE, FAILED, QUEUED, RUNNING, SEARCH
 
 _INSERT_IGNORING_CONFLICTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
@@ -86,7 +86,8 @@ def _float(value: Any, what: str) -> float | None:
         raise StoreError(f"{what} must be a number, got {value!r}") from None
 
 
-def record_result(session: Session, study_id: int, result: EvaluationResult, step: int | None) -> int:
+def record_result(session: Session, study_id: int, result: EvaluationResult, step: int | None,
+                  kind: str = SEARCH) -> int:
     """Write one finished result (see `Store.record_evaluation` for the rules). Returns its id."""
     if result.status not in (DONE, FAILED):
         raise StoreError(f"an evaluation result must have status '{DONE}' or '{FAILED}', got {result.status!r}")
@@ -96,7 +97,7 @@ def record_result(session: Session, study_id: int, result: EvaluationResult, ste
     if row is not None and row.status == DONE:
         return row.id                      # evaluated once: the first result stands
     if row is None:
-        row = Evaluation(study_id=study_id, schedule_hash=schedule_hash, prompt_set_hash=prompt_set)
+        row = Evaluation(study_id=study_id, schedule_hash=schedule_hash, prompt_set_hash=prompt_set, kind=kind)
         session.add(row)
     macs = result.macs
     if macs is not None and (isinstance(macs, bool) or int(macs) != macs):
@@ -109,6 +110,7 @@ def record_result(session: Session, study_id: int, result: EvaluationResult, ste
     row.mac_speedup = _float(result.mac_speedup, "mac_speedup")
     row.latency_s = _float(result.latency_s, "latency_s")
     row.latency_speedup = _float(result.latency_speedup, "latency_speedup")
+    row.latency_speedup_model = _float(result.latency_speedup_model, "latency_speedup_model")
     row.error = result.error
     row.worker = result.worker if result.worker is not None else row.worker
     if step is not None:

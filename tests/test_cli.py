@@ -81,7 +81,7 @@ def test_search_studies_front_export_resume(tmp_path):
     assert "syn" in listing.output and "ecad" in listing.output
 
     front = _run("front", "syn", "--db", db, "--json")
-    members = json.loads(front.output)
+    members = json.loads(front.output)["members"]
     assert members and all("quality" in m and "mac_speedup" in m for m in members)
 
     out = tmp_path / "knee.json"
@@ -107,6 +107,7 @@ def test_schema_commands():
 
 def test_shipped_configs_validate():
     from search.config import load_config
+    from search.registry import SEARCHERS
     paths = sorted((ROOT / "configs").glob("*.yaml"))
     assert any(p.name == "embedded_quick.yaml" for p in paths)
     for path in paths:
@@ -114,7 +115,7 @@ def test_shipped_configs_validate():
             load_config(path)           # GPU configs name hub models and CUDA: checked on their machines
         else:
             doc = yaml.safe_load(path.read_text())
-            assert doc["searcher"]["name"] in ("ecad", "dp", "bayes", "random", "heuristics")
+            assert doc["searcher"]["name"] in SEARCHERS
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -325,22 +326,201 @@ def test_apply_a_timestep_schedule_against_the_study_steps(tmp_path):
     assert "10 steps at explicit timesteps [999, 899, 799" in result.output
     assert "the plain pipeline runs 20 steps" in result.output and "MAC speedup 2.00x" in result.output
     assert len(list((tmp_path / "img").glob("*.png"))) == 2
+    def stdout_of(*args: str) -> str:                       # stdout alone (model loading reports on stderr)
+        done = subprocess.run([sys.executable, "-m", "search.cli", *args], capture_output=True, text=True,
+                              timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+    report = json.loads(stdout_of("apply", str(path), "-p", "a red 3", "--repeats", "1", "--out", str(tmp_path / "j"),
+                                  "--json"))
+    assert report["steps"] == 10 and report["reference_steps"] == 20 and report["mac_speedup"] == pytest.approx(2.0)
+    assert report["latency_speedup"] > 0 and len(report["images"]) == 1
+    described = json.loads(stdout_of("describe", "--json"))
+    assert described["model"]["block_groups"][0]["components"] == ["attn1", "attn2", "ff"]
+    per_call = described["macs_per_call"]
+    assert per_call["full"] > sum(per_call["components"]["transformer_blocks"].values())
 
 
-def test_cachesearch_db_names_the_database_when_no_db_is_given(tmp_path, monkeypatch):
-    """A team sets one URL once (`CACHESEARCH_DB`); `--db` and a config's `db:` still win over it."""
-    team = tmp_path / "team.db"
-    monkeypatch.setenv("CACHESEARCH_DB", str(team))
-    cfg = _write(tmp_path / "s.yaml", {"study": "env-db", "synthetic": {}, "searcher": {"name": "random"},
-                                       "budget": {"evaluations": 3}})
-    assert _run("search", str(cfg), "-q").exit_code == 0
-    assert "env-db" in _run("studies").output
+# ------------------------------------------------------------------------------------------ scripting
+@pytest.fixture
+def points_db(tmp_path):
+    """The hand-checked study `p` (test_store.fill_points) plus one with a long name and no reference."""
+    from test_store import fill_points
+
     from store import Store
-    with Store(str(team), create=False) as s:
-        assert [st.name for st in s.list_studies()] == ["env-db"]
-    other = tmp_path / "other.db"
-    assert _run("search", str(_write(tmp_path / "o.yaml", {**yaml.safe_load(cfg.read_text()), "db": str(other)})),
-                "-q").exit_code == 0
-    assert "env-db" in _run("studies", "--db", str(other)).output         # the config's db: won
-    with Store(str(team), create=False) as s:
-        assert len(s.finished_hashes("env-db")) == 3                         # and the team store is as it was
+    db = tmp_path / "pts.db"
+    with Store(f"sqlite:///{db}") as s:
+        ids = fill_points(s)
+        fill_points(s, "a-study-with-a-rather-long-name-that-a-narrow-table-would-cut")
+    return db, ids
+
+
+def test_json_outputs_parse_and_carry_evaluation_ids(points_db, tmp_path):
+    db, ids = points_db
+    studies = json.loads(_run("studies", "--db", str(db), "--json").output)
+    assert [s["name"] for s in studies][0] == "p"
+    assert studies[0]["front_size"] == 5 and studies[0]["quality"] == "psnr" and studies[0]["cost"] == "mac_speedup"
+    front = json.loads(_run("front", "p", "--db", str(db), "--json").output)
+    assert [m["id"] for m in front["members"]] == [ids[n] for n in "GCBAE"]       # fastest first, by id
+    assert front["hypervolume"] == pytest.approx(9.5) and front["members"][0]["psnr"] == 19.0
+    out = _run("export", "p", "--pick", "knee", "-o", str(tmp_path / "k.json"), "--db", str(db), "--json")
+    written = json.loads(out.output)["written"]
+    assert written[0]["id"] == ids["C"] and written[0]["path"] == str(tmp_path / "k.json")
+    assert json.loads((tmp_path / "k.json").read_text())["provenance"]["evaluation_id"] == ids["C"]
+    syn = _write(tmp_path / "syn.yaml", {"synthetic": {"num_blocks": 2, "num_steps": 4},
+                                         "searcher": {"name": "random"}})
+    from schedules import Schedule, save_schedule
+    from search.synthetic import SyntheticPool
+    pool = SyntheticPool(num_blocks=2, num_steps=4)
+    plan = save_schedule(Schedule.periodic(pool.spec, pool.sampling, 2), tmp_path / "fora2.json")
+    evaluated = json.loads(_run("evaluate", str(syn), str(plan), "--json").output)
+    assert evaluated["status"] == "done" and evaluated["mac_speedup"] > 1 and "latency_speedup_model" in evaluated
+
+
+def test_front_without_a_reference_omits_the_hypervolume_and_shows_ids(points_db):
+    db, ids = points_db
+    table = _run("front", "p", "--db", str(db), "--quality", "latent_mse")       # has a reference: HV shown
+    assert table.exit_code == 0 and "hypervolume 9.5" in table.output
+    other = _run("front", "p", "--db", str(db), "--quality", "ssim")
+    assert other.exit_code == 0 and "0 members" in other.output               # nobody reports ssim; no error
+    assert "no hypervolume: no hypervolume reference for ssim" in other.output
+    rows = [ln.split("│")[1] for ln in table.output.splitlines() if ln.startswith("│")]
+    assert [int(r) for r in rows] == [ids[n] for n in "GCBAE"]                # the id column: evaluation ids
+    wrong = _run("front", "p", "--db", str(db), "--quality", "mac_speedup")
+    assert wrong.exit_code == 2 and "'mac_speedup' is a cost" in wrong.output
+
+
+def test_piped_tables_are_not_cut(points_db):
+    """CliRunner's stdout is not a terminal: the long study name and the cost headers stay whole."""
+    db, _ = points_db
+    listing = _run("studies", "--db", str(db))
+    assert "a-study-with-a-rather-long-name-that-a-narrow-table-would-cut" in listing.output
+    front = _run("front", "p", "--db", str(db))
+    assert "modelled latency speedup" in front.output and "…" not in front.output
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("COLUMNS", None)
+    piped = subprocess.run([sys.executable, "-m", "search.cli", "studies", "--db", str(db)], capture_output=True,
+                           text=True, env=env, timeout=120)
+    assert "a-study-with-a-rather-long-name-that-a-narrow-table-would-cut" in piped.stdout and "…" not in piped.stdout
+
+
+def test_export_says_which_evaluation_it_wrote(points_db, tmp_path):
+    db, ids = points_db
+    out = _run("export", "p", "--pick", "fastest-with psnr>=26", "-o", str(tmp_path / "f.json"), "--db", str(db))
+    assert out.exit_code == 0, out.output
+    line = out.output.strip()
+    assert line.startswith(f"wrote {tmp_path / 'f.json'}: evaluation {ids['A']} (")
+    assert "psnr 30" in line and "MAC speedup 1.5x" in line and "found by" in line
+
+
+def test_version_and_the_database_from_the_environment(points_db, monkeypatch, tmp_path):
+    from importlib import metadata
+    assert _run("--version").output.strip() == f"cachesearch {metadata.version('cachesearch')}"
+    db, ids = points_db
+    monkeypatch.setenv("CACHESEARCH_DB", str(db))
+    assert "a-study-with" in _run("studies").output
+    assert json.loads(_run("front", "p", "--json").output)["members"][0]["id"] == ids["G"]
+    assert _run("export", "p", "-o", str(tmp_path / "e.json")).exit_code == 0
+    cfg = _write(tmp_path / "syn.yaml", {"study": "from-env", "synthetic": {}, "searcher": {"name": "random"},
+                                         "budget": {"evaluations": 3}})
+    assert _run("search", str(cfg), "-q").exit_code == 0           # no --db, no db: in the config
+    assert "from-env" in _run("studies").output
+    assert _run("delete", "from-env", "--yes").exit_code == 0
+    assert "from-env" not in _run("studies").output
+
+
+def test_delete_asks_refuses_scripts_without_yes_and_live_runs(points_db):
+    from store import Store
+    db, _ = points_db
+    url = f"sqlite:///{db}"
+    no = runner.invoke(app, ["delete", "p", "--db", str(db)], input="n\n")
+    assert no.exit_code == 1 and "nothing deleted" in no.output
+    closed = runner.invoke(app, ["delete", "p", "--db", str(db)])                 # stdin closed: a script
+    assert closed.exit_code == 2 and "pass --yes in scripts" in closed.output
+    with Store(url) as s:
+        s.claim_run("p", "other-host:1", interval_s=3600.0)
+    busy = runner.invoke(app, ["delete", "p", "--db", str(db), "--yes"])
+    assert busy.exit_code == 2 and "is being run by other-host:1" in busy.output
+    with Store(url) as s:
+        s.release_run("p", "other-host:1")
+        s.set_study_status("p", "interrupted")
+    yes = runner.invoke(app, ["delete", "p", "--db", str(db)], input="y\n")
+    assert yes.exit_code == 0 and "deleted study 'p' (7 finished evaluations, 0 pending)" in yes.output
+    with Store(url, create=False) as s:
+        assert [x.name for x in s.list_studies()] == ["a-study-with-a-rather-long-name-that-a-narrow-table-would-cut"]
+    missing = runner.invoke(app, ["delete", "p", "--db", str(db), "--yes"])
+    assert missing.exit_code == 2 and "no study named 'p'" in missing.output
+
+
+_NO_TORCH = """
+import sys
+sys.argv = ["cachesearch", *sys.argv[1:]]
+from search.cli import app
+try:
+    app()
+except SystemExit as exc:
+    code = exc.code
+print("torch imported" if "torch" in sys.modules else "no torch", "searchers imported" if "search.ecad" in sys.modules
+      else "no searchers", "exit", code, file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("args", [["studies"], ["studies", "--json"], ["front", "p", "--json"], ["front", "nope"],
+                                  ["export", "p", "-o", "{dir}/x.json"], ["delete", "nope", "--yes"],
+                                  ["studies", "--db", "{dir}/no/such.db"]])
+def test_store_commands_start_without_torch(points_db, args):
+    """In a fresh interpreter, as a user runs them: store commands, succeeding or failing, never
+    import torch or the searchers (the import time that used to dominate `cachesearch studies`)."""
+    db, _ = points_db
+    argv = [a.format(dir=db.parent) for a in args] + ([] if "--db" in args else ["--db", str(db)])
+    done = subprocess.run([sys.executable, "-c", _NO_TORCH, *argv], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    verdict = done.stderr.strip().splitlines()[-1]
+    assert verdict.startswith("no torch no searchers exit"), done.stderr
+
+
+def test_search_never_imports_the_dashboard_and_launches_it_as_a_program():
+    """Dependencies flow search -> store and dashboard -> store: no module of search/ imports
+    dashboard; `cachesearch dashboard` runs `python -m dashboard`."""
+    import ast
+
+    from search.cli import dashboard_command
+    for path in sorted((ROOT / "search").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n == "dashboard" or n.startswith("dashboard.") for n in names), path.name
+    command = dashboard_command("sqlite:////tmp/x.db", "127.0.0.1", 8600, False)
+    assert command == [sys.executable, "-m", "dashboard", "--db", "sqlite:////tmp/x.db", "--host", "127.0.0.1",
+                       "--port", "8600"]
+    helped = subprocess.run([sys.executable, "-m", "dashboard", "--help"], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert helped.returncode == 0 and "--db" in helped.stdout
+
+
+def test_the_study_records_model_name_units_and_thumbnail_captions():
+    """What the dashboard shows without importing the evaluators comes with the study: the model's name,
+    the units of the evaluation's metrics, the (prompt, seed) of each thumbnail in thumbnail order."""
+    from evaluators.prompts import load_prompts
+    from search.config import load_config
+    from search.study import study_document
+    cfg = load_config(ROOT / "configs" / "embedded_quick.yaml")
+    doc = study_document(cfg)
+    prompts, seeds = load_prompts(cfg.evaluation), cfg.evaluation.seeds
+    assert doc["model_name"] == "embedded" and doc["metric_units"]["psnr"] == "dB"
+    assert doc["thumbnails"] == [{"prompt": p, "seed": seeds[0]}
+                                 for p in prompts[:min(cfg.evaluation.n_thumbnails, len(prompts))]]
+    objectives = cfg.resolved_objectives()
+    assert (objectives.quality.name, objectives.quality.unit, objectives.cost.name) == ("psnr", "dB", "mac_speedup")
+
+
+def test_a_configs_db_wins_over_cachesearch_db(tmp_path, monkeypatch):
+    """Precedence: --db, then the config's db:, then $CACHESEARCH_DB (the team's default)."""
+    from store import Store
+    team, own = tmp_path / "team.db", tmp_path / "own.db"
+    monkeypatch.setenv("CACHESEARCH_DB", str(team))
+    cfg = _write(tmp_path / "o.yaml", {"study": "own-db", "synthetic": {}, "searcher": {"name": "random"},
+                                       "budget": {"evaluations": 3}, "db": str(own)})
+    assert _run("search", str(cfg), "-q").exit_code == 0
+    assert "own-db" in _run("studies", "--db", str(own)).output
+    assert not team.exists()                                   # the team store was not even created

@@ -130,13 +130,13 @@ def test_schedule_page_heatmap_diff_and_per_prompt(filled: str, monkeypatch: pyt
 def test_schedule_page_shows_the_timesteps_a_schedule_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import random
 
-    from store import ObjectiveSpec
+    from store import Objective
     from test_dashboard_data import model_specs, result_for, timestep_schedule
     url = f"sqlite:///{tmp_path / 'joint.db'}"
     pixart, _ = model_specs()
     with Store(url) as store:
         store.create_study("joint", {"seeds": [0]}, "tiny", "dp", {},
-                           [ObjectiveSpec("psnr"), ObjectiveSpec("mac_speedup")], {"psnr": 15.0, "mac_speedup": 1.0})
+                           [Objective("psnr"), Objective("mac_speedup")], {"psnr": 15.0, "mac_speedup": 1.0})
         store.record_evaluations("joint", [result_for(timestep_schedule(pixart), random.Random(0))], step=0)
     at = app(url, "schedule", monkeypatch, study="joint")
     assert "5 steps at explicit timesteps (the study runs 8)" in texts(at, "caption")
@@ -264,3 +264,140 @@ def test_database_being_written_shows_live_data(tmp_path: Path, monkeypatch: pyt
     at = app(url, "studies", monkeypatch)
     seen.append(int(at.dataframe[0].value.loc[0, "evaluations"]))
     assert seen == sorted(seen) and seen[-1] == 40 + 150 and len(set(seen)) > 1
+
+
+# ------------------------------------------------------------------------------------------ issue 14
+def test_evaluations_page_filters_downloads_and_a_row_opens_the_schedule(filled: str,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app(filled, "evaluations", monkeypatch, study="tiny-ecad")
+    assert at.header[0].value == "Evaluations" and not at.error
+    frame = at.dataframe[0].value
+    assert len(frame) == 41 and {"id", "status", "found", "found by", "psnr (dB)", "MAC speedup (x)",
+                                 "modelled latency speedup (x)", "computed", "error", "hash"} <= set(frame.columns)
+    assert sorted(frame["status"].unique()) == ["done", "failed", "queued"]
+    assert "fora(interval=2)" in set(frame["found by"]) and "ecad generation 1" in set(frame["found by"])
+    at.multiselect(key="ev_status").set_value(["failed"]).run()
+    failed = at.dataframe[0].value
+    assert len(failed) == 1 and failed.loc[0, "error"] == "worker died (test)"
+    at.multiselect(key="ev_status").set_value([]).run()
+    at.multiselect(key="ev_found").set_value(["heuristic"]).run()
+    assert len(at.dataframe[0].value) == 3
+    at.text_input(key="ev_text").input("interval=3").run()
+    only = at.dataframe[0].value
+    assert list(only["found by"]) == ["fora(interval=3)"]
+    assert "1 of 41 evaluations" in texts(at, "caption")
+    button = at.get("download_button")[0]
+    assert button.proto.label == "Download CSV"
+    target = int(only.loc[0, "id"])
+    at.session_state["evaluations_table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.run()                                                   # the row click, as the browser sends it
+    assert not at.exception and at.header[0].value == "Schedule"
+    assert int(str(at.session_state["eval_id"])) == target
+    assert f"Evaluation #{target} · found by fora(interval=3)" in texts(at, "caption")
+
+
+def test_evaluations_csv_is_the_table_shown(filled: str) -> None:
+    import io
+
+    import pandas as pd
+
+    from dashboard.frames import evaluations_frame, filter_evaluations
+    with Store(filled, create=False) as store:
+        info = store.get_study("tiny-ecad")
+        table = data.load_evaluations(store, "tiny-ecad")
+    shown = filter_evaluations(evaluations_frame(table, info), statuses=["done"])
+    back = pd.read_csv(io.StringIO(shown.to_csv(index=False)))
+    assert list(back["id"]) == list(shown["id"]) and len(back) == 39 and set(back["status"]) == {"done"}
+
+
+def test_frontier_marks_the_knee_and_the_quality_bar_with_units(filled: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from schedules.objectives import KNEE_HELP
+    at = app(filled, "frontier", monkeypatch, study="tiny-ecad")
+    spec = plotly_specs(at)[0]
+    with Store(filled, create=False) as store:
+        knee = store.knee("tiny-ecad").id
+    assert any(t["name"] == f"knee #{knee}" and t["marker"]["symbol"] == "star" for t in spec["data"])
+    bar = float(at.session_state["bar_threshold"])
+    assert any(s.get("y0") == pytest.approx(bar) and s.get("line", {}).get("dash") == "dash"
+               for s in spec["layout"]["shapes"])
+    assert spec["layout"]["yaxis"]["title"]["text"] == "psnr (dB)"
+    assert spec["layout"]["xaxis"]["title"]["text"] == "MAC speedup (x)"
+    assert KNEE_HELP in texts(at, "caption")
+    assert "found by %{customdata" in spec["data"][0]["hovertemplate"]
+    at.radio(key="color_by").set_value("provenance").run()
+    names = [t["name"] for t in plotly_specs(at)[0]["data"]]
+    assert "tiny-ecad (ecad) · heuristic (3)" in names and "tiny-ecad (ecad) · found by the search (36)" in names
+    at.radio(key="cost").set_value("latency_speedup_model").run()      # no study reports it: says so
+    assert "No finished evaluation reports both psnr and latency_speedup_model" in texts(at, "info")
+
+
+def test_frontier_overlays_only_comparable_studies_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A study of the same model scored on other prompts is not overlaid unless asked, and then flagged;
+    one with nothing done yet (its prompts unknown) is."""
+    import random
+
+    from store import Objective
+    from test_dashboard_data import model_specs, random_plan, result_for
+    url = fill_store(tmp_path / "cmp.db")
+    pixart, _ = model_specs()
+    rng = random.Random(5)
+    with Store(url) as store:
+        store.create_study("other-prompts", {}, "PixArtTransformer2DModel:tiny/pixart", "random", {},
+                           [Objective("psnr", reference=15.0), Objective("mac_speedup")])
+        results = [result_for(random_plan(pixart, rng, 0.5), rng) for _ in range(5)]
+        for r in results:
+            r.prompt_set_hash = "held-out"
+        store.record_evaluations("other-prompts", results)
+        store.create_study("just-started", {}, "PixArtTransformer2DModel:tiny/pixart", "random", {},
+                           [Objective("psnr", reference=15.0), Objective("mac_speedup")])   # nothing done: unknown
+    at = app(url, "frontier", monkeypatch, study="tiny-ecad")
+    assert at.multiselect(key="compare").value == ["tiny-ecad", "tiny-random", "just-started"]
+    assert not at.error, texts(at, "error")
+    at.multiselect(key="compare").set_value(["tiny-ecad", "other-prompts"]).run()
+    assert "Not comparable with `tiny-ecad`" in texts(at, "warning") and "`other-prompts`" in texts(at, "warning")
+
+
+def test_images_are_captioned_with_prompt_and_seed_and_enlarged_sharply(filled: str,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from PIL import Image
+
+    from dashboard.views.images import enlarged, prompt_texts
+    at = app(filled, "images", monkeypatch, study="tiny-ecad", eval="2")
+    assert f"{PROMPTS[1]} · seed 0" in texts(at, "markdown")
+    small = io.BytesIO()
+    Image.new("RGB", (16, 16), (10, 20, 30)).save(small, format="PNG")
+    body, width = enlarged(small.getvalue(), 200)
+    big = Image.open(io.BytesIO(body))
+    assert width == big.width == 192 and big.getpixel((191, 191)) == (10, 20, 30)   # 12x, pixel for pixel
+    assert prompt_texts({"evaluation": {"prompts": ["a", "b"]}}, 3) == ["a", "b", "image 2"]   # an older study
+    assert prompt_texts({"thumbnails": [{"prompt": "red 3", "seed": 7}]}, 1) == ["red 3 · seed 7"]
+
+
+def test_pages_name_models_not_signatures(filled: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app(filled, "progress", monkeypatch, study="tiny-ecad")
+    assert at.selectbox(key="progress_model").options == ["tiny flux", "tiny pixart"]
+    assert at.selectbox(key="progress_model").value == "tiny pixart"
+    studies = app(filled, "studies", monkeypatch).dataframe[0].value
+    assert list(studies["model"]) == ["tiny pixart", "tiny pixart", "tiny flux"]
+
+
+def test_schedule_page_shows_who_found_it_and_its_parents(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import random
+
+    from store import Objective
+    from test_dashboard_data import model_specs, random_plan, result_for
+    url = f"sqlite:///{tmp_path / 'parents.db'}"
+    pixart, _ = model_specs()
+    rng = random.Random(2)
+    a, b = random_plan(pixart, rng, 0.5), random_plan(pixart, rng, 0.4)
+    child = random_plan(pixart, rng, 0.3).with_info(provenance={
+        "searcher": "ecad", "generation": 1, "parents": [a.hash, b.hash], "operators": ["crossover", "mutation"]})
+    with Store(url) as store:
+        store.create_study("kin", {}, "tiny", "ecad", {}, [Objective("psnr", reference=15.0), Objective("mac_speedup")])
+        ids = store.record_evaluations("kin", [result_for(s, rng) for s in (a, b, child)])
+    at = app(url, "schedule", monkeypatch, study="kin", eval=str(ids[2]))
+    captions = texts(at, "caption")
+    assert f"found by ecad generation 1: crossover, mutation of {a.hash[:8]} x {b.hash[:8]}" in captions
+    assert f"Parents: #{ids[0]} ({a.hash[:8]}), #{ids[1]} ({b.hash[:8]})" in captions

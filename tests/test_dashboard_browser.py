@@ -208,7 +208,7 @@ def test_frontier_page_renders_plot_and_click_selects(server: int, browser: DevT
     body = browser.js("document.body.innerText")
     assert "Frontier" in body and "tiny-ecad (ecad) · front" in body
     assert not browser.js("document.querySelector('[data-testid=\"stException\"]')")
-    assert browser.js(f"{_GD}.data.length") == 5              # 2 studies x (all, front) + the ring
+    assert browser.js(f"{_GD}.data.length") == 6              # 2 studies x (all, front), the knee, the ring
     assert browser.js(f"{_GD}._fullData[0]._length") == 39    # every evaluation drawn (WebGL)
 
     # Click a front point other than the selected one: Streamlit's selection event selects it.
@@ -220,7 +220,7 @@ def test_frontier_page_renders_plot_and_click_selects(server: int, browser: DevT
             if ('selected #' + ids[k] === '{before}') continue;
             const r = pts[k].getBoundingClientRect();
             if (r.width > 0 && r.top > 0 && r.bottom < window.innerHeight)
-                return {{id: ids[k], q: gd.data[1].customdata[k][5], x: r.left + r.width / 2, y: r.top + r.height / 2}};
+                return {{id: ids[k], q: gd.data[1].customdata[k][6], x: r.left + r.width / 2, y: r.top + r.height / 2}};
         }}
         return null; }})()""")
     assert target, "no clickable front point in view"
@@ -232,4 +232,43 @@ def test_frontier_page_renders_plot_and_click_selects(server: int, browser: DevT
     time.sleep(1.0)
     _keep(browser, "dashboard_frontier_clicked")
     text = " ".join(browser.js("document.body.innerText").split())
-    assert f"psnr {target['q']:.4g} MAC speedup" in text       # the figures below show the clicked point
+    assert f"psnr {target['q']:.4g} dB MAC speedup" in text         # the figures below show the clicked point
+
+
+def test_evaluations_table_renders_and_a_row_click_opens_the_schedule(tmp_path: Path, browser: DevTools) -> None:
+    """Started the way a user starts it (`cachesearch dashboard`, which runs `python -m dashboard`):
+    the Evaluations table draws its rows, and clicking a row's selector opens that evaluation on the
+    Schedule page."""
+    url = fill_store(tmp_path / "ev.db")
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    with open(tmp_path / "cli.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "search.cli", "dashboard", "--db", url, "--port", str(port)],
+                                cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: _health(port) or proc.poll() is not None, 90, "the dashboard server (via the CLI)")
+            assert proc.poll() is None, (tmp_path / "cli.log").read_text()
+            browser.call("Page.navigate", url=f"http://127.0.0.1:{port}/?page=evaluations&study=tiny-ecad")
+            grid = "document.querySelector('[data-testid=\"stDataFrame\"] canvas')"
+            wait_for(lambda: browser.js(f"!!{grid} && {grid}.getBoundingClientRect().height > 200"), 90,
+                     "the evaluations table")
+            wait_for(lambda: "41 of 41 evaluations" in (browser.js("document.body.innerText") or ""), 30, "its caption")
+            time.sleep(1.0)
+            _keep(browser, "dashboard_evaluations")
+            box = browser.js(f"(() => {{ const r = {grid}.getBoundingClientRect(); "
+                             "return {left: r.left, top: r.top}; })()")
+            header, row = 36, 35                       # glide-data-grid's header and row heights in Streamlit
+            x, y = box["left"] + 16, box["top"] + header + row * 1 + row / 2     # the selector of row 1: id 2
+            for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
+                browser.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+            wait_for(lambda: "eval=2" in (browser.js("location.search") or "")
+                     and "Evaluation #2 · found by fora(interval=2)" in (browser.js("document.body.innerText") or ""),
+                     60, "the Schedule page of evaluation 2 after the click")
+            assert "page=schedule" in browser.js("location.search")
+            wait_for(lambda: browser.js("document.querySelectorAll('.js-plotly-plot .main-svg').length"), 60,
+                     "its plan heatmap")
+            assert not browser.js("document.querySelector('[data-testid=\"stException\"]')")
+            _keep(browser, "dashboard_evaluations_clicked")
+        finally:
+            stop(proc)
+    wait_for(lambda: not _health(port), 30, "the server to stop after SIGTERM")

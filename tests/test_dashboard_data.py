@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from schedules import COMPUTE, REUSE, EvaluationResult, Schedule, SamplingSpec, describe
-from store import DONE, ObjectiveSpec, Store
+from store import DONE, Objective, Store
 
 STEPS = 8
 PROMPTS = ["a red square on blue", "a green circle", "the digit three in yellow"]
@@ -82,15 +82,23 @@ def fill_store(path: Path) -> str:
     url = f"sqlite:///{path}"
     pixart, flux = model_specs()
     rng = random.Random(0)
-    objectives = [ObjectiveSpec("psnr"), ObjectiveSpec("mac_speedup")]
+    objectives = [Objective("psnr", unit="dB"), Objective("mac_speedup")]
     with Store(url) as store:
         for name, searcher, spec, n, status in (("tiny-ecad", "ecad", pixart, 40, "running"),
                                                 ("tiny-random", "random", pixart, 25, "finished"),
                                                 ("tiny-flux-dp", "dp", flux, 12, "finished")):
-            store.create_study(name, {"prompts": PROMPTS, "seeds": [0, 1]}, f"{spec.transformer_class}:{spec.model_id}",
+            config = {"prompts": PROMPTS, "seeds": [0, 1], "model_name": f"tiny {spec.family}",
+                      "thumbnails": [{"prompt": p, "seed": 0} for p in PROMPTS]}
+            store.create_study(name, config, f"{spec.transformer_class}:{spec.model_id}",
                                searcher, {"population": 8}, objectives, {"psnr": 15.0, "mac_speedup": 1.0})
-            schedules = [Schedule.all_compute(spec, SamplingSpec(STEPS)), fora(spec, 2), fora(spec, 3), dbcache(spec, 2)]
-            schedules += [random_plan(spec, rng, rng.uniform(0.1, 0.9)) for _ in range(n - 4)]
+            heuristic = [{}, {"heuristic": "fora", "heuristic_params": {"interval": 2}},
+                         {"heuristic": "fora", "heuristic_params": {"interval": 3}},
+                         {"heuristic": "cache-dit-mask", "heuristic_params": {"Fn": 1, "Bn": 1, "interval": 2}}]
+            schedules = [s.with_info(provenance={"searcher": searcher, **h}) for s, h in zip(
+                [Schedule.all_compute(spec, SamplingSpec(STEPS)), fora(spec, 2), fora(spec, 3), dbcache(spec, 2)],
+                heuristic)]
+            schedules += [random_plan(spec, rng, rng.uniform(0.1, 0.9)).with_info(
+                provenance={"searcher": searcher, "generation": 1 + k // 10}) for k in range(n - 4)]
             results = [result_for(s, rng, thumbs=len(PROMPTS) if i < 6 else 0, fail=(i == 7))
                        for i, s in enumerate(schedules)]
             for start in range(0, len(results), 10):

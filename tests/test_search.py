@@ -4,7 +4,6 @@ no duplicate evaluations, budgets, failures."""
 
 from __future__ import annotations
 
-import json
 import random
 
 import pytest
@@ -12,14 +11,14 @@ import pytest
 from schedules import Schedule
 from search.config import validate_config
 from search.heuristics import space_heuristics, warped_indices
-from search.objectives import Objective, Objectives
+from schedules.objectives import Objective, Objectives
 from search.space import SearchSpace, fine_grid
-from search.study import SEARCHERS, run_study
+from search.registry import SEARCHERS
+from search.study import run_study
 from search.synthetic import SyntheticPool
 
-OBJ = Objectives([Objective("quality", True, 0.0), Objective("mac_speedup", True, 1.0)])
-SETTINGS = {"ecad": {"population": 12}, "bayes": {"n_startup_trials": 6}, "dp": {"candidates": 10},
-            "random": {}, "heuristics": {}}
+OBJ = Objectives([Objective("quality", reference=0.0), Objective("mac_speedup", reference=1.0)])
+SETTINGS = {name: cls.quick_settings for name, cls in SEARCHERS.items()}   # each searcher's tiny-study settings
 
 
 # --------------------------------------------------------------------------- space and heuristics
@@ -119,36 +118,6 @@ def _front(db, study):
         return sorted(r.schedule_hash for r in store.front(study, "quality", "mac_speedup"))
 
 
-@pytest.mark.parametrize("name", ["ecad", "bayes", "random", "dp", "heuristics"])
-def test_interrupted_and_resumed_study_equals_uninterrupted(tmp_path, name):
-    budget = 40
-    cfg = _config(name, budget)
-    full = SyntheticPool(num_blocks=4, num_steps=8)
-    run_study(cfg, db=str(tmp_path / "a.db"), show_progress=False, pool=full, log=lambda m: None)
-
-    first = InterruptingPool(17, num_blocks=4, num_steps=8)
-    _, out1 = run_study(cfg, db=str(tmp_path / "b.db"), show_progress=False, pool=first, log=lambda m: None)
-    assert out1.reason == "interrupted" and out1.evaluations == 16
-    second = SyntheticPool(num_blocks=4, num_steps=8)
-    _, out2 = run_study(cfg, db=str(tmp_path / "b.db"), resume=cfg.study, show_progress=False, pool=second,
-                        log=lambda m: None)
-    done_before = first.evaluated[:16]
-    assert not set(done_before) & set(second.evaluated), "a finished evaluation was repeated"
-    assert len(set(second.evaluated)) == len(second.evaluated)
-    assert done_before + second.evaluated == full.evaluated     # the very same sequence of evaluations
-    assert _front(tmp_path / "a.db", cfg.study) == _front(tmp_path / "b.db", cfg.study)
-    assert out2.evaluations == len(full.evaluated)
-
-
-@pytest.mark.parametrize("name", ["ecad", "bayes", "random"])
-def test_no_duplicates_and_every_ask_admissible(tmp_path, name):
-    pool = SyntheticPool(num_blocks=2, num_steps=5, components=("attn1", "ff"))
-    cfg = _config(name, 80, synthetic={"num_blocks": 2, "num_steps": 5})
-    _, out = run_study(cfg, db=str(tmp_path / "c.db"), show_progress=False, pool=pool, log=lambda m: None)
-    assert len(pool.evaluated) == len(set(pool.evaluated)) == out.evaluations
-    assert out.front and out.hypervolume > 0
-
-
 def test_ecad_generations_and_seeding(tmp_path):
     pool = SyntheticPool(num_blocks=4, num_steps=8)
     space = SearchSpace(pool.spec, pool.sampling)
@@ -222,25 +191,6 @@ def test_seeding_ecad_from_a_dp_study_front(tmp_path):
         assert {r.schedule_hash for r in imported} == dp_front
         ecad_front = {r.schedule_hash for r in store.front(cfg.study)}
     assert ecad_front & dp_front                         # the seeds are part of the study's front
-
-
-@pytest.mark.parametrize("name", ["ecad", "bayes", "random", "heuristics"])
-def test_state_is_json_and_restores_exactly(name):
-    pool = SyntheticPool(num_blocks=3, num_steps=6)
-    space = SearchSpace(pool.spec, pool.sampling)
-    cls = SEARCHERS[name]
-    a = cls(space, OBJ, SETTINGS[name], seed=5)
-    for _ in range(3):
-        batch = a.ask(5)
-        a.tell(list(pool.evaluate(batch[:3])))       # leave some pending
-    state = json.loads(json.dumps(a.state()))
-    b = cls.from_state(space, OBJ, SETTINGS[name], state)
-    assert b.state() == a.state()
-    assert [s.hash for s in b.pending()] == [s.hash for s in a.pending()]
-    rest = list(pool.evaluate(a.pending()))
-    a.tell(rest)
-    b.tell(rest)
-    assert [s.hash for s in a.ask(6)] == [s.hash for s in b.ask(6)]
 
 
 def test_bayes_gp_sampler_runs():
@@ -450,3 +400,50 @@ def test_categorical_genome_round_trip_and_history_repair():
     assert all(row == "000" for g, c in s.components() for row in s.rows(g, c)[1:2]), "falls back to reuse"
     with pytest.raises(ValueError, match="space modes must include compute"):
         SearchSpace(pool.spec, pool.sampling, modes=("0", "F"))
+
+
+def test_surrogate_ranks_plans_and_ecad_screens_with_it(tmp_path):
+    """The quality surrogate, fitted on told results, orders unseen plans like the real quality, and
+    ECAD with screening sends only the offspring it ranks best (recording the prediction)."""
+    from search.surrogate import QualitySurrogate, rank_correlation
+    pool = SyntheticPool(num_blocks=4, num_steps=8)
+    space = SearchSpace(pool.spec, pool.sampling)
+    rng = random.Random(0)
+    train = [space.decode(space.random_genome(rng)) for _ in range(40)]
+    test = [space.decode(space.random_genome(rng)) for _ in range(40)]
+    quality = {r.schedule.hash: r.metrics["quality"] for r in pool.evaluate(train + test)}
+    model = QualitySurrogate(OBJ[0], space.components(), space.num_steps)
+    assert model.fit(train, [quality[s.hash] for s in train])
+    rho = rank_correlation(list(model.predict(test)), [quality[s.hash] for s in test])
+    assert rho is not None and rho > 0.7, rho
+
+    cfg = _config("ecad", 60, searcher={"name": "ecad", "seed": 0,
+                                        "settings": {"population": 12, "screen": 3.0, "screen_after": 12}})
+    pool = SyntheticPool(num_blocks=4, num_steps=8)
+    run_study(cfg, db=str(tmp_path / "s.db"), show_progress=False, pool=pool, log=lambda m: None)
+    screened = [s for s in _evaluated(tmp_path / "s.db", cfg.study) if "predicted_quality" in s.provenance]
+    assert screened, "later generations are screened and carry the surrogate's prediction"
+
+
+def test_bayes_screens_its_samples_with_the_surrogate(tmp_path):
+    cfg = _config("bayes", 40, searcher={"name": "bayes", "seed": 0,
+                                         "settings": {"n_startup_trials": 6, "screen": 4, "screen_after": 12,
+                                                      "warm_start": False}})
+    pool = SyntheticPool(num_blocks=4, num_steps=8)
+    run_study(cfg, db=str(tmp_path / "b.db"), show_progress=False, pool=pool, log=lambda m: None)
+    assert len(pool.evaluated) == len(set(pool.evaluated)) == 40
+    screened = [s for s in _evaluated(tmp_path / "b.db", cfg.study) if "predicted_quality" in s.provenance]
+    assert screened
+
+
+@pytest.mark.parametrize("name, settings", [("ecad", {"population": 12, "screen": 3.0, "screen_after": 12}),
+                                            ("bayes", {"n_startup_trials": 6, "screen": 3, "screen_after": 12})])
+def test_screened_study_resumed_equals_uninterrupted(tmp_path, name, settings):
+    cfg = _config(name, 40, searcher={"name": name, "seed": 0, "settings": settings})
+    full = SyntheticPool(num_blocks=4, num_steps=8)
+    run_study(cfg, db=str(tmp_path / "a.db"), show_progress=False, pool=full, log=lambda m: None)
+    first = InterruptingPool(27, num_blocks=4, num_steps=8)
+    run_study(cfg, db=str(tmp_path / "b.db"), show_progress=False, pool=first, log=lambda m: None)
+    second = SyntheticPool(num_blocks=4, num_steps=8)
+    run_study(cfg, db=str(tmp_path / "b.db"), resume=cfg.study, show_progress=False, pool=second, log=lambda m: None)
+    assert first.evaluated[:26] + second.evaluated == full.evaluated

@@ -11,11 +11,11 @@ import pytest
 from schedules import mac_speedup
 from search.dp import Unit, bellman_all_budgets, boss_path, knapsack_front, lagrangian_front, segment_costs
 from search.dp_searcher import DPSearcher
-from search.objectives import Objective, Objectives
+from schedules.objectives import Objective, Objectives
 from search.space import SearchSpace
 from search.synthetic import SyntheticPool
 
-OBJ = Objectives([Objective("quality", True, 0.0), Objective("mac_speedup", True, 1.0)])
+OBJ = Objectives([Objective("quality", reference=0.0), Objective("mac_speedup", reference=1.0)])
 
 
 def _plan_cost(d: np.ndarray, steps: tuple[int, ...]) -> float:

@@ -12,7 +12,7 @@ import yaml
 
 from schedules import BlockGroup, EvaluationResult, ModelSpec, SamplingSpec, Schedule, apply_schedule, describe, load_schedule
 from store import (
-    ExportError, NothingQualifies, ObjectiveError, ObjectiveSpec, Store, choose, export_front, export_pick, parse_pick,
+    ExportError, NothingQualifies, ObjectiveError, Objective, Store, choose, export_front, export_pick, parse_pick,
 )
 from store.cachedit import cache_dit_config
 from test_store import POINTS, fill_points, url_of
@@ -47,7 +47,7 @@ def test_export_load_apply_reproduces_stored_metric(tmp_path: Path) -> None:
     }
     with Store(url_of(tmp_path / "e.db")) as store:
         store.create_study("tiny", {"seeds": [0]}, "tiny-pixart", "heuristics", {},
-                           [ObjectiveSpec("psnr"), ObjectiveSpec("mac_speedup")], {"psnr": 0.0})
+                           [Objective("psnr"), Objective("mac_speedup")], {"psnr": 0.0})
         for name, plan in plans.items():
             schedule = Schedule(spec, sampling, {"transformer_blocks": plan}, provenance={"heuristic": name})
             with apply_schedule(model, schedule):
@@ -77,11 +77,12 @@ def test_export_load_apply_reproduces_stored_metric(tmp_path: Path) -> None:
 
 def test_pick_rules_on_hand_checked_points(tmp_path: Path) -> None:
     """Front E(35,1.0) A(30,1.5) B(25,2.0) C(22,3.0) G(19,4.0), D(24,1.8) dominated. Scaled to [0,1]
-    (0 = best) the chord from E to G is x + y = 1; distances |x + y - 1|/sqrt2 are A .146, B .292,
-    C .146, so the knee is B."""
+    (0 = best) the chord from E to G is x + y = 1, and every member lies beyond it (x + y: A 1.15, B 1.29,
+    C 1.15): the front sags away from the ideal corner, so it has no knee in the bulge sense and the
+    rule falls back to the member closest to the corner: A .890, B .913, C .878 -> C."""
     with Store(url_of(tmp_path / "k.db")) as s:
         ids = fill_points(s)
-        assert choose(s, "p", "knee").id == ids["B"]
+        assert choose(s, "p", "knee").id == ids["C"] == s.knee("p").id
         assert choose(s, "p", "fastest-with psnr>=26").id == ids["A"]
         assert choose(s, "p", "fastest-with quality >= 24").id == ids["B"]     # 'quality' = primary metric
         assert choose(s, "p", "best-with speedup>=1.9").id == ids["B"]
@@ -99,7 +100,7 @@ def test_pick_rules_on_hand_checked_points(tmp_path: Path) -> None:
         with pytest.raises(ExportError, match="unknown export format 'onnx'"):
             export_pick(s, "p", "knee", tmp_path / "x.json", fmt="onnx")
         assert not (tmp_path / "x.json").exists()
-        s.create_study("empty", {}, "sig", "random", {}, [ObjectiveSpec("psnr")], {"psnr": 0})
+        s.create_study("empty", {}, "sig", "random", {}, [Objective("psnr"), Objective("mac_speedup")], {"psnr": 0})
         with pytest.raises(NothingQualifies, match="no front"):
             export_pick(s, "empty", "knee", tmp_path / "x.json")
 
@@ -118,7 +119,7 @@ def test_cache_dit_config_for_a_fitting_plan(tmp_path: Path) -> None:
     fit = {c: ("1111", "1001", "1111", "1001", "1001", "1111") for c in ("attn1", "attn2", "ff")}
     schedule = Schedule(spec, sampling, {"transformer_blocks": fit})
     with Store(url_of(tmp_path / "cd.db")) as s:
-        s.create_study("cd", {}, "sig", "dp", {}, [ObjectiveSpec("psnr"), ObjectiveSpec("mac_speedup")], {"psnr": 0})
+        s.create_study("cd", {}, "sig", "dp", {}, [Objective("psnr"), Objective("mac_speedup")], {"psnr": 0})
         s.record_evaluation("cd", EvaluationResult(schedule, "done", metrics={"psnr": 33.0}, mac_speedup=1.5))
         path = export_pick(s, "cd", "knee", tmp_path / "cd.yaml", fmt="cache-dit")
     text = path.read_text()
@@ -178,7 +179,7 @@ def test_file_names_from_study_names_never_leave_their_folder(tmp_path: Path, ho
     with Store(url_of(db)) as s:
         fill_points(s)
         with pytest.raises(StudyNameError, match=r"letters, digits, '\.', '_', '-' or '\+'"):
-            s.create_study(hostile, {}, "sig", "random", {}, [ObjectiveSpec("psnr")], {"psnr": 0})
+            s.create_study(hostile, {}, "sig", "random", {}, [Objective("psnr"), Objective("mac_speedup")], {"psnr": 0})
     with sqlite3.connect(db) as con:
         con.execute("UPDATE studies SET name = ? WHERE name = 'p'", (hostile,))
     folder = tmp_path / "work" / "front"
@@ -210,7 +211,7 @@ def test_exported_timestep_schedule_carries_its_timesteps_and_a_plain_call_sampl
     schedule = Schedule.all_compute(describe(pipe), sampling, provenance={"reference_steps": 10})
     with Store(url_of(tmp_path / "t.db")) as store:
         store.create_study("ts", {"seeds": [0]}, "tiny-pixart", "dp", {},
-                           [ObjectiveSpec("psnr"), ObjectiveSpec("mac_speedup")], {"psnr": 0.0})
+                           [Objective("psnr"), Objective("mac_speedup")], {"psnr": 0.0})
         store.record_evaluation("ts", EvaluationResult(schedule, "done", metrics={"psnr": 30.0}, mac_speedup=2.5,
                                                        prompt_set_hash="ps"))
         path = export_pick(store, "ts", "knee", tmp_path / "ts.json")

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
-from store import EvaluationRecord
+from schedules.objectives import COST_LABELS, COST_NAMES
+from schedules.provenance import describe
+from store import EvaluationRecord, StudyInfo
 
 from .. import data, state
-from ..shell import COST_LABELS, Context
-from ..frames import column
+from ..frames import axis_label, column, unit
+from ..shell import Context
 
 
 def need_study(ctx: Context) -> bool:
@@ -37,8 +40,9 @@ def row_label(row: pd.Series | None, evaluation_id: int, quality: str, cost: str
     if row is None:
         return f"#{evaluation_id}"
     q, c = row.get(column(quality)), row.get(column(cost))
+    found = str(row.get("found_by") or "")
     return (f"#{evaluation_id} · {quality} {fmt(q)} · {COST_LABELS.get(cost, cost)} {fmt(c, '.2f', 'x')} · "
-            f"{str(row['schedule_hash'])[:8]}")
+            f"{str(row['schedule_hash'])[:8]}" + (f" · {found}" if found else ""))
 
 
 def _default_id(ctx: Context, front: list[int], done_ids: list[int]) -> int | None:
@@ -94,19 +98,48 @@ def _resolve(frame: pd.DataFrame, text: str) -> int | None:
     return int(hits["id"].iloc[0]) if len(hits) else None
 
 
-def record_metrics(record: EvaluationRecord, quality: str) -> None:
-    """The headline figures of one evaluation as a row of `st.metric`s."""
-    cols = st.columns(5)
-    cols[0].metric(quality, fmt(record.objective(quality)))
-    cols[1].metric("MAC speedup", fmt(record.mac_speedup, ".2f", "x"))
-    cols[2].metric("latency speedup", fmt(record.latency_speedup, ".2f", "x"))
-    cols[3].metric("computed", fmt(record.compute_fraction, ".1%"))
-    cols[4].metric("status", record.status)
+def record_metrics(record: EvaluationRecord, quality: str, info: StudyInfo | None = None) -> None:
+    """The headline figures of one evaluation as a row of `st.metric`s (units included), and who found it."""
+    cols = st.columns(3 + len(COST_NAMES))
+    q_unit = unit(info, quality)
+    cols[0].metric(quality, fmt(record.objective(quality), ".4g", f" {q_unit}" if q_unit else ""))
+    for col, name in zip(cols[1:], COST_NAMES):
+        col.metric(COST_LABELS[name], fmt(record.objective(name), ".2f", "x"))
+    cols[-2].metric("computed", fmt(record.compute_fraction, ".1%"))
+    cols[-1].metric("status", record.status)
     others = {k: v for k, v in sorted(record.metrics.items()) if k != quality}
     if others:
-        st.caption(" · ".join(f"{k} {fmt(v)}" for k, v in others.items()))
+        st.caption(" · ".join(f"{k} {fmt(v)}{' ' + unit(info, k) if unit(info, k) else ''}"
+                              for k, v in others.items()))
+    st.caption(f"Evaluation #{record.id} · found by {describe(record.provenance)}")
     if record.error:
         st.warning(f"Evaluation failed: {record.error}")
+
+
+def _default_bar(ctx: Context) -> float:
+    """A quality bar to start from: the median quality of the selected study's done evaluations, so
+    it separates studies and schedules (the hypervolume reference value would admit nearly everything)."""
+    if ctx.study:
+        values = ctx.table(ctx.study).done().get(column(ctx.quality))
+        if values is not None:
+            finite = values.to_numpy(dtype=float)
+            finite = finite[np.isfinite(finite)]
+            if len(finite):
+                return float(np.median(finite))
+    return 0.0
+
+
+def quality_bar(ctx: Context, where: str) -> float:
+    """The quality bar (one value shared by the Studies and Frontier pages), with its input."""
+    ss = st.session_state
+    if ss.get("_bar_for") != ctx.quality or not math.isfinite(ss.get("bar_threshold", math.nan)):
+        ss["bar_threshold"], ss["_bar_for"] = _default_bar(ctx), ctx.quality   # new metric, new scale
+    direction = "at least" if ctx.info is None or ctx.info.maximize(ctx.quality) else "at most"
+    label = "Quality bar" if where == "frontier" else (
+        f"Quality bar: best {COST_LABELS.get(ctx.cost, ctx.cost)} among evaluations with {ctx.quality} {direction}")
+    st.number_input(label, key="bar_threshold", format="%.4g",
+                    help=f"{axis_label(ctx.info, ctx.quality)} {direction} this value")
+    return float(ss["bar_threshold"])
 
 
 def goto_buttons(where: str, pages: tuple[str, ...] = ("Schedule", "Images", "Export")) -> None:

@@ -35,7 +35,7 @@ def render(ctx: Context) -> None:
     record = pick_evaluation(ctx, "export")
     if record is None:
         return
-    record_metrics(record, ctx.quality)
+    record_metrics(record, ctx.quality, ctx.info)
     if record.status != "done":
         st.warning(f"Evaluation #{record.id} is {record.status}; its file would carry no measured metrics.")
     left, right = st.columns(2)

@@ -1,14 +1,18 @@
 """Frontier page: quality against speedup for one or several studies, every evaluation faint and each
-front bold; clicking a point (or picking it below) selects that schedule."""
+front bold, the knee starred and the quality bar dashed; clicking a point (or picking it below)
+selects that schedule. Only comparable studies (same model and prompt set) are overlaid by default."""
 
 from __future__ import annotations
 
 import streamlit as st
 
+from schedules.objectives import KNEE_HELP
+
 from .. import data, state
 from ..figures import FrontierSeries, frontier_figure, plan_heatmap
+from ..frames import axis_label, comparable
 from ..shell import Context
-from .common import goto_buttons, need_study, pick_evaluation, record_metrics
+from .common import goto_buttons, need_study, pick_evaluation, quality_bar, record_metrics
 
 _SEEN = "_frontier_selection"
 
@@ -28,19 +32,33 @@ def _clicked(event: object) -> list[int]:
     return ids
 
 
+def _comparable_with(ctx: Context, names: list[str]) -> list[str]:
+    assert ctx.study is not None and ctx.info is not None
+    mine = ctx.table(ctx.study)
+    return [n for n in names if n == ctx.study or comparable(ctx.info, mine, ctx.infos[n], ctx.table(n))]
+
+
 def render(ctx: Context) -> None:
     st.header("Frontier")
     if not need_study(ctx):
         return
     assert ctx.study is not None and ctx.info is not None
     names = [s.name for s in ctx.summaries]
-    same_model = [n for n in names if ctx.infos[n].model_signature == ctx.info.model_signature]
     ss = st.session_state
-    if ss.get("_compare_for") != ctx.study:         # a new study: compare with its model's other studies
-        ss["compare"], ss["_compare_for"] = same_model, ctx.study
+    if ss.get("_compare_for") != ctx.study:         # a new study: overlay the studies comparable with it
+        ss["compare"], ss["_compare_for"] = _comparable_with(ctx, names), ctx.study
     ss["compare"] = [n for n in ss.get("compare", []) if n in names] or [ctx.study]
-    st.multiselect("Studies to overlay", names, key="compare",
-                   help="Studies of the same model and prompt set are comparable; each gets its own colour.")
+    top = st.columns([4, 2])
+    top[0].multiselect("Studies to overlay", names, key="compare",
+                       help="Studies of the same model scored on the same prompts and seeds are comparable: they "
+                            "are overlaid by default, each in its own colour. Others can be added, but their "
+                            "figures come from another model or other prompts.")
+    top[1].radio("Colour points by", ["study", "provenance"], key="color_by", horizontal=True,
+                 help="provenance: who found each point (a hand-made heuristic, the search itself, a seed, an import)")
+    others = [n for n in ss["compare"] if n not in _comparable_with(ctx, ss["compare"])]
+    if others:
+        st.warning(f"Not comparable with `{ctx.study}` (another model or other prompts): "
+                   + ", ".join(f"`{n}`" for n in others))
     series, owner = [], {}
     for name in ss["compare"]:
         table = ctx.table(name)
@@ -52,12 +70,17 @@ def render(ctx: Context) -> None:
         st.info(f"No finished evaluation reports both {ctx.quality} and {ctx.cost} yet "
                 f"(pick another quality metric or speedup in the sidebar, or wait for results).")
         return
+    bar = quality_bar(ctx, "frontier")
+    knee = data.knee(ctx.url, ctx.study, ctx.quality, ctx.cost, ctx.version(ctx.study))
     chart = st.container()      # drawn after the picker below, so the ring shows this run's choice
-    st.caption("Click a point to select it (box or lasso select works too); hover shows the schedule's figures.")
+    st.caption(f"★ {KNEE_HELP}. Dashed line: the quality bar. Click a point to select it (box or lasso select "
+               "works too); hover shows its figures and who found it.")
     st.subheader("Selected schedule")
     record = pick_evaluation(ctx, "frontier")
     with chart:
-        fig = frontier_figure(series, ctx.quality, ctx.cost, selected=state.selected_id())
+        fig = frontier_figure(series, ctx.quality, ctx.cost, selected=state.selected_id(), knee=knee, bar=bar,
+                              color_by=ss.get("color_by", "study"),
+                              titles=(axis_label(ctx.info, ctx.cost), axis_label(ctx.info, ctx.quality)))
         event = st.plotly_chart(fig, key="frontier_chart", on_select="rerun", selection_mode="points",
                                 config={"displaylogo": False, "scrollZoom": True})
     clicked = _clicked(event)
@@ -70,7 +93,7 @@ def render(ctx: Context) -> None:
         st.rerun()
     if record is None:
         return
-    record_metrics(record, ctx.quality)
+    record_metrics(record, ctx.quality, ctx.info)
     goto_buttons("frontier")
     with st.expander("Plan at a glance", expanded=True):
         st.plotly_chart(plan_heatmap(data.schedule(ctx.url, record.schedule_hash), height_per_row=260),

@@ -1,5 +1,7 @@
 """Images page: the scheduled images next to the all-compute reference for the calibration prompts,
-with an amplified difference, from the thumbnails the store keeps."""
+with an amplified difference, from the thumbnails the store keeps. Each row is captioned with its
+prompt and seed (recorded with the study), and small images are enlarged with nearest-neighbour
+sampling: a 16-pixel thumbnail shows its pixels instead of a blur."""
 
 from __future__ import annotations
 
@@ -30,16 +32,39 @@ def difference(reference: bytes, scheduled: bytes, gain: float = 4.0) -> bytes |
 
 
 def prompt_texts(config: dict[str, Any], n: int) -> list[str]:
-    """Prompt captions if the study config lists them (a list under `prompts`, also one level down),
-    else `prompt i`."""
-    found: Any = config.get("prompts")
-    if not isinstance(found, list):
-        for value in config.values():
-            if isinstance(value, dict) and isinstance(value.get("prompts"), list):
-                found = value["prompts"]
-                break
-    texts = [str(p) for p in found] if isinstance(found, list) else []
-    return [texts[i] if i < len(texts) else f"prompt {i}" for i in range(n)]
+    """Caption per thumbnail: "prompt · seed N" from the (prompt, seed) pairs the search recorded
+    (`thumbnails` in the study config); for older studies the prompts the config lists (a list under
+    `prompts`, also one level down); else `image i`."""
+    pairs = config.get("thumbnails")
+    if isinstance(pairs, list) and pairs:
+        texts = [f"{p.get('prompt', '')} · seed {p.get('seed', '?')}" if isinstance(p, dict) else str(p)
+                 for p in pairs]
+    else:
+        found: Any = config.get("prompts")
+        if not isinstance(found, list):
+            for value in config.values():
+                if isinstance(value, dict) and isinstance(value.get("prompts"), list):
+                    found = value["prompts"]
+                    break
+        texts = [str(p) for p in found] if isinstance(found, list) else []
+    return [texts[i] if i < len(texts) else f"image {i}" for i in range(n)]
+
+
+def enlarged(png: bytes, width: int) -> tuple[bytes, int]:
+    """The image scaled up by the largest whole factor that fits `width`, nearest-neighbour (pixels
+    stay sharp; the browser then shows it at its own size), and that size."""
+    try:
+        img = Image.open(io.BytesIO(png))
+        img.load()
+    except (UnidentifiedImageError, OSError):
+        return png, width
+    factor = max(1, width // max(1, img.width))
+    if factor == 1:
+        return png, min(width, img.width)
+    big = img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
+    out = io.BytesIO()
+    big.save(out, format="PNG")
+    return out.getvalue(), big.width
 
 
 def render(ctx: Context) -> None:
@@ -83,6 +108,7 @@ def render(ctx: Context) -> None:
 
 def _show(col: Any, png: bytes | None, width: int, missing: str) -> None:
     if png:
-        col.image(png, width=width)
+        body, shown = enlarged(png, width)
+        col.image(body, width=shown)
     else:
         col.caption(missing)

@@ -6,9 +6,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from schedules.objectives import COST_LABELS
+
 from .. import data
 from ..figures import hypervolume_figure
-from ..shell import COST_LABELS, Context
+from ..frames import model_labels
+from ..shell import Context
 from .common import need_study
 
 
@@ -17,11 +20,14 @@ def render(ctx: Context) -> None:
     if not need_study(ctx):
         return
     assert ctx.info is not None
-    models = sorted({i.model_signature for i in ctx.infos.values()})
+    names = model_labels(ctx.infos)                     # signature -> a unique display name
+    signature_of = {label: sig for sig, label in names.items()}
     ss = st.session_state
-    if ss.get("_progress_for") != ctx.study or ss.get("progress_model") not in models:
-        ss["progress_model"], ss["_progress_for"] = ctx.info.model_signature, ctx.study
-    model = st.selectbox("Model", models, key="progress_model")
+    if ss.get("_progress_for") != ctx.study or ss.get("progress_model") not in signature_of:
+        ss["progress_model"], ss["_progress_for"] = names[ctx.info.model_signature], ctx.study
+    chosen = st.selectbox("Model", sorted(signature_of), key="progress_model",
+                          help="Studies of one model, each against its own fixed reference point")
+    model = signature_of[chosen]
     studies = [s for s in ctx.summaries if ctx.infos[s.name].model_signature == model]
     histories, rows, problems = [], [], []
     for s in studies:

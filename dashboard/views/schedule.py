@@ -63,6 +63,18 @@ def _per_prompt_section(ctx: Context, per_prompt: dict[str, list[float]]) -> Non
     st.dataframe(frame.rename_axis("(prompt, seed)"), width="stretch", height=min(400, 40 + 35 * longest))
 
 
+def _provenance_section(ctx: Context, provenance: dict) -> None:
+    """Who found it, in one line, its parents as evaluation ids of this study, and the raw provenance."""
+    assert ctx.study is not None
+    parents = provenance.get("parents") or []
+    if parents:
+        frame = ctx.table(ctx.study).frame
+        ids = {h: int(i) for h, i in zip(frame["schedule_hash"], frame["id"])}
+        st.caption("Parents: " + ", ".join(f"#{ids[h]} ({h[:8]})" if h in ids else h[:8] for h in parents))
+    with st.expander("Provenance"):
+        st.json(provenance or {})
+
+
 def _steps_text(schedule: Schedule, provenance: dict) -> str:
     """'12 steps at explicit timesteps (the study runs 20)', or 'N steps' on the scheduler's spacing."""
     explicit = schedule.sampling.explicit
@@ -81,10 +93,11 @@ def render(ctx: Context) -> None:
     if record is None:
         return
     schedule = data.schedule(ctx.url, record.schedule_hash)
-    record_metrics(record, ctx.quality)
+    record_metrics(record, ctx.quality, ctx.info)
     steps = _steps_text(schedule, record.provenance)
     st.caption(f"Schedule `{schedule.hash}` · {schedule.model.transformer_class} · {steps} · "
                f"searcher step {record.step if record.step is not None else '–'} · worker {record.worker or '–'}")
+    _provenance_section(ctx, record.provenance)
     tabs = st.tabs(["Plan", "Fractions computed", "Diff", "Metrics per prompt"])
     with tabs[0]:
         strip = timesteps_strip(schedule)

@@ -2,41 +2,24 @@
 
 from __future__ import annotations
 
-import math
 import time
 
-import numpy as np
 import streamlit as st
 
+from schedules.objectives import COST_LABELS
+
 from .. import state
-from ..shell import COST_LABELS, Context
-from ..frames import column, studies_frame
-from .common import need_study
-
-
-def _default_bar(ctx: Context) -> float:
-    """A quality bar to start from: the median quality of the selected study's done evaluations, so
-    the column separates studies (the hypervolume reference value would admit nearly everything)."""
-    if ctx.study:
-        values = ctx.table(ctx.study).done().get(column(ctx.quality))
-        if values is not None:
-            finite = values.to_numpy(dtype=float)
-            finite = finite[np.isfinite(finite)]
-            if len(finite):
-                return float(np.median(finite))
-    return 0.0
+from ..frames import studies_frame
+from ..shell import Context
+from .common import need_study, quality_bar
 
 
 def render(ctx: Context) -> None:
     st.header("Studies")
     if not need_study(ctx):
         return
-    ss = st.session_state
-    if ss.get("_bar_for") != ctx.quality or not math.isfinite(ss.get("bar_threshold", math.nan)):
-        ss["bar_threshold"], ss["_bar_for"] = _default_bar(ctx), ctx.quality   # new metric, new scale
     cost_label = COST_LABELS.get(ctx.cost, ctx.cost)
-    st.number_input(f"Quality bar: best {cost_label} among evaluations with {ctx.quality} at least "
-                    "(at most, for metrics a study minimises)", key="bar_threshold", format="%.4g")
+    quality_bar(ctx, "studies")
     tables = {s.name: ctx.table(s.name) for s in ctx.summaries}
     frame = studies_frame(ctx.summaries, ctx.infos, tables, ctx.quality, ctx.cost,
                           float(st.session_state["bar_threshold"]))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -86,10 +86,14 @@ class EmbeddedPipeline:
         return_latents: bool = False,
         timesteps: list[int] | None = None,
         sigmas: list[float] | None = None,
+        callback_on_step_end: Callable[..., dict[str, Any]] | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
     ) -> EmbeddedPipelineOutput:
         """Sample one image per prompt; deterministic for given generator seeds. Custom `timesteps` (or
         `sigmas`, for schedulers that take them) override the scheduler's spacing, as in diffusers'
-        pipelines (`retrieve_timesteps`); `num_inference_steps` is then their count."""
+        pipelines (`retrieve_timesteps`); `num_inference_steps` is then their count.
+        `callback_on_step_end(pipe, i, t, {"latents": x})` runs after every step, as in diffusers'
+        pipelines, and may return replacement latents."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
             raise ValueError("need at least one prompt")
@@ -115,7 +119,10 @@ class EmbeddedPipeline:
         # stochastic solvers (e.g. SDE-DPM++) draw their per-step noise from the same generators
         takes_generator = "generator" in inspect.signature(self.scheduler.step).parameters
         step_kwargs = {"generator": generator} if takes_generator else {}
-        for t in steps:
+        unknown = set(callback_on_step_end_tensor_inputs) - {"latents"}
+        if unknown:
+            raise ValueError(f"callback_on_step_end_tensor_inputs: only 'latents' is available, not {sorted(unknown)}")
+        for i, t in enumerate(steps):
             x_in = torch.cat([x, x]) if do_cfg else x
             x_in = self.scheduler.scale_model_input(x_in, t)
             eps = self.transformer(
@@ -130,6 +137,8 @@ class EmbeddedPipeline:
                 eps_uncond, eps_cond = eps.chunk(2)
                 eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
             x = self.scheduler.step(eps, t, x, return_dict=False, **step_kwargs)[0]
+            if callback_on_step_end is not None:
+                x = callback_on_step_end(self, i, t, {"latents": x}).pop("latents", x)
 
         images = ((x.float().clamp(-1, 1) + 1) / 2).cpu()
         out: list[Image.Image] | torch.Tensor | np.ndarray = images
