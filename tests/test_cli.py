@@ -516,7 +516,6 @@ def test_the_study_records_model_name_units_and_thumbnail_captions():
 
 def test_a_configs_db_wins_over_cachesearch_db(tmp_path, monkeypatch):
     """Precedence: --db, then the config's db:, then $CACHESEARCH_DB (the team's default)."""
-    from store import Store
     team, own = tmp_path / "team.db", tmp_path / "own.db"
     monkeypatch.setenv("CACHESEARCH_DB", str(team))
     cfg = _write(tmp_path / "o.yaml", {"study": "own-db", "synthetic": {}, "searcher": {"name": "random"},
