@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -77,9 +77,14 @@ class PoolConfig(BaseModel):
     kind: Literal["local", "ray"] = "local"
     address: str | None = Field(default=None, description="Ray cluster address ('auto', 'ray://host:10001'); "
                                                           "None starts a local cluster unless one is initialised")
-    num_actors: int | None = Field(default=None, ge=1, description="default: one per GPU, else one")
+    num_actors: int | None = Field(default=None, ge=1, description="default: as many as the cluster holds when each "
+                                   "reserves a GPU share or a custom resource (one per GPU), else one")
     cpus_per_actor: float = Field(default=1.0, gt=0)
-    gpus_per_actor: float | None = Field(default=None, ge=0, description="default: 1 when CUDA is available, else 0")
+    gpus_per_actor: float | None = Field(default=None, ge=0, description="GPU share per actor: 1 = one actor per GPU, "
+                                         "0.5 = two per GPU (default: 1 when the cluster has GPUs, else 0)")
+    resources_per_actor: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict, description="Ray custom resources each actor reserves, which places the actors on the "
+        "nodes offering them (e.g. {evaluator: 1} with `ray start --resources='{\"evaluator\": 2}'`)")
     task_timeout_s: float | None = Field(default=1800.0, gt=0)
     max_retries: int = Field(default=2, ge=0, description="resubmissions after an actor dies mid-task")
     worker_niceness: int = Field(default=0, ge=0, le=19, description="niceness of the Ray workers of a cluster "
@@ -88,6 +93,14 @@ class PoolConfig(BaseModel):
                                 "node 30 s to come up, which a loaded machine can miss)")
     startup_timeout_s: float | None = Field(default=3600.0, gt=0, description="how long to wait for the evaluator "
                                             "actors to load the model and compute references")
+
+    @field_validator("resources_per_actor")
+    @classmethod
+    def _custom_only(cls, v: dict[str, float]) -> dict[str, float]:
+        for name in v:
+            if name in ("CPU", "GPU", "memory", "object_store_memory"):
+                raise ValueError(f"{name!r} is not a custom resource: use cpus_per_actor / gpus_per_actor")
+        return v
 
 
 class EvaluationConfig(BaseModel):
@@ -220,6 +233,14 @@ class EvaluationConfig(BaseModel):
     def _resolution_pair(self) -> "EvaluationConfig":
         if (self.height is None) != (self.width is None):
             raise ValueError("height and width must be given together")
+        return self
+
+    @model_validator(mode="after")
+    def _ray_device(self) -> "EvaluationConfig":
+        """Ray gives each GPU actor its own GPU (it sees only that one, as cuda:0): an index is meaningless."""
+        if self.pool.kind == "ray" and self.device.startswith("cuda:"):
+            raise ValueError(f"device {self.device!r} names one GPU, but a Ray actor sees only the GPU Ray gives it "
+                             "(pool.gpus_per_actor): use device: cuda (or auto)")
         return self
 
     @model_validator(mode="after")

@@ -1,11 +1,17 @@
 """`RayPool`: the same `Evaluator` inside Ray actors, one per GPU (CPU actors when there is none).
 
 - Joins the cluster at `pool.address`, or uses the already initialised Ray, or starts a local one.
+- Placement (evaluators/placement.py): how many actors, the GPU share and custom resources each
+  reserves, and the device each computes on, planned from the live nodes before any actor exists;
+  a config the cluster cannot hold (a GPU config on a cluster without GPUs) is one `PoolStartError`.
+  Each actor reports the node it runs on (`worker_info()[i]["node_id"]`), its GPU ids and the
+  CUDA_VISIBLE_DEVICES Ray set from them.
 - Each actor loads the pipeline once and scores many schedules (`max_restarts=-1`: Ray restarts a
   dead actor, which reloads the model and reads the references from the disk cache).
 - One task in flight per actor, results streamed with `ray.wait` as they finish.
 - Fault handling is ours, not Ray's task retries (`max_task_retries=0`), so every schedule is
-  accounted for exactly once: an actor that dies mid-task (OOM, SIGKILL, node loss) puts the schedule
+  accounted for exactly once: an actor that dies mid-task (OOM, SIGKILL, node loss: Ray then reports
+  the actor "unavailable" and restarts it wherever its resources are free) puts the schedule
   back at the head of the queue, up to `max_retries` resubmissions, then it is a 'failed' result;
   the lost attempt produced nothing, so nothing is counted twice. A task past `task_timeout_s`
   (measured from submission) is a 'failed' result and its actor is killed and restarted so the pool
@@ -34,6 +40,7 @@ import numpy as np
 from schedules import CostTable, EvaluationResult, ModelSpec, SamplingSpec, Schedule
 
 from .config import EvaluationConfig, PoolConfig
+from .placement import ActorPlan, live_nodes, plan_actors
 from .pool import EvaluatorPool, PoolStartError, unique
 from .profiling import DriftProfile
 
@@ -49,10 +56,16 @@ class EvaluatorActor:
     def __init__(self, config: EvaluationConfig, index: int) -> None:
         from .worker import Evaluator
         _renice(config.pool.worker_niceness)
+        # `config.device` is the plan's ("cuda" or "cpu"); with a GPU share Ray has set this process's
+        # CUDA_VISIBLE_DEVICES to its GPU, so "cuda" is this actor's own device.
         self.evaluator = Evaluator(config, name=f"ray-{index}@{socket.gethostname()}:{os.getpid()}")
 
     def info(self) -> dict[str, Any]:
-        return {**self.evaluator.info(), "niceness": os.nice(0)}
+        import ray
+        context = ray.get_runtime_context()
+        return {**self.evaluator.info(), "niceness": os.nice(0), "node_id": context.get_node_id(),
+                "gpu_ids": [str(g) for g in context.get_accelerator_ids().get("GPU", [])],
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
     def evaluate(self, schedule: Schedule, race: Any = None) -> EvaluationResult:
         return self.evaluator.evaluate(schedule, race)
@@ -94,6 +107,17 @@ def _renice(target: int) -> None:
         pass
 
 
+def _auth_hint() -> str:
+    """Clusters started with `ray start` (Ray 2.60 here) use token authentication when a token exists; a
+    driver naming an explicit address sends its token only with RAY_AUTH_MODE=token: the failure
+    itself ("Failed to connect") does not say so."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+        return ""
+    return ("; if the cluster uses token authentication (Ray's default when ~/.ray/auth_token exists where it was "
+            "started), set RAY_AUTH_MODE=token here and give this machine the cluster's token (RAY_AUTH_TOKEN, "
+            "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)")
+
+
 def _one_line(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     return f"{type(exc).__name__}: {lines[-1] if lines else ''}"[:400]
@@ -107,23 +131,20 @@ class RayPool(EvaluatorPool):
         self._ray = ray
         self._owns_ray = False
         self._report = progress or (lambda *args, **kwargs: None)
-        self._start_ray()
-        pc = config.pool
-        cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
-        wants_gpu = config.device != "cpu" and cluster_gpus >= 1
-        gpus = pc.gpus_per_actor if pc.gpus_per_actor is not None else (1.0 if wants_gpu else 0.0)
-        default_actors = max(1, int(cluster_gpus // gpus)) if gpus > 0 else 1
-        self.num_actors = pc.num_actors or default_actors
-        self._actor_cls = ray.remote(EvaluatorActor).options(
-            num_cpus=pc.cpus_per_actor, num_gpus=gpus, max_restarts=-1, max_task_retries=0)
         self.stats = {"submitted": 0, "retries": 0, "timeouts": 0, "actor_deaths": 0,
                       "eval_seconds": 0.0, "roundtrip_seconds": 0.0}
         self.actors: list[Any] = []
         self._down_since: dict[int, float] = {}   # actor index -> when it was seen dead (Ray restarts it)
         self._gone: set[int] = set()              # actors that never came back
         self._closed = False
+        self._start_ray()
         try:
-            self._start_actors(device_type="cuda" if gpus > 0 else "cpu")
+            self.plan = self._plan()
+            self.num_actors = self.plan.num_actors
+            self._actor_cls = ray.remote(EvaluatorActor).options(
+                **self.plan.ray_options(), max_restarts=-1, max_task_retries=0)
+            self._actor_config = config.model_copy(update={"device": self.plan.device})
+            self._start_actors(device_type=self.plan.device)
         except BaseException:
             self.close()
             raise
@@ -152,19 +173,29 @@ class RayPool(EvaluatorPool):
                     ray.shutdown()
                 except Exception:
                     pass
-        hint = ("check pool.address and that the cluster is up" if pc.address else
+        hint = (f"check pool.address and that the cluster is up{_auth_hint()}" if pc.address else
                 "the machine is probably overloaded: retry when it is quieter, raise pool.start_attempts, start "
                 "a cluster yourself (`ray start --head`) and set pool.address: auto, or use pool.kind: local")
         raise PoolStartError(f"could not start {where} after {pc.start_attempts} attempt(s) ({_one_line(last)}); "
                              f"{hint}") from None
 
+    def _plan(self) -> ActorPlan:
+        """The actors this cluster can hold for this config, or a PoolStartError saying why not."""
+        where = f"the Ray cluster at {self.config.pool.address}" if self.config.pool.address else "the Ray cluster"
+        plan = plan_actors(self.config.pool, self.config.device, live_nodes(self._ray), where)
+        if plan.num_actors > plan.capacity:
+            self._report(f"warning: pool.num_actors is {plan.num_actors} but {where} holds {plan.capacity} actors "
+                         f"reserving {plan.ray_options()}: the others wait for resources (an autoscaler may add "
+                         "nodes; pool.startup_timeout_s bounds the wait)")
+        return plan
+
     def _start_actors(self, device_type: str) -> None:
-        first = self._actor_cls.remote(self.config, 0)
+        first = self._actor_cls.remote(self._actor_config, 0)
         self.actors.append(first)
         refs = self._reference_store(device_type)
         if refs is not None and not self._references_cached(refs):
             self._info = self._wait_started([first], refs)[0]
-        self.actors.extend(self._actor_cls.remote(self.config, i) for i in range(1, self.num_actors))
+        self.actors.extend(self._actor_cls.remote(self._actor_config, i) for i in range(1, self.num_actors))
         infos = self._wait_started(self.actors, None)   # references are on disk by now
         self._info = infos[0]
         self._warn_niceness(infos)

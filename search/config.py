@@ -144,7 +144,8 @@ class RacingConfig(_Strict):
 class StudyConfig(_Strict):
     study: str | None = Field(None, description=f"study name in the store (default: config file name + time); "
                                                 f"{STUDY_NAME_RULE}")
-    db: str | None = Field(None, description="SQLAlchemy URL or SQLite file (default sqlite:///cachesearch.db)")
+    db: str | None = Field(None, description="SQLAlchemy URL or SQLite file (`--db` overrides it; without either: "
+                                             "$CACHESEARCH_DB, else sqlite:///cachesearch.db)")
     evaluation: EvaluationConfig | None = Field(None, description="how schedules are scored (default: the "
                                                                   "embedded model); see evaluators.EvaluationConfig")
     synthetic: SyntheticConfig | None = None

@@ -44,9 +44,18 @@ from .records import (
     DONE, EVALUATION_STATUSES, FAILED, QUEUED, RACED, RESULT_KINDS, RUNNING, SEARCH, STUDY_STATUSES, EvaluationRecord,
     RunInfo, StudyInfo, StudySummary, format_age,
 )
-from .writes import any_evaluation, record_result, set_thumbnails, upsert_schedule
+from .writes import any_evaluation, record_result, set_thumbnails, upsert_schedule, upsert_schedules
 
 T = TypeVar("T")
+
+_RETRY_SQLSTATES = ("40001", "40P01")   # PostgreSQL: serialization_failure, deadlock_detected
+
+
+def _transient(exc: DBAPIError) -> bool:
+    """A write worth retrying whole: SQLite still locked after its busy timeout, or a PostgreSQL
+    transaction aborted only because of another one."""
+    state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return state in _RETRY_SQLSTATES or (isinstance(exc, OperationalError) and "locked" in str(exc).lower())
 
 
 def _shown(value: Any) -> str:
@@ -107,13 +116,14 @@ class Store(FrontierQueries):
             yield session
 
     def _transaction(self, work: Callable[[Session], T]) -> T:
-        """Run `work` in one write transaction; retried whole if the database stays locked."""
+        """Run `work` in one write transaction; retried whole if the database stays locked (SQLite) or
+        PostgreSQL aborts it for a deadlock or a serialization failure (several drivers at once)."""
         for attempt in range(self.WRITE_RETRIES):
             try:
                 with self._write() as session, session.begin():
                     return work(session)
-            except OperationalError as exc:
-                if "locked" not in str(exc).lower() or attempt == self.WRITE_RETRIES - 1:
+            except (OperationalError, DBAPIError) as exc:
+                if not _transient(exc) or attempt == self.WRITE_RETRIES - 1:
                     raise
                 time.sleep(0.1 * (attempt + 1))
         raise AssertionError("unreachable")
@@ -328,6 +338,7 @@ class Store(FrontierQueries):
             sid = self._study_id(session, study)
             ids = []
             now = time.time()
+            upsert_schedules(session, schedules)   # in hash order first: see upsert_schedules
             for schedule in schedules:
                 key = upsert_schedule(session, schedule)
                 row = any_evaluation(session, sid, key)
@@ -388,6 +399,7 @@ class Store(FrontierQueries):
 
         def work(session: Session) -> list[int]:
             sid = self._study_id(session, study)
+            upsert_schedules(session, [r.schedule for r in results])
             ids = [record_result(session, sid, r, step, kind) for r in results]
             self._touch(session, sid)
             return ids

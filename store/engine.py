@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, select
+from sqlalchemy import text as sql_text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
@@ -31,6 +32,7 @@ from .errors import DatabaseUnavailable, SchemaVersionError, StoreError
 from .models import ADDED_COLUMNS, OPTIONAL_TABLES, SCHEMA_TABLE, SCHEMA_VERSION, TABLES, Base, SchemaInfo
 
 BUSY_TIMEOUT_MS = 30_000
+SCHEMA_LOCK_KEY = 0x63616368   # PostgreSQL advisory lock held while the schema is checked or created ("cach")
 WRITE_OPTION = "cachesearch_write"   # execution option marking a connection that will write
 
 
@@ -200,6 +202,12 @@ def ensure_schema(engine: Engine, *, create: bool = True) -> None:
     when opened for writing, add the optional tables and added columns a same-version store lacks)."""
     where = _describe(engine)
     with engine.execution_options(**{WRITE_OPTION: create}).begin() as conn:
+        if create and engine.dialect.name == "postgresql":
+            # Several drivers may open a new database at once (a team's first searches): creating the
+            # tables twice fails on PostgreSQL's catalog. A transaction-scoped advisory lock makes the
+            # others wait and then find the tables (PostgreSQL DDL is transactional); SQLite's
+            # BEGIN IMMEDIATE already serialises this.
+            conn.execute(sql_text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
         names = set(inspect(conn).get_table_names())
         if check_tables(names, where, create, exclusive=is_sqlite(engine.url)):
             row = conn.execute(select(SchemaInfo.value).where(SchemaInfo.key == "version")).scalar()

@@ -18,6 +18,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from .errors import StudyNotFound
 from .records import RunInfo
 
 DEFAULT_INTERVAL_S = 30.0
@@ -65,7 +66,10 @@ class Heartbeat:
             self._thread.join()
             self._thread = None
             if not self.lost:
-                self.store.release_run(self.study, self.owner)
+                try:
+                    self.store.release_run(self.study, self.owner)
+                except StudyNotFound:   # deleted meanwhile (a failed start-up removes the study it created),
+                    pass                # and its run row with it: raising here would hide why it failed
 
     def __enter__(self) -> "Heartbeat":
         self.start()

@@ -5,9 +5,10 @@ result is written whole or not at all."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Iterable
 
 from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from schedules import EvaluationResult, Schedule
@@ -17,18 +18,38 @@ from .errors import StoreError
 from .models import Evaluation, ScheduleRow, Thumbnail
 from .records import DONE, FAILED, QUEUED, RACED, RUNNING, SEARCH
 
+_INSERT_IGNORING_CONFLICTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
 
 def upsert_schedule(session: Session, schedule: Schedule) -> str:
-    """Insert the schedule row unless its hash is already stored (content-addressed: never updated)."""
+    """Insert the schedule row unless its hash is already stored (content-addressed: never updated).
+
+    Several drivers share one store (two studies of one model start from the same heuristic
+    schedules), so the insert is one `INSERT ... ON CONFLICT DO NOTHING`: on PostgreSQL a second
+    transaction storing the same hash waits for the first and then does nothing, instead of failing on
+    the primary key (SQLite serialises writers anyway; the statement is the same there)."""
     key = schedule.hash
-    if session.get(ScheduleRow, key) is None:
-        session.add(ScheduleRow(
-            hash=key, canonical_json=schedule.canonical_json(), family=schedule.model.family,
-            transformer_class=schedule.model.transformer_class, model_id=schedule.model.model_id,
-            num_steps=schedule.num_steps, compute_fraction=schedule.compute_fraction(),
-            fractions=schedule.fractions(), created_at=time.time()))
+    if session.get(ScheduleRow, key) is not None:
+        return key
+    values = dict(hash=key, canonical_json=schedule.canonical_json(), family=schedule.model.family,
+                  transformer_class=schedule.model.transformer_class, model_id=schedule.model.model_id,
+                  num_steps=schedule.num_steps, compute_fraction=schedule.compute_fraction(),
+                  fractions=schedule.fractions(), created_at=time.time())
+    dialect = session.get_bind().dialect.name
+    if dialect in _INSERT_IGNORING_CONFLICTS:
+        session.execute(_INSERT_IGNORING_CONFLICTS[dialect](ScheduleRow).values(**values)
+                        .on_conflict_do_nothing(index_elements=[ScheduleRow.hash]))
+    else:   # another SQLAlchemy dialect: plain insert
+        session.add(ScheduleRow(**values))
         session.flush()
     return key
+
+
+def upsert_schedules(session: Session, schedules: Iterable[Schedule]) -> None:
+    """Several schedule rows in one transaction, in hash order: two transactions inserting
+    overlapping sets each wait for the other's rows in the same order, so they never deadlock."""
+    for schedule in sorted({s.hash: s for s in schedules}.values(), key=lambda s: s.hash):
+        upsert_schedule(session, schedule)
 
 
 def find_evaluation(session: Session, study_id: int, schedule_hash: str,

@@ -512,3 +512,14 @@ def test_the_study_records_model_name_units_and_thumbnail_captions():
                                  for p in prompts[:min(cfg.evaluation.n_thumbnails, len(prompts))]]
     objectives = cfg.resolved_objectives()
     assert (objectives.quality.name, objectives.quality.unit, objectives.cost.name) == ("psnr", "dB", "mac_speedup")
+
+
+def test_a_configs_db_wins_over_cachesearch_db(tmp_path, monkeypatch):
+    """Precedence: --db, then the config's db:, then $CACHESEARCH_DB (the team's default)."""
+    team, own = tmp_path / "team.db", tmp_path / "own.db"
+    monkeypatch.setenv("CACHESEARCH_DB", str(team))
+    cfg = _write(tmp_path / "o.yaml", {"study": "own-db", "synthetic": {}, "searcher": {"name": "random"},
+                                       "budget": {"evaluations": 3}, "db": str(own)})
+    assert _run("search", str(cfg), "-q").exit_code == 0
+    assert "own-db" in _run("studies", "--db", str(own)).output
+    assert not team.exists()                                   # the team store was not even created

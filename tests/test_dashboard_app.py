@@ -74,6 +74,22 @@ def test_studies_page_shows_a_killed_run_as_stale(tmp_path: Path, monkeypatch: p
     assert at.toggle(key="live").value is False
 
 
+def test_frontier_page_overlays_a_study_that_has_just_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second search of the same model has started beside this one (another driver on a shared
+    database) and has nothing finished yet: it is overlaid, empty, and the page still draws."""
+    url = fill_store(tmp_path / "new.db")
+    with Store(url) as s:
+        ecad = s.get_study("tiny-ecad")
+        s.create_study("tiny-new", {}, ecad.model_signature, "random", {}, list(ecad.objectives),
+                       ecad.reference_point)
+        s.mark_queued("tiny-new", [s.schedule(s.front("tiny-ecad")[0].schedule_hash)])
+    at = app(url, "frontier", monkeypatch, study="tiny-ecad")
+    assert not at.error, texts(at, "error")
+    assert "tiny-new" in at.multiselect(key="compare").value
+    names = [t["name"] for t in plotly_specs(at)[0]["data"]]
+    assert any(n.startswith("tiny-new (random) · all (0)") for n in names), names
+
+
 def test_frontier_page_overlays_studies_and_selects(filled: str, monkeypatch: pytest.MonkeyPatch) -> None:
     at = app(filled, "frontier", monkeypatch, study="tiny-ecad")
     assert at.header[0].value == "Frontier" and not at.error

@@ -55,3 +55,19 @@ def test_apply_snippet_runs_on_the_bundled_model(tmp_path, monkeypatch):
     exec(compile(snippet, "README.md", "exec"), scope)
     assert (tmp_path / "fast.png").is_file()
     assert not scope["handle"].active and scope["image"].size == (24, 24)
+
+
+def test_the_cluster_config_in_the_readme_is_a_valid_study_config():
+    """The fields *Running on a cluster* shows are the config's own (a renamed field fails here)."""
+    import yaml
+
+    from evaluators.placement import plan_actors
+    from search.config import validate_config
+    doc = yaml.safe_load(_blocks("yaml", "## Running on a cluster")[0])
+    cfg = validate_config({**doc, "searcher": {"name": "ecad"}})
+    pool = cfg.evaluation.pool
+    assert (pool.kind, pool.address, pool.gpus_per_actor, pool.resources_per_actor) == (
+        "ray", "HEAD:6379", 1, {"evaluator": 1})
+    two_gpu_nodes = [{"CPU": 8, "GPU": 1, "evaluator": 2}, {"CPU": 8, "GPU": 1, "evaluator": 2}, {"CPU": 0}]
+    plan = plan_actors(pool, cfg.evaluation.device, two_gpu_nodes)
+    assert (plan.num_actors, plan.device) == (2, "cuda")            # "one actor per GPU", as it says
