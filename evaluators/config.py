@@ -55,6 +55,11 @@ class LatencyConfig(BaseModel):
     reference_every: int = Field(default=8, ge=0, description="re-time the all-compute reference after every N "
                                                               "evaluations (0 = only at start-up)")
     reference_window: int = Field(default=3, ge=1, description="recent reference timings whose median is used")
+    model: bool = Field(default=False, description=(
+        "fit a latency cost model (schedules.latency) at start-up from timed calibration runs and store its "
+        "predicted speedup with every result (latency_speedup_model): a cost objective a searcher can "
+        "predict before any image, with none of the timing noise"))
+    model_repeats: int = Field(default=2, ge=1, description="timed runs per calibration schedule (interleaved)")
 
 
 class SharingConfig(BaseModel):

@@ -38,6 +38,7 @@ from schedules import (
     schedule_macs,
 )
 from schedules.adapters import find_denoiser
+from schedules.latency import LatencyTable, measure_latency_table
 from schedules.timesteps import fine_grid
 
 from .config import EvaluationConfig
@@ -104,6 +105,7 @@ class Evaluator:
         # start-up median first; re-timings (see LatencyConfig) push it out of the window
         self._reference_samples: deque[float] = deque([self._reference_latency()],
                                                       maxlen=config.latency.reference_window)
+        self.latency_table: LatencyTable | None = self._measure_latency_table() if config.latency.model else None
         self.thumbnail_index = self._thumbnail_index()
         share = config.sharing
         self.prefixes = PrefixCache(int(share.memory_mb * 2**20)) if share.enabled and self.runner.steerable else None
@@ -192,6 +194,30 @@ class Evaluator:
             self.runner(prompts, seeds)
         return t.seconds / len(prompts)
 
+    def _measure_latency_table(self) -> LatencyTable:
+        """The latency cost model for this worker (device, dtype, batch, resolution, CFG mode): the
+        calibration schedules timed on the first batch, interleaved, and fitted (schedules.latency)."""
+        prompts, seeds = self._batch_lists(self.batches[0])
+        done = [0]
+        total = [0]
+
+        def time_run(schedule: Schedule) -> float:
+            self._progress("fitting the latency model (timed runs)", done[0], total[0] or None)
+            with apply_schedule(self.pipe, schedule) as _, Timer(self.device, self.clock) as t:
+                self.runner(prompts, seeds, schedule.num_steps)
+            done[0] += 1
+            return t.seconds / len(prompts)
+
+        from schedules.latency import calibration_schedules
+        todo = calibration_schedules(self.spec, self.sampling, forecast=True)
+        total[0] = len(todo) * self.config.latency.model_repeats
+        table = measure_latency_table(time_run, self.spec, self.sampling, self.cost_table,
+                                      repeats=self.config.latency.model_repeats, schedules=todo,
+                                      device=str(self.device), dtype=str(next(self.denoiser.parameters()).dtype),
+                                      batch_size=len(prompts), height=self.sampling.height, width=self.sampling.width)
+        self._progress("fitting the latency model (timed runs)", total[0], total[0])
+        return table
+
     @property
     def reference_latency_s(self) -> float:
         """Median of the recent all-compute timings (see LatencyConfig for why it is re-timed)."""
@@ -229,6 +255,7 @@ class Evaluator:
             "prefix_hits": self.prefixes.hits if self.prefixes else 0,
             "prefix_misses": self.prefixes.misses if self.prefixes else 0,
             "prefix_bytes": self.prefixes.bytes if self.prefixes else 0,
+            "latency_table": self.latency_table.to_dict() if self.latency_table else None,
         }
 
     # ------------------------------------------------------------------ scoring
@@ -348,6 +375,8 @@ class Evaluator:
             macs=schedule_macs(schedule, self.cost_table) // per_call,
             mac_speedup=mac_speedup(schedule, self.cost_table, self.all_compute_schedule()), latency_s=latency,
             latency_speedup=self.reference_latency_s / latency if latency > 0 else None,
+            latency_speedup_model=(self.latency_table.speedup(schedule, self.all_compute_schedule())
+                                   if self.latency_table else None),
             thumbnails=[thumbs[i] for i in self.thumbnail_index if i in thumbs], **common)
 
     # ------------------------------------------------------------------ profiling

@@ -104,9 +104,12 @@ class LatencyTable:
         feats = features(schedule, self.cost_table)
         return float(sum(self.seconds.get(k, 0.0) * v for k, v in feats.items()))
 
-    def speedup(self, schedule: Schedule) -> float:
-        """Predicted all-compute seconds / predicted seconds, at the schedule's own step count."""
-        reference = Schedule.all_compute(schedule.model, schedule.sampling)
+    def speedup(self, schedule: Schedule, reference: Schedule | None = None) -> float:
+        """Predicted seconds of `reference` / predicted seconds of `schedule`. The reference is the
+        study's all-compute run (at the study's steps: a K-step schedule is faster than it by fewer
+        steps too); default: all compute at the schedule's own sampling."""
+        if reference is None:
+            reference = Schedule.all_compute(schedule.model, schedule.sampling)
         return self.predict(reference) / max(self.predict(schedule), 1e-12)
 
     def to_dict(self) -> dict[str, Any]:

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from schedules import (
-    CostTable, ModelSpec, Schedule, apply_schedule, describe, load_schedule, mac_speedup, measure_cost_table,
+    CostTable, ModelSpec, Schedule, apply_schedule, cache_memory, describe, load_schedule, mac_speedup,
+    measure_cost_table,
 )
 
 
@@ -100,7 +101,8 @@ def apply_and_compare(schedule_path: Path, prompts: Sequence[str], model: str, s
     return ApplyReport(
         schedule_hash=schedule.hash, steps=k, reference_steps=n, compute_fraction=schedule.compute_fraction(),
         explicit=(explicit[0], list(explicit[1])) if explicit else None,
-        mac_speedup=mac_speedup(schedule, table, reference), plain_s_per_image=t_plain / len(prompts),
+        mac_speedup=mac_speedup(schedule, table, reference), cache_bytes=cache_memory(schedule, table)["bytes"],
+        plain_s_per_image=t_plain / len(prompts),
         scheduled_s_per_image=t_sched / len(prompts), repeats=repeats, image_mse=float((diff ** 2).mean()),
         images=[str(p) for p in paths], out=str(out))
 
@@ -115,6 +117,7 @@ class ApplyReport:
     compute_fraction: float
     explicit: tuple[str, list[float]] | None
     mac_speedup: float
+    cache_bytes: int                 # what the schedule's caches hold while it runs (schedules.cost.cache_memory)
     plain_s_per_image: float
     scheduled_s_per_image: float
     repeats: int
@@ -137,6 +140,7 @@ class ApplyReport:
             f"MAC speedup {self.mac_speedup:.2f}x; latency {self.plain_s_per_image * 1000:.0f} ms -> "
             f"{self.scheduled_s_per_image * 1000:.0f} ms per image = {self.latency_speedup:.2f}x (median of "
             f"{self.repeats}, measured side by side)",
+            f"cache memory while it runs: {self.cache_bytes / 2**20:.1f} MiB at this batch and resolution",
             f"image MSE vs the plain pipeline (same seeds): {self.image_mse:.3g}",
             f"wrote {len(self.images)} scheduled and {len(self.images)} plain images to {self.out}/",
         ]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -32,6 +32,9 @@ from schedules import CostTable, EvaluationResult, Schedule, mac_speedup
 from schedules.objectives import Objectives
 
 from .space import SearchSpace
+
+if TYPE_CHECKING:      # schedules.latency needs torch; a searcher gets its table from the pool
+    from schedules.latency import LatencyTable
 
 STATE_VERSION = 1
 class Profile(dict):
@@ -99,7 +102,8 @@ class Searcher(ABC):
     quick_settings: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, space: SearchSpace, objectives: Objectives, settings: SearcherSettings | Mapping | None = None,
-                 seed: int = 0, *, seeds: Sequence[Schedule] = (), cost_table: CostTable | None = None):
+                 seed: int = 0, *, seeds: Sequence[Schedule] = (), cost_table: CostTable | None = None,
+                 latency_table: LatencyTable | None = None):
         self.space = space
         self.objectives = objectives
         if settings is None or isinstance(settings, Mapping):
@@ -109,6 +113,7 @@ class Searcher(ABC):
         self.rng = random.Random(self.seed)
         self.seeds = [s for s in (space.project(x) for x in seeds) if s is not None]
         self.cost_table = cost_table
+        self.latency_table = latency_table
         self._seen: set[str] = set()
         self._pending: dict[str, Schedule] = {}
         self.num_told = 0
@@ -203,8 +208,11 @@ class Searcher(ABC):
                 and self.space.admissible(schedule))
 
     def speedup(self, schedule: Schedule) -> float:
-        """Predicted MAC speedup over the study's reference (all compute at its own steps), known
-        before any image: from the pool's cost table, else from the fraction computed."""
+        """The study's speed objective predicted before any image, over the study's reference (all
+        compute at its own steps): the latency model's speedup when the study optimises it, else the
+        MAC speedup from the pool's cost table, else from the fraction computed."""
+        if self.objectives.cost.name == "latency_speedup_model" and self.latency_table is not None:
+            return self.latency_table.speedup(schedule, self.space.baseline())
         if self.cost_table is not None:
             return mac_speedup(schedule, self.cost_table, self.space.baseline())
         return self.space.num_steps / schedule.num_steps / max(schedule.compute_fraction(), 1e-9)
@@ -212,7 +220,10 @@ class Searcher(ABC):
     def predicts_cost(self) -> bool:
         """Whether `speedup` is the study's cost objective exactly, before any image is made (what
         screening and racing need)."""
-        return self.objectives.cost.name == "mac_speedup" and self.cost_table is not None
+        cost = self.objectives.cost.name
+        if cost == "latency_speedup_model":
+            return self.latency_table is not None
+        return cost == "mac_speedup" and self.cost_table is not None
 
     def tag(self, schedule: Schedule, **provenance: Any) -> Schedule:
         """Provenance for the store and exported files (`schedules.provenance`): this searcher, plus

@@ -191,6 +191,10 @@ class StudyConfig(_Strict):
             self.resolved_objectives()
         except ObjectiveError as exc:       # no quality or no cost objective, or one listed twice
             raise ValueError(f"objectives: {exc}") from None
+        for i, o in enumerate(self.objective_configs()):
+            if o.name == "latency_speedup_model" and self.evaluation is not None and not self.evaluation.latency.model:
+                raise ValueError(f"objectives[{i}].name: latency_speedup_model needs the latency model: set "
+                                 "evaluation.latency.model: true")
         return self
 
     def objective_configs(self) -> list[ObjectiveConfig]:

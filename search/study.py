@@ -56,6 +56,22 @@ def pool_cost_table(pool: Any) -> CostTable | None:
     return CostTable.from_dict(doc) if doc else None
 
 
+def pool_latency_table(pool: Any, cost_table: CostTable | None) -> Any:
+    """The first worker's latency cost model (evaluation.latency.model), or None. Each worker scores
+    with its own table; the searcher predicts with this one."""
+    if cost_table is None:
+        return None
+    try:
+        info = pool.worker_info()
+    except Exception:
+        return None
+    doc = info[0].get("latency_table") if info else None
+    if not doc:
+        return None
+    from schedules.latency import LatencyTable
+    return LatencyTable.from_dict(doc, cost_table)
+
+
 def model_signature(config: StudyConfig) -> str:
     if config.synthetic is not None:
         s = config.synthetic
@@ -121,11 +137,12 @@ def import_seed_results(store: Any, name: str, config: StudyConfig) -> int:
 
 
 def make_searcher(config: StudyConfig, space: SearchSpace, cost_table: CostTable | None,
-                  seeds: list[Schedule]) -> Searcher:
+                  seeds: list[Schedule], latency_table: Any = None) -> Searcher:
     sc = config.searcher
     cls = SEARCHERS[sc.name]
     try:
-        return cls(space, config.resolved_objectives(), sc.settings, sc.seed, seeds=seeds, cost_table=cost_table)
+        return cls(space, config.resolved_objectives(), sc.settings, sc.seed, seeds=seeds, cost_table=cost_table,
+                   latency_table=latency_table)
     except ValueError as exc:
         raise StudyError(f"searcher: {exc}") from None
 
@@ -225,7 +242,9 @@ def run_study(config: StudyConfig, *, source: str | None = None, db: str | None 
                     store.set_reference_thumbnails(name, pool.reference_thumbnails())
                 if fresh and config.seed_studies:
                     log(f"imported {import_seed_results(store, name, config)} front results from {config.seed_studies}")
-                searcher = make_searcher(config, space, pool_cost_table(pool), collect_seeds(config, store))
+                costs = pool_cost_table(pool)
+                searcher = make_searcher(config, space, costs, collect_seeds(config, store),
+                                         pool_latency_table(pool, costs))
             except KeyboardInterrupt:
                 store.set_study_status(name, "interrupted")
                 done = store.finished_hashes(name)

@@ -325,6 +325,7 @@ def test_apply_a_timestep_schedule_against_the_study_steps(tmp_path):
     assert result.exit_code == 0, result.output
     assert "10 steps at explicit timesteps [999, 899, 799" in result.output
     assert "the plain pipeline runs 20 steps" in result.output and "MAC speedup 2.00x" in result.output
+    assert "cache memory while it runs: 0.0 MiB" in result.output       # computes every cell: caches nothing
     assert len(list((tmp_path / "img").glob("*.png"))) == 2
     def stdout_of(*args: str) -> str:                       # stdout alone (model loading reports on stderr)
         done = subprocess.run([sys.executable, "-m", "search.cli", *args], capture_output=True, text=True,
