@@ -20,7 +20,7 @@ from search.study import make_space, run_study
 from store import Store
 
 embedded = pytest.importorskip("evaluators.embedded")
-from evaluators.embedded.model import DENOISER_WEIGHTS  # noqa: E402
+from evaluators.embedded.model import DENOISER_WEIGHTS
 
 pytestmark = pytest.mark.skipif(not DENOISER_WEIGHTS.exists(), reason="embedded denoiser weights not shipped yet")
 
