@@ -29,6 +29,7 @@ from store import (
     SchemaVersionError, Store, StoreError, StudyInfo, StudySummary, safe_filename,
 )
 from store.export import annotated_schedule, choose, write_schedule
+from store.validation import ValidationPair, heldout_sets, validation_pairs
 
 from .frames import EvalTable, evaluation_table, front_ids as _front_ids, knee_id as _knee_id
 
@@ -105,6 +106,11 @@ def load_hypervolume(store: Store, study: str, quality: str, cost: str) -> list[
         return str(exc)
 
 
+def load_validation(store: Store, study: str, quality: str) -> tuple[list[ValidationPair], list[dict]]:
+    """Front members with their held-out results on the newest held-out set, and every set."""
+    return validation_pairs(store, study, quality), heldout_sets(store, study)
+
+
 def load_pick(store: Store, study: str, rule: str, quality: str, cost: str) -> int | str:
     """Id of the evaluation a pick rule (`knee`, `fastest-with psnr>=30`, ...) chooses, or why none."""
     try:
@@ -170,6 +176,11 @@ def knee(url: str, study: str, quality: str, cost: str, version: Version) -> int
 @st.cache_data(ttl=MAX_AGE, show_spinner=False, max_entries=64)
 def hypervolume(url: str, study: str, quality: str, cost: str, version: Version) -> list[HVPoint] | str:
     return guarded(url, lambda: load_hypervolume(store(url), study, quality, cost))
+
+
+@st.cache_data(ttl=MAX_AGE, show_spinner=False, max_entries=32)
+def validation(url: str, study: str, quality: str, version: Version) -> tuple[list[ValidationPair], list[dict]]:
+    return guarded(url, lambda: load_validation(store(url), study, quality))
 
 
 @st.cache_data(ttl=LIVE_TTL, show_spinner=False, max_entries=64)

@@ -22,6 +22,8 @@ from schedules.objectives import COST_LABELS, COST_NAMES, COST_UNIT
 from schedules.objectives import label as objective_label
 from schedules.provenance import ORIGIN_LABELS
 
+from store.validation import ValidationPair
+
 from .frames import column
 
 # the schedule's mode table, in table order: code i is the i-th mode (an unknown character is a KeyError)
@@ -351,4 +353,28 @@ def hypervolume_figure(histories: Sequence[tuple[str, Sequence[tuple[float, floa
                       yaxis_title=f"hypervolume ({quality} x {axis_title(cost)})",
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
                       margin=dict(l=60, r=20, t=50, b=50), uirevision="progress")
+    return fig
+
+
+def validation_figure(pairs: Sequence[ValidationPair], cost: str, titles: tuple[str, str],
+                      max_drop: float) -> go.Figure:
+    """Each front member's quality on the calibration prompts and on held-out prompts, against its
+    speedup: two lines, a member losing more than `max_drop` marked with a red x."""
+    x_title, y_title = titles
+    done = [p for p in pairs if p.heldout_quality is not None]
+    done.sort(key=lambda p: p.original.objective(cost) or 0.0)
+    x = [p.original.objective(cost) for p in done]
+    ids = [[p.original.id] for p in done]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=x, y=[p.calibration_quality for p in done], mode="lines+markers",
+                             name="calibration prompts", customdata=ids, line=dict(color=PALETTE[0])))
+    fig.add_trace(go.Scatter(x=x, y=[p.heldout_quality for p in done], mode="lines+markers",
+                             name="held-out prompts", customdata=ids, line=dict(color=PALETTE[1], dash="dot")))
+    bad = [p for p in done if p.flagged(max_drop)]
+    if bad:
+        fig.add_trace(go.Scatter(x=[p.original.objective(cost) for p in bad], y=[p.heldout_quality for p in bad],
+                                 mode="markers", name=f"drops more than {max_drop:g}",
+                                 marker=dict(symbol="x", size=12, color="red")))
+    fig.update_layout(height=380, xaxis_title=x_title, yaxis_title=y_title, margin=dict(t=30, b=40),
+                      legend=dict(orientation="h", y=1.12))
     return fig

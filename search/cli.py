@@ -4,6 +4,7 @@
     cachesearch search configs/embedded_quick.yaml --resume embedded-quick
     cachesearch studies / front STUDY / export STUDY --pick knee -o fast.json
     cachesearch apply fast.json --prompt "a red circle on a blue background"
+    cachesearch validate embedded-quick                     # the front on held-out prompts
     cachesearch dashboard
 
 Scriptable: `--json` on studies, front, describe, export, apply and evaluate prints one JSON document
@@ -59,7 +60,7 @@ def _fail(message: str, code: int = 1) -> None:
 #: up only in modules already imported (an error can only come from a loaded module), so a store
 #: command that fails never imports the search stack or torch just to name the error it caught.
 _USER_ERRORS = {"schedules": ("ScheduleError", "ObjectiveError"), "store": ("StoreError",),
-                "search.config": ("ConfigError",), "search.study": ("StudyError",),
+                "search.config": ("ConfigError",), "search.study": ("StudyError",), "search.validate": ("ValidationRefused",),
                 "evaluators.models": ("ModelLoadError",), "evaluators.pool": ("PoolStartError",)}
 
 
@@ -265,6 +266,57 @@ def apply(schedule: Path = typer.Argument(..., help="Schedule JSON file."),
 
 
 @app.command()
+def validate(study: str = typer.Argument(..., help="Study name."),
+             prompts: str = typer.Option("heldout", help="Held-out prompt set: a built-in name or a file (one per "
+                                                         "line, or a JSON list)."),
+             num_prompts: Optional[int] = typer.Option(None, min=1, help="Use only the first N prompts."),
+             seeds: Optional[str] = typer.Option(None, help="Comma-separated seeds (default: the study's)."),
+             steps: Optional[int] = typer.Option(None, min=1, help="Step count (only the study's own: a plan does "
+                                                                    "not map to another step count)."),
+             ids: Optional[str] = typer.Option(None, help="Comma-separated evaluation ids (default: the front)."),
+             max_drop: Optional[float] = typer.Option(None, help="Flag members losing more quality than this "
+                                                                 "(default 2, in the quality's unit)."),
+             db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+             as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Re-score a study's front (or chosen evaluations) on prompts/seeds it did not calibrate on; store
+    the results linked to the originals and show calibration vs held-out quality."""
+    from store.validation import DEFAULT_MAX_DROP, validation_pairs
+
+    from .reports import validation_doc, validation_table
+    from .validate import HeldOutSet, ValidationRefused, validate_study
+
+    def numbers(text: Optional[str], option: str) -> Optional[tuple[int, ...]]:
+        if text is None:
+            return None
+        try:
+            return tuple(int(x) for x in text.split(",") if x.strip())
+        except ValueError:
+            _fail(f"{option}: expected comma-separated integers, got {text!r}", 2)
+    heldout = HeldOutSet(prompts, num_prompts, numbers(seeds, "--seeds"), steps)
+    chosen_ids = numbers(ids, "--ids")
+    limit = DEFAULT_MAX_DROP if max_drop is None else max_drop
+    log = (lambda line: err.print(line, highlight=False, markup=False)) if as_json else (
+        lambda line: console.print(line, highlight=False, markup=False))
+    with _user_input(), _store(db) as store:
+        try:
+            set_hash, _ = validate_study(store, study, heldout, ids=chosen_ids, log=log)
+        except ValidationRefused as exc:
+            _fail(str(exc), 2)
+        pairs = validation_pairs(store, study, prompt_set_hash=set_hash, front_only=not chosen_ids)
+        if chosen_ids:
+            pairs = [p for p in pairs if p.original.id in set(chosen_ids)]
+        cost = store.get_study(study).pair(None, None)[1].name
+    if as_json:
+        _print_json(validation_doc(pairs, cost, limit, set_hash))
+        return
+    console.print(validation_table(pairs, cost, limit, f"{study}: calibration vs held-out ({prompts})"))
+    flagged = [p.original.id for p in pairs if p.flagged(limit)]
+    if flagged:
+        console.print(f"{len(flagged)} member(s) lose more than {limit:g} on held-out prompts: "
+                      f"{', '.join(map(str, flagged))}", highlight=False)
+
+
+@app.command()
 def export(study: str = typer.Argument(..., help="Study name."),
            pick: str = typer.Option("knee", "--pick", help="knee | 'fastest-with psnr>=30' | 'best-with speedup>=2'"),
            output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write."),
@@ -272,6 +324,8 @@ def export(study: str = typer.Argument(..., help="Study name."),
            fmt: str = typer.Option("cachesearch", "--format", help="cachesearch (JSON) or cache-dit (YAML)."),
            quality: Optional[str] = typer.Option(None, help=QUALITY_HELP),
            cost: Optional[str] = typer.Option(None, help=COST_HELP + " 'fastest' means by this one."),
+           heldout: bool = typer.Option(False, "--held-out", help="Pick on held-out quality, among the front "
+                                        "members `cachesearch validate` re-scored."),
            db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
            as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Write the picked schedule (with its measured metrics and provenance) or the whole front, and
@@ -284,7 +338,8 @@ def export(study: str = typer.Argument(..., help="Study name."),
     written = []
     with _user_input(), _store(db) as store:
         if output is not None:
-            written.append(write_pick(store, study, pick, output, quality=quality, cost=cost, fmt=fmt))
+            written.append(write_pick(store, study, pick, output, quality=quality, cost=cost, fmt=fmt,
+                                      heldout=heldout))
         if all_front is not None:
             written += write_front(store, study, all_front, quality=quality, cost=cost, fmt=fmt)
         pair = store.get_study(study).pair(quality, cost)

@@ -151,3 +151,26 @@ def describe_doc(spec: Any, cost_table: Any | None) -> dict[str, Any]:
                                                         for c in g.components} for g in spec.block_groups},
                                 "rest": cost_table.other_macs, "full": cost_table.call_macs}
     return doc
+
+
+def validation_table(pairs: Sequence[Any], cost: str, max_drop: float, title: str) -> Table:
+    """Front members: calibration vs held-out quality, the drop, and a flag beyond `max_drop`."""
+    q = pairs[0].quality if pairs else None
+    unit = f" ({q.unit})" if q is not None and q.unit else ""
+    table = Table(title=title)
+    for col in ("id", label(cost), f"calibration{unit}", f"held-out{unit}", "drop", ""):
+        table.add_column(col, justify="right" if col else "left")
+    for p in pairs:
+        drop = p.drop
+        table.add_row(str(p.original.id), _speedup(p.original.objective(cost)), _fmt(p.calibration_quality),
+                      _fmt(p.heldout_quality) if p.heldout is not None else "not validated",
+                      _fmt(drop) if drop is not None else "-", "DROPS" if p.flagged(max_drop) else "")
+    return table
+
+
+def validation_doc(pairs: Sequence[Any], cost: str, max_drop: float, heldout_set: str | None) -> dict[str, Any]:
+    return {"prompt_set_hash": heldout_set, "max_drop": max_drop, "quality": pairs[0].quality.name if pairs else None,
+            "members": [{"id": p.original.id, "schedule_hash": p.original.schedule_hash,
+                         cost: p.original.objective(cost), "calibration": p.calibration_quality,
+                         "heldout": p.heldout_quality, "heldout_id": p.heldout.id if p.heldout else None,
+                         "drop": p.drop, "flagged": p.flagged(max_drop)} for p in pairs]}

@@ -22,7 +22,7 @@ import operator
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
@@ -69,25 +69,57 @@ def _resolve_name(name: str, quality: str, cost: str) -> str:
     return {"quality": quality, "speedup": cost, "cost": cost}.get(name, name)
 
 
+def _heldout_candidates(store: Store, study: str, quality: str) -> dict[int, tuple[EvaluationRecord, EvaluationRecord]]:
+    """Front members validated on the newest held-out set: id -> (the member with its held-out
+    metrics in place of its calibration ones, the member as stored)."""
+    from .validation import validation_pairs
+    pairs = [p for p in validation_pairs(store, study, quality) if p.heldout_quality is not None]
+    if not pairs:
+        raise NothingQualifies(f"no front member of study '{study}' has a held-out result yet: run "
+                               f"`cachesearch validate {study}` first")
+    return {p.original.id: (replace(p.original, metrics={**p.original.metrics, **p.heldout.metrics}), p.original)
+            for p in pairs}
+
+
+def _knee_of(records: list[EvaluationRecord], pair: Any) -> EvaluationRecord | None:
+    """The knee (schedules.objectives.knee_index) of the front of `records` over `pair`."""
+    from schedules import objectives as obj
+
+    from .frontier import points_of
+    pts, idx = points_of(records, pair)
+    if not len(pts):
+        return None
+    mask = obj.nondominated(pts, pair.maximise_flags)
+    front = [records[idx[i]] for i in range(len(idx)) if mask[i]]
+    sign = 1.0 if pair[1].maximize else -1.0
+    front.sort(key=lambda r: (sign * (r.objective(pair[1].name) or 0.0), r.id))
+    fpts, _ = points_of(front, pair)
+    return front[obj.knee_index(fpts, pair.maximise_flags)]
+
+
 def choose(store: Store, study: str, pick: str | Pick, *, quality: str | None = None,
-           cost: str | None = None) -> EvaluationRecord:
-    """The evaluation a rule picks (done evaluations only), or `NothingQualifies` with the nearest miss."""
+           cost: str | None = None, heldout: bool = False) -> EvaluationRecord:
+    """The evaluation a rule picks (done evaluations only), or `NothingQualifies` with the nearest miss.
+    `heldout`: among the front members validated on held-out prompts (`cachesearch validate`), on
+    their held-out metrics; the record returned is the member as stored."""
     rule = parse_pick(pick) if isinstance(pick, str) else pick
     info = store.get_study(study)
     pair = info.pair(quality, cost)                  # roles checked: a cost as quality is an error
     quality, cost = pair[0].name, pair[1].name
+    held = _heldout_candidates(store, study, quality) if heldout else None
     if rule.kind == "knee":
-        knee = store.knee(study, quality, cost)
+        knee = store.knee(study, quality, cost) if held is None else _knee_of([h for h, _ in held.values()], pair)
         if knee is None:
             raise NothingQualifies(f"study '{study}' has no done evaluation with finite {quality} and {cost} "
                                    "yet, so it has no front and no knee")
-        return knee
+        return knee if held is None else held[knee.id][1]
 
     assert rule.bound is not None
     name, op, threshold = rule.bound
     bound_name = _resolve_name(name, quality, cost)
-    done = [r for r in store.evaluations(study, DONE, per_prompt=False, kind=SEARCH)
-            if r.objective(quality) is not None and r.objective(cost) is not None]
+    pool = store.evaluations(study, DONE, per_prompt=False, kind=SEARCH) if held is None else [
+        h for h, _ in held.values()]
+    done = [r for r in pool if r.objective(quality) is not None and r.objective(cost) is not None]
     if not done:
         raise NothingQualifies(f"study '{study}' has no done evaluation with finite {quality} and {cost} yet")
     if all(r.objective(bound_name) is None for r in done):
@@ -108,7 +140,8 @@ def choose(store: Store, study: str, pick: str | Pick, *, quality: str | None = 
         key = lambda r: (sc * (r.objective(cost) or 0.0), sq * (r.objective(quality) or 0.0), -r.id)  # noqa: E731
     else:
         key = lambda r: (sq * (r.objective(quality) or 0.0), sc * (r.objective(cost) or 0.0), -r.id)  # noqa: E731
-    return max(ok, key=key)
+    best = max(ok, key=key)
+    return best if held is None else held[best.id][1]
 
 
 def _json_number(value: Any) -> Any:
@@ -213,14 +246,16 @@ class Written:
 
 
 def write_pick(store: Store, study: str, pick: str, out_path: str | os.PathLike[str], *,
-               quality: str | None = None, cost: str | None = None, fmt: str = "cachesearch") -> Written:
-    """Pick one evaluation by rule and write its schedule."""
+               quality: str | None = None, cost: str | None = None, fmt: str = "cachesearch",
+               heldout: bool = False) -> Written:
+    """Pick one evaluation by rule (on held-out metrics with `heldout`) and write its schedule."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r} (one of {', '.join(FORMATS)})")
     rule = parse_pick(pick)
-    record = choose(store, study, rule, quality=quality, cost=cost)
+    record = choose(store, study, rule, quality=quality, cost=cost, heldout=heldout)
     info = store.get_study(study)
-    path = write_schedule(annotated_schedule(store, info, record, rule.text, quality, cost), out_path, fmt)
+    text = f"{rule.text} on held-out prompts" if heldout else rule.text
+    path = write_schedule(annotated_schedule(store, info, record, text, quality, cost), out_path, fmt)
     return Written(path, record)
 
 

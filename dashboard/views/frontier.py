@@ -4,12 +4,14 @@ selects that schedule. Only comparable studies (same model and prompt set) are o
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from schedules.objectives import KNEE_HELP
+from store.validation import DEFAULT_MAX_DROP
 
 from .. import data, state
-from ..figures import FrontierSeries, frontier_figure, plan_heatmap
+from ..figures import FrontierSeries, frontier_figure, plan_heatmap, validation_figure
 from ..frames import axis_label, comparable
 from ..shell import Context
 from .common import goto_buttons, need_study, pick_evaluation, quality_bar, record_metrics
@@ -91,6 +93,7 @@ def render(ctx: Context) -> None:
         if owner.get(target, ctx.study) != ctx.study:
             state.request(study=owner[target], eval_id=target)
         st.rerun()
+    _validation(ctx)
     if record is None:
         return
     record_metrics(record, ctx.quality, ctx.info)
@@ -98,3 +101,31 @@ def render(ctx: Context) -> None:
     with st.expander("Plan at a glance", expanded=True):
         st.plotly_chart(plan_heatmap(data.schedule(ctx.url, record.schedule_hash), height_per_row=260),
                         key="frontier_plan", config={"displaylogo": False})
+
+
+def _validation(ctx: Context) -> None:
+    """Calibration vs held-out quality of the front (`cachesearch validate`), members that drop flagged."""
+    assert ctx.study is not None and ctx.info is not None
+    pairs, sets = data.validation(ctx.url, ctx.study, ctx.quality, ctx.version(ctx.study))
+    if not sets:
+        st.caption(f"Held-out validation: none yet. `cachesearch validate {ctx.study}` re-scores the front on "
+                   "prompts the search did not see.")
+        return
+    held = sets[0]
+    with st.expander(f"Held-out validation ({held['prompts']}, {held['results']} results)", expanded=True):
+        max_drop = st.number_input("Flag a drop of more than", min_value=0.0, value=DEFAULT_MAX_DROP, step=0.5,
+                                   key="max_drop", help="quality lost on held-out prompts, in the quality's unit")
+        flagged = [p.original.id for p in pairs if p.flagged(max_drop)]
+        if flagged:
+            st.warning(f"{len(flagged)} front member(s) lose more than {max_drop:g} on held-out prompts: "
+                       + ", ".join(f"#{i}" for i in flagged))
+        missing = [p.original.id for p in pairs if p.heldout is None]
+        if missing:
+            st.caption("Not validated on this set: " + ", ".join(f"#{i}" for i in missing))
+        st.plotly_chart(validation_figure(pairs, ctx.cost, (axis_label(ctx.info, ctx.cost),
+                                                            axis_label(ctx.info, ctx.quality)), max_drop),
+                        key="validation_chart", config={"displaylogo": False})
+        st.dataframe(pd.DataFrame([{"id": p.original.id, ctx.cost: p.original.objective(ctx.cost),
+                                    "calibration": p.calibration_quality, "held-out": p.heldout_quality,
+                                    "drop": p.drop, "flagged": p.flagged(max_drop)} for p in pairs]),
+                     hide_index=True, key="validation_table")
