@@ -106,6 +106,11 @@ def load_hypervolume(store: Store, study: str, quality: str, cost: str) -> list[
         return str(exc)
 
 
+def load_baselines(store: Store, study: str) -> list:
+    """The peer methods the study scored (store.baselines)."""
+    return store.baselines(study)
+
+
 def load_validation(store: Store, study: str, quality: str) -> tuple[list[ValidationPair], list[dict]]:
     """Front members with their held-out results on the newest held-out set, and every set."""
     return validation_pairs(store, study, quality), heldout_sets(store, study)
@@ -176,6 +181,11 @@ def knee(url: str, study: str, quality: str, cost: str, version: Version) -> int
 @st.cache_data(ttl=MAX_AGE, show_spinner=False, max_entries=64)
 def hypervolume(url: str, study: str, quality: str, cost: str, version: Version) -> list[HVPoint] | str:
     return guarded(url, lambda: load_hypervolume(store(url), study, quality, cost))
+
+
+@st.cache_data(ttl=MAX_AGE, show_spinner=False, max_entries=32)
+def baselines(url: str, study: str, version: Version) -> list:
+    return guarded(url, lambda: load_baselines(store(url), study))
 
 
 @st.cache_data(ttl=MAX_AGE, show_spinner=False, max_entries=32)

@@ -106,11 +106,14 @@ _HOVER = _hover()
 def frontier_figure(series: Sequence[FrontierSeries], quality: str, cost: str,
                     selected: int | None = None, height: int = 560, *, knee: int | None = None,
                     bar: float | None = None, color_by: str = "study",
-                    titles: tuple[str, str] | None = None) -> go.Figure:
+                    titles: tuple[str, str] | None = None,
+                    peers: Sequence[tuple[str, float, float]] = ()) -> go.Figure:
     """Every evaluation faint (WebGL, so 10,000 points stay fluid), each front as a bold line, the knee
     starred, the quality bar dashed, the selected evaluation ringed. `color_by="provenance"` colours
     the points by who found them (heuristic, the search, seeds, imports) instead of by study. Point
-    `customdata[0]` is the evaluation id (for selection events); `titles` are the axes' (with units)."""
+    `customdata[0]` is the evaluation id (for selection events); `titles` are the axes' (with units).
+    `peers`: (label, cost, quality) of peer methods the study scored, drawn as grey diamonds (not
+    selectable: they are not schedules)."""
     qcol, ccol = column(quality), column(cost)
     x_title, y_title = titles or (axis_title(cost), axis_title(quality))
     fig = go.Figure()
@@ -144,6 +147,12 @@ def frontier_figure(series: Sequence[FrontierSeries], quality: str, cost: str,
                 ring = (float(hit[ccol].iloc[0]), float(hit[qcol].iloc[0]))
             if len(hit) and name == "star" and star is None:
                 star = (float(hit[ccol].iloc[0]), float(hit[qcol].iloc[0]))
+    if peers:
+        fig.add_trace(go.Scatter(
+            x=[p[1] for p in peers], y=[p[2] for p in peers], mode="markers", name=f"peer methods ({len(peers)})",
+            text=[p[0] for p in peers], marker=dict(symbol="diamond", size=11, color="#555",
+                                                    line=dict(width=1, color="white")),
+            hovertemplate="%{text}<br>%{x:.2f}x · %{y:.4g}<extra>peer method</extra>"))
     if bar is not None and np.isfinite(bar):
         fig.add_hline(y=float(bar), line_dash="dash", line_color="#888",
                       annotation_text=f"quality bar {bar:.4g}", annotation_position="bottom left")

@@ -20,6 +20,7 @@ Stateful peers are reset before each pipeline call (`BaselineHandle.reset`).
 from __future__ import annotations
 
 import inspect
+import itertools
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -66,8 +67,7 @@ class BaselineHandle:
 
     @property
     def label(self) -> str:
-        args = ", ".join(f"{k}={v}" for k, v in self.settings.items() if k != "mag_ratios")
-        return f"{self.name}({args})"
+        return baseline_label(self.name, self.settings)
 
 
 @dataclass(frozen=True)
@@ -76,28 +76,52 @@ class Baseline:
     description: str
     apply: Callable[..., BaselineHandle]
     defaults: Mapping[str, Any]
+    probe: Mapping[str, Any] = field(default_factory=dict)   # settings under which it surely caches (tests)
 
 
 BASELINES: dict[str, Baseline] = {}
 
 
-def register(name: str, description: str, **defaults: Any) -> Callable[[Callable[..., BaselineHandle]], Callable]:
+def register(name: str, description: str, *, probe: Mapping[str, Any] | None = None,
+             **defaults: Any) -> Callable[[Callable[..., BaselineHandle]], Callable]:
+    """One registry entry per peer: its apply function, default settings, and `probe` settings under
+    which it is sure to skip work on any model (the contract test checks it really does)."""
     def deco(fn: Callable[..., BaselineHandle]) -> Callable[..., BaselineHandle]:
-        BASELINES[name] = Baseline(name, description, fn, dict(defaults))
+        BASELINES[name] = Baseline(name, description, fn, dict(defaults), dict(probe or {}))
         return fn
     return deco
+
+
+def baseline_label(method: str, settings: Mapping[str, Any]) -> str:
+    """How a setting is named everywhere (store, CLI, dashboard): `first_block_cache(threshold=0.2)`;
+    MagCache's calibrated ratios are data, not a setting, and stay out of the name."""
+    args = ", ".join(f"{k}={v}" for k, v in settings.items() if k != "mag_ratios")
+    return f"{method}({args})"
+
+
+def check_baseline(method: str, settings: Mapping[str, Any]) -> None:
+    """`BaselineError` naming the method or setting a study config gets wrong, before any work."""
+    if method not in BASELINES:
+        raise BaselineError(f"unknown baseline {method!r} (known: {', '.join(sorted(BASELINES))})")
+    unknown = sorted(set(settings) - set(BASELINES[method].defaults))
+    if unknown:
+        raise BaselineError(f"{method}: unknown setting(s) {unknown} (it takes {sorted(BASELINES[method].defaults)})")
+
+
+def expand_settings(settings: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A sweep: every list value is a set of alternatives, so `{threshold: [0.1, 0.2], x: 1}` is two
+    settings (the cartesian product over the listed keys, in order)."""
+    keys = list(settings)
+    choices = [v if isinstance(v, (list, tuple)) else [v] for v in settings.values()]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*choices)]
 
 
 def apply_baseline(pipe: Any, name: str, calibrate: Callable[[], Any] | None = None,
                    **settings: Any) -> BaselineHandle:
     """Attach baseline `name` with `settings` (defaults filled in) to `pipe`'s denoiser.
     `calibrate()` runs the pipeline once on calibration prompts (MagCache needs it)."""
-    if name not in BASELINES:
-        raise BaselineError(f"unknown baseline {name!r} (known: {', '.join(sorted(BASELINES))})")
+    check_baseline(name, settings)
     entry = BASELINES[name]
-    unknown = sorted(set(settings) - set(entry.defaults))
-    if unknown:
-        raise BaselineError(f"{name}: unknown setting(s) {unknown} (it takes {sorted(entry.defaults)})")
     merged = {**entry.defaults, **settings}
     denoiser = find_denoiser(pipe)
     handle = entry.apply(pipe, denoiser, merged, calibrate)
@@ -134,7 +158,7 @@ def _hooked(denoiser: torch.nn.Module, names: tuple[str, ...]) -> list[str]:
 
 # ------------------------------------------------------------------------------------ entries
 @register("first_block_cache", "diffusers FirstBlockCache: skip the rest of the stack when the first "
-          "block's residual changed less than `threshold`", threshold=0.05)
+          "block's residual changed less than `threshold`", probe={"threshold": 100.0}, threshold=0.05)
 def _first_block_cache(pipe: Any, denoiser: torch.nn.Module, s: dict[str, Any], calibrate: Any) -> BaselineHandle:
     from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
     from diffusers.hooks.first_block_cache import _FBC_BLOCK_HOOK, _FBC_LEADER_BLOCK_HOOK
@@ -155,7 +179,7 @@ def _component_patterns(denoiser: torch.nn.Module) -> list[str]:
 
 @register("taylorseer", "diffusers TaylorSeer: compute every `cache_interval` steps, Taylor-forecast the "
           "components in between (`lite`: forecast only the output projection, blocks skipped)",
-          cache_interval=2, max_order=1, disable_cache_before_step=2, lite=False)
+          probe={"cache_interval": 3}, cache_interval=2, max_order=1, disable_cache_before_step=2, lite=False)
 def _taylorseer(pipe: Any, denoiser: torch.nn.Module, s: dict[str, Any], calibrate: Any) -> BaselineHandle:
     from diffusers.hooks import TaylorSeerCacheConfig, apply_taylorseer_cache
     from diffusers.hooks.taylorseer_cache import _TAYLORSEER_CACHE_HOOK
@@ -171,7 +195,8 @@ def _taylorseer(pipe: Any, denoiser: torch.nn.Module, s: dict[str, Any], calibra
 
 @register("mag_cache", "diffusers MagCache: skip the stack while the accumulated residual-magnitude error "
           "stays under `threshold` (ratios calibrated on the study's prompts)",
-          threshold=0.06, max_skip_steps=3, retention_ratio=0.2, num_inference_steps=20, mag_ratios=None)
+          probe={"threshold": 100.0, "max_skip_steps": 100}, threshold=0.06, max_skip_steps=3, retention_ratio=0.2,
+          num_inference_steps=20, mag_ratios=None)
 def _mag_cache(pipe: Any, denoiser: torch.nn.Module, s: dict[str, Any], calibrate: Any) -> BaselineHandle:
     from diffusers.hooks import MagCacheConfig, apply_mag_cache
     from diffusers.hooks.mag_cache import _MAG_CACHE_BLOCK_HOOK, _MAG_CACHE_LEADER_BLOCK_HOOK

@@ -45,6 +45,10 @@ class LocalPool(EvaluatorPool):
     def profile(self, schedule: Schedule | None = None) -> DriftProfile:
         return self.evaluator.profile(schedule)
 
+    def evaluate_baselines(self, requests: Sequence[tuple[str, dict[str, Any]]]) -> Iterator[Any]:
+        for method, settings in requests:
+            yield self.evaluator.evaluate_baseline(method, settings)
+
     def timestep_grid(self, steps: int) -> tuple[str, tuple[float, ...]]:
         return self.evaluator.timestep_grid(steps)
 

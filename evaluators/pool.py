@@ -92,6 +92,11 @@ class EvaluatorPool(ABC):
         """One dict per worker (name, pid, device, reference latency): for logs and tests."""
         return []
 
+    def evaluate_baselines(self, requests: Sequence[tuple[str, dict[str, Any]]]) -> Iterator[Any]:
+        """One `schedules.BaselineResult` per (method, settings) request: peer methods scored like
+        schedules (`Evaluator.evaluate_baseline`). Pools without a real model have none."""
+        raise NotImplementedError(f"{type(self).__name__} cannot score peer methods")
+
     def __enter__(self) -> "EvaluatorPool":
         return self
 

@@ -73,6 +73,9 @@ class EvaluatorActor:
     def profile(self, schedule: Schedule | None) -> DriftProfile:
         return self.evaluator.profile(schedule)
 
+    def evaluate_baseline(self, method: str, settings: dict[str, Any]) -> Any:
+        return self.evaluator.evaluate_baseline(method, settings)
+
     def reference_thumbnails(self) -> list[bytes]:
         return self.evaluator.reference_thumbnails()
 
@@ -281,6 +284,11 @@ class RayPool(EvaluatorPool):
 
     def profile(self, schedule: Schedule | None = None) -> DriftProfile:
         return self._call_any(lambda a: a.profile.remote(schedule), "profile")
+
+    def evaluate_baselines(self, requests: Sequence[tuple[str, dict[str, Any]]]) -> Iterator[Any]:
+        """Peers one at a time on one actor (each is timed against that actor's reference)."""
+        for method, settings in requests:
+            yield self._call_any(lambda a: a.evaluate_baseline.remote(method, dict(settings)), "evaluate_baseline")
 
     def timestep_grid(self, steps: int) -> tuple[str, tuple[float, ...]]:
         return self._call_any(lambda a: a.timestep_grid.remote(steps), "timestep_grid")

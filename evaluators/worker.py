@@ -19,20 +19,24 @@ import socket
 import time
 import traceback
 from collections import deque
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from schedules import (
     DONE,
+    FAILED,
     RACED,
+    BaselineResult,
     EvaluationResult,
     SamplingSpec,
     Schedule,
     ScheduleError,
     apply_schedule,
+    counting_mode,
     describe,
+    full_macs,
     mac_speedup,
     measure_cost_table,
     schedule_macs,
@@ -379,6 +383,73 @@ class Evaluator:
                                    if self.latency_table else None),
             thumbnails=[thumbs[i] for i in self.thumbnail_index if i in thumbs], **common)
 
+    # ------------------------------------------------------------------ peers
+    def evaluate_baseline(self, method: str, settings: Mapping[str, Any]) -> BaselineResult:
+        """Score a peer method (`evaluators.baselines`) like a schedule: same pairs, references and
+        metrics; MACs measured by FlopCounterMode on every denoiser call of the scored runs (a dynamic
+        method decides per prompt); latency timed on separate, uncounted runs of the first batch."""
+        from .baselines import BASELINES, BaselineError, NothingHooked, apply_baseline, baseline_label
+        common = {"worker": self.name, "prompt_set_hash": self.prompt_set_hash}
+        label = baseline_label(method, settings)
+        entry = BASELINES.get(method)
+        if entry is not None and "num_inference_steps" in entry.defaults and "num_inference_steps" not in settings:
+            settings = {**settings, "num_inference_steps": self.config.num_inference_steps}   # MagCache's plan length
+        prompts0, seeds0 = self._batch_lists(self.batches[0])
+        try:
+            handle = apply_baseline(self.pipe, method, calibrate=lambda: self.runner(prompts0, seeds0), **settings)
+        except (BaselineError, NothingHooked) as exc:
+            return BaselineResult(method, dict(settings), label, FAILED, error=str(exc), finished_at=time.time(),
+                                  **common)
+        try:
+            return self._score_baseline(handle, method, dict(settings), label, common)
+        except Exception as exc:      # a peer that breaks on this model is a result, not a crash
+            return BaselineResult(method, dict(settings), label, FAILED, hooked=handle.hooked,
+                                  error=f"{type(exc).__name__}: {exc}", finished_at=time.time(), **common)
+        finally:
+            handle.remove()
+
+    def _score_baseline(self, handle: Any, method: str, settings: dict[str, Any], label: str,
+                        common: dict[str, Any]) -> BaselineResult:
+        for m in self.metrics:
+            m.begin()
+        per_prompt: dict[str, list[float]] = {m.name: [] for m in self.metrics if m.per_sample}
+        flops, images, offset = 0, 0, 0
+        for b, batch in enumerate(self.batches):
+            prompts, seeds = self._batch_lists(batch)
+            handle.reset()
+            with _DenoiserFlops(self.denoiser) as counted:
+                out = self.runner(prompts, seeds)
+            flops += counted.flops
+            images += len(batch)
+            out.images = out.images.to(self.device)
+            bad = _first_non_finite(out, batch)
+            if bad:
+                raise NonFiniteOutput(f"non-finite output: {bad}")
+            ref_images, ref_latents = self._ref_batches[b]
+            scored = Batch(prompts, seeds, out.images, out.latents, ref_images.to(self.device),
+                           ref_latents.to(self.device) if ref_latents is not None else None, offset)
+            for m in self.metrics:
+                values = m.update(scored)
+                if m.per_sample:
+                    per_prompt[m.name].extend(float(v) for v in values or [])
+            offset += len(batch)
+        times = []
+        prompts, seeds = self._batch_lists(self.batches[0])
+        for _ in range(max(1, self.config.latency.min_timed_calls)):
+            handle.reset()
+            with Timer(self.device, self.clock) as t:
+                self.runner(prompts, seeds)
+            times.append(t.seconds / len(prompts))
+        metrics = {m.name: m.result(per_prompt.get(m.name, [])) for m in self.metrics}
+        macs = flops // 2 // max(images, 1)
+        per_call = self.cost_table.batch_size or len(self.batches[0])
+        full = full_macs(self.all_compute_schedule(), self.cost_table) // per_call
+        latency = median(times)
+        return BaselineResult(method, settings, label, DONE, metrics=metrics, per_prompt=per_prompt, macs=macs,
+                              mac_speedup=full / max(macs, 1), latency_s=latency,
+                              latency_speedup=self.reference_latency_s / latency if latency > 0 else None,
+                              hooked=list(handle.hooked), finished_at=time.time(), **common)
+
     # ------------------------------------------------------------------ profiling
     def profile(self, schedule: Schedule | None = None) -> DriftProfile:
         target = schedule if schedule is not None else self.all_compute_schedule()
@@ -444,3 +515,32 @@ def _first_non_finite(out: Outputs, batch: list[tuple[str, int]]) -> str | None:
             prompt, seed = batch[i]
             return f"{label} of pair {i} (prompt {prompt[:60]!r}, seed {seed}) contain NaN/inf"
     return None
+
+
+class _DenoiserFlops:
+    """FlopCounterMode around each denoiser call only (the cost table's scope: no text encoder, no
+    VAE): entered by a forward pre-hook, left by the forward hook."""
+
+    def __init__(self, denoiser: torch.nn.Module) -> None:
+        self.denoiser, self.flops, self._handles = denoiser, 0, []
+        self._mode: Any = None
+
+    def __enter__(self) -> "_DenoiserFlops":
+        def enter(module: torch.nn.Module, args: Any, kwargs: Any) -> None:
+            self._mode = counting_mode()
+            self._mode.__enter__()
+
+        def leave(module: torch.nn.Module, args: Any, kwargs: Any, output: Any) -> None:
+            self._mode.__exit__(None, None, None)
+            self.flops += self._mode.get_total_flops()
+            self._mode = None
+
+        self._handles = [self.denoiser.register_forward_pre_hook(enter, with_kwargs=True, prepend=True),
+                         self.denoiser.register_forward_hook(leave, with_kwargs=True, always_call=True)]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self._handles:
+            h.remove()
+        if self._mode is not None:
+            self._mode.__exit__(None, None, None)

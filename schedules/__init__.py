@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import ScheduleConflictError, ScheduleError, ScheduleMismatchError, ScheduleStepError
 from .io import json_schema, load_schedule, save_schedule
-from .result import DONE, FAILED, RACED, EvaluationResult
+from .result import DONE, FAILED, RACED, BaselineResult, EvaluationResult
 from .schedule import Schedule, genome_length
 from .modes import DAMPED, FORECAST, MODE_TABLE, Mode, mode_of
 from .objectives import COST_NAMES, Objective, ObjectiveError, Objectives, objective_value
@@ -47,7 +47,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "ScheduleConflictError", "ScheduleError", "ScheduleMismatchError", "ScheduleStepError",
-    "json_schema", "load_schedule", "save_schedule", "DONE", "FAILED", "RACED", "EvaluationResult",
+    "json_schema", "load_schedule", "save_schedule", "DONE", "FAILED", "RACED", "BaselineResult", "EvaluationResult",
     "Schedule", "genome_length", "COMPUTE", "FORMAT", "FORMAT_VERSION", "MODES", "REUSE", "SKIP",
     "FORECAST", "DAMPED", "MODE_TABLE", "Mode", "mode_of", "TIMESTEPS", "SIGMAS",
     "BlockGroup", "ModelSpec", "SamplingSpec", "COST_NAMES", "Objective", "ObjectiveError", "Objectives",

@@ -58,3 +58,34 @@ class EvaluationResult:
         doc["per_prompt"] = {k: list(v) for k, v in self.per_prompt.items()}
         doc["schedule_hash"] = self.schedule.hash
         return doc
+
+
+@dataclass
+class BaselineResult:
+    """A peer caching method (`evaluators.baselines`) scored like a schedule, on the same prompts,
+    seeds and metrics. Not a schedule: it never enters a front and is never exported. `macs` (per
+    image) is measured on the run itself, since dynamic methods decide per prompt."""
+
+    method: str
+    settings: dict[str, Any]
+    label: str
+    status: str                                   # DONE or FAILED
+    metrics: dict[str, float] = field(default_factory=dict)
+    per_prompt: dict[str, list[float]] = field(default_factory=dict)
+    macs: int | None = None
+    mac_speedup: float | None = None
+    latency_s: float | None = None
+    latency_speedup: float | None = None
+    hooked: list[str] = field(default_factory=list)   # modules the method attached to
+    error: str | None = None                      # why it could not run (status FAILED)
+    worker: str | None = None
+    prompt_set_hash: str | None = None
+    finished_at: float | None = None
+    latency_speedup_model: float | None = None    # never modelled: a peer is not a plan the model reads
+
+    @property
+    def ok(self) -> bool:
+        return self.status == DONE
+
+    def objective(self, name: str) -> float | None:
+        return objective_value(self, name)

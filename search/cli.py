@@ -5,6 +5,7 @@
     cachesearch studies / front STUDY / export STUDY --pick knee -o fast.json
     cachesearch apply fast.json --prompt "a red circle on a blue background"
     cachesearch validate embedded-quick                     # the front on held-out prompts
+    cachesearch compare embedded-vs-peers                   # the front against diffusers' caches
     cachesearch dashboard
 
 Scriptable: `--json` on studies, front, describe, export, apply and evaluate prints one JSON document
@@ -194,11 +195,12 @@ def front(study: str = typer.Argument(..., help="Study name."),
     the objectives have reference values (a front needs none)."""
     from schedules.objectives import ObjectiveError
 
-    from .reports import front_doc, front_table
+    from .reports import baselines_doc, baselines_table, front_doc, front_table
     with _user_input(), _store(db) as store:
         info = store.get_study(study)
         pair = info.pair(quality, cost)
         records = store.front(study, pair[0].name, pair[1].name)
+        peers = store.baselines(study)
         try:
             hv: float | None = store.hypervolume(study, pair[0].name, pair[1].name)
             hv_note = None
@@ -209,10 +211,13 @@ def front(study: str = typer.Argument(..., help="Study name."),
         err.print(f"study {study} is {status}: its run stopped without finishing; continue it with "
                   f"`cachesearch search CONFIG --resume {study}`", highlight=False)
     if as_json:
-        _print_json(front_doc(info, pair, records, hv, hv_note))
+        _print_json({**front_doc(info, pair, records, hv, hv_note), "baselines": baselines_doc(peers, pair)})
         return
     title = f"front of {study} ({len(records)} members" + (f", hypervolume {hv:.4g})" if hv is not None else ")")
     console.print(front_table(records, pair, title))
+    if peers:
+        console.print(baselines_table(peers, pair, f"peer methods scored in {study} (not candidates; "
+                                                   f"`cachesearch compare {study}`)"))
     if hv_note:
         err.print(f"no hypervolume: {hv_note}", highlight=False)
 
@@ -263,6 +268,34 @@ def apply(schedule: Path = typer.Argument(..., help="Schedule JSON file."),
         return
     for line in report.lines():
         console.print(line)
+
+
+@app.command()
+def compare(study: str = typer.Argument(..., help="Study name."),
+            quality: Optional[str] = typer.Option(None, help=QUALITY_HELP),
+            db: Optional[str] = typer.Option(None, "--db", help=DB_HELP),
+            as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Our front against the peer methods the study scored (its `baselines:` section): for each peer
+    setting, our best quality at a MAC speedup and at a measured latency speedup at least the peer's."""
+    from store.baselines import compare as compare_front
+
+    from .reports import compare_doc, compare_summary, compare_table
+    costs = ("mac_speedup", "latency_speedup")
+    with _user_input(), _store(db) as store:
+        comparisons = compare_front(store, study, quality)
+    if as_json:
+        _print_json(compare_doc(comparisons, costs))
+        return
+    if not comparisons:
+        _fail(f"study '{study}' scored no peer method: add a `baselines:` section to its config "
+              "(e.g. configs/embedded_vs_peers.yaml) and run it", 2)
+    console.print(compare_table(comparisons, costs, f"{study}: our front vs peers"))
+    for line in compare_summary(comparisons, costs):
+        console.print(line, highlight=False)
+    for cmp in comparisons:
+        if not cmp.baseline.ok:
+            console.print(f"{cmp.baseline.label} cannot run on this model: {cmp.baseline.error}", highlight=False,
+                          markup=False)
 
 
 @app.command()

@@ -141,6 +141,19 @@ class RacingConfig(_Strict):
     min_pairs: int = Field(2, ge=2, description="pairs scored before a candidate can be stopped")
 
 
+class BaselineConfig(_Strict):
+    """A peer method scored beside the search (evaluators.baselines): first_block_cache, taylorseer,
+    mag_cache. A list value in `settings` is a sweep: every combination is scored."""
+
+    method: str = Field(description="a registered peer (cachesearch describe lists them; unknown ones are "
+                                    "refused before the study starts)")
+    settings: dict[str, Any] = Field(default_factory=dict, description="the method's settings; lists sweep")
+
+    def expanded(self) -> list[tuple[str, dict[str, Any]]]:
+        from evaluators.baselines import expand_settings
+        return [(self.method, s) for s in expand_settings(self.settings)]
+
+
 class StudyConfig(_Strict):
     study: str | None = Field(None, description=f"study name in the store (default: config file name + time); "
                                                 f"{STUDY_NAME_RULE}")
@@ -155,6 +168,9 @@ class StudyConfig(_Strict):
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     batch_size: int | None = Field(None, ge=1, description="schedules per dispatch (default: pool workers)")
     racing: RacingConfig = Field(default_factory=RacingConfig)
+    baselines: list[BaselineConfig] = Field(default_factory=list, description=(
+        "peer methods scored on the same prompts, seeds and metrics before the search (stored as baseline "
+        "results, shown on the frontier and by `cachesearch compare`; never candidates)"))
     seed_studies: list[str] = Field(default_factory=list, description="fronts of these studies seed the searcher")
     seed_schedules: list[str] = Field(default_factory=list, description="schedule files seeding the searcher")
     heartbeat_s: float = Field(30.0, gt=0, description=f"a running study records a heartbeat this often; one silent "
@@ -182,6 +198,8 @@ class StudyConfig(_Strict):
     def _consistent(self) -> "StudyConfig":
         if self.synthetic is not None and self.evaluation is not None:
             raise ValueError("give either `evaluation` or `synthetic`, not both")
+        if self.synthetic is not None and self.baselines:
+            raise ValueError("baselines: peer methods need a real model (`evaluation`), not the synthetic pool")
         metrics = ["quality"] if self.synthetic is not None else self.evaluation.metric_names()
         for i, o in enumerate(self.objective_configs()):
             if o.name not in COST_NAMES and o.name not in metrics:

@@ -174,3 +174,68 @@ def validation_doc(pairs: Sequence[Any], cost: str, max_drop: float, heldout_set
                          cost: p.original.objective(cost), "calibration": p.calibration_quality,
                          "heldout": p.heldout_quality, "heldout_id": p.heldout.id if p.heldout else None,
                          "drop": p.drop, "flagged": p.flagged(max_drop)} for p in pairs]}
+
+
+def compare_table(comparisons: Sequence[Any], costs: Sequence[str], title: str) -> Table:
+    """Per peer setting: its figures, and our front's best quality at >= its speed on each cost."""
+    table = Table(title=title)
+    table.add_column("peer setting", justify="left")
+    table.add_column("quality", justify="right")
+    for c in costs:
+        table.add_column(label(c), justify="right")
+        table.add_column(f"ours at >= ({c})", justify="right")
+        table.add_column("margin", justify="right")
+    for cmp in comparisons:
+        peer = cmp.baseline
+        if not peer.ok:
+            table.add_row(peer.label, "cannot run", *(["", "", ""] * len(costs)))
+            continue
+        cells = [peer.label, _fmt(cmp.peer_quality)]
+        for c in costs:
+            m = cmp.by_cost[c]
+            ours = f"{_fmt(m.ours_quality)} (#{m.ours_id})" if m.ours_id is not None else "nothing that fast"
+            cells += [_speedup(m.peer_speed), ours, f"{m.margin:+.2f}" if m.margin is not None else "-"]
+        table.add_row(*cells)
+    return table
+
+
+def compare_doc(comparisons: Sequence[Any], costs: Sequence[str]) -> dict[str, Any]:
+    return {"peers": [{
+        "label": c.baseline.label, "method": c.baseline.method, "settings": c.baseline.settings,
+        "status": c.baseline.status, "error": c.baseline.error, "hooked": len(c.baseline.hooked),
+        "quality": c.quality, "peer_quality": c.peer_quality,
+        **{cost: {"peer": m.peer_speed, "ours_id": m.ours_id, "ours_quality": m.ours_quality,
+                  "ours_speed": m.ours_speed, "margin": m.margin} for cost, m in c.by_cost.items()}}
+        for c in comparisons]}
+
+
+def compare_summary(comparisons: Sequence[Any], costs: Sequence[str]) -> list[str]:
+    """One line per cost: the worst and median margin over the peers that ours can match in speed."""
+    out = []
+    for c in costs:
+        margins = sorted(m.margin for cmp in comparisons if (m := cmp.by_cost.get(c)) and m.margin is not None)
+        if margins:
+            out.append(f"{label(c)}: our front vs {len(margins)} peer setting(s) at equal or higher speed: "
+                       f"worst {margins[0]:+.2f}, median {margins[len(margins) // 2]:+.2f}")
+        else:
+            out.append(f"{label(c)}: no peer setting our front can match in speed")
+    return out
+
+
+def baselines_table(peers: Sequence[Any], pair: Objectives, title: str) -> Table:
+    table = Table(title=title)
+    for col in ("peer setting", label(pair[1].name), label("latency_speedup"), pair[0].name, "modules hooked"):
+        table.add_column(col, justify="left" if col == "peer setting" else "right")
+    for p in peers:
+        if not p.ok:
+            table.add_row(p.label, "-", "-", "cannot run", p.error or "")
+            continue
+        table.add_row(p.label, _speedup(p.objective(pair[1].name)), _speedup(p.latency_speedup),
+                      _fmt(p.objective(pair[0].name)), str(len(p.hooked)))
+    return table
+
+
+def baselines_doc(peers: Sequence[Any], pair: Objectives) -> list[dict[str, Any]]:
+    return [{"label": p.label, "method": p.method, "settings": p.settings, "status": p.status, "error": p.error,
+             pair[1].name: p.objective(pair[1].name), "latency_speedup": p.latency_speedup,
+             pair[0].name: p.objective(pair[0].name), "macs": p.macs, "hooked": p.hooked} for p in peers]

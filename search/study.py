@@ -56,6 +56,43 @@ def pool_cost_table(pool: Any) -> CostTable | None:
     return CostTable.from_dict(doc) if doc else None
 
 
+def baseline_requests(config: StudyConfig) -> list[tuple[str, dict[str, Any]]]:
+    """The (method, settings) pairs of the config's `baselines:` section, sweeps expanded, each checked."""
+    if not config.baselines:
+        return []
+    from evaluators.baselines import BaselineError, check_baseline
+    out = []
+    for i, b in enumerate(config.baselines):
+        for method, settings in b.expanded():
+            try:
+                check_baseline(method, settings)
+            except BaselineError as exc:
+                raise StudyError(f"baselines[{i}]: {exc}") from None
+            out.append((method, settings))
+    return out
+
+
+def score_baselines(store: Any, study: str, pool: Any, requests: list[tuple[str, dict[str, Any]]],
+                    log: Any = print) -> int:
+    """Score the peer settings this study has not scored yet on its prompt set (a resumed study skips
+    what it has); each result is stored as it arrives. Returns how many were scored now."""
+    from evaluators.baselines import baseline_label
+    done = {b.label for b in store.baselines(study)}       # a study's prompt set is fixed: its label suffices
+    todo = [(m, s) for m, s in requests if baseline_label(m, s) not in done]
+    if not todo:
+        return 0
+    log(f"scoring {len(todo)} peer setting(s) on the study's prompts ...")
+    for n, result in enumerate(pool.evaluate_baselines(todo), 1):
+        store.record_baseline(study, result)
+        if result.ok:
+            figures = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items())
+            log(f"  [{n}/{len(todo)}] {result.label}: {result.mac_speedup:.2f}x MACs, "
+                f"{result.latency_speedup or float('nan'):.2f}x latency, {figures}")
+        else:
+            log(f"  [{n}/{len(todo)}] {result.label}: cannot run here: {result.error}")
+    return len(todo)
+
+
 def pool_latency_table(pool: Any, cost_table: CostTable | None) -> Any:
     """The first worker's latency cost model (evaluation.latency.model), or None. Each worker scores
     with its own table; the searcher predicts with this one."""
@@ -225,6 +262,7 @@ def run_study(config: StudyConfig, *, source: str | None = None, db: str | None 
     name = resume or study_name(config, source)
     objectives = config.resolved_objectives()
     own_pool = pool is None
+    peers = baseline_requests(config)       # an unknown peer or setting is refused before anything is written
     if own_pool:
         _locate_model(config)
     store = open_store(db or config.db)
@@ -242,6 +280,8 @@ def run_study(config: StudyConfig, *, source: str | None = None, db: str | None 
                     store.set_reference_thumbnails(name, pool.reference_thumbnails())
                 if fresh and config.seed_studies:
                     log(f"imported {import_seed_results(store, name, config)} front results from {config.seed_studies}")
+                if peers:
+                    score_baselines(store, name, pool, peers, log)
                 costs = pool_cost_table(pool)
                 searcher = make_searcher(config, space, costs, collect_seeds(config, store),
                                          pool_latency_table(pool, costs))

@@ -85,6 +85,7 @@ class Store(FrontierQueries):
         try:
             ensure_schema(self._engine, create=create)
             self._has_runs = has_table(self._engine, StudyRun.__tablename__)
+            self._has_baselines = has_table(self._engine, "baseline_runs")   # absent from older read-only opens
             self._missing = missing_columns(self._engine)     # only a read-only open of an older store
         except (OperationalError, DBAPIError) as exc:
             self._engine.dispose()
@@ -516,6 +517,25 @@ class Store(FrontierQueries):
                 Thumbnail.study_id == sid).order_by(Thumbnail.position))]
 
     # ------------------------------------------------------------------ searcher state
+    # ------------------------------------------------------------------ peers (store.baselines)
+    def record_baseline(self, study: str, result: Any) -> int:
+        """Store one peer setting's result (`schedules.BaselineResult`); a re-run on the same prompt
+        set replaces it. Never part of a front, hypervolume or budget."""
+        from .baselines import record_baseline
+
+        def work(session: Session) -> int:
+            return record_baseline(session, self._study_row(session, study).id, result)
+        return self._transaction(work)
+
+    def baselines(self, study: str) -> list[Any]:
+        """The study's peer results (`store.baselines.BaselineRecord`), in the order recorded."""
+        from .baselines import read_baselines
+        with self._reading() as session:
+            row = self._study_row(session, study)
+            if not self._has_baselines:
+                return []
+            return read_baselines(session, row.id, study)
+
     def save_searcher_state(self, study: str, state: dict[str, Any], step: int) -> None:
         """Replace the searcher's JSON state (no pickle) and its generation/trial number. A value
         that is not JSON is a `StoreError` naming where it sits in the state."""

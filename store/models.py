@@ -157,8 +157,38 @@ class StudyRun(Base):
     interval_s: Mapped[float] = mapped_column(Float)
 
 
+class BaselineRun(Base):
+    """A peer method (diffusers' FirstBlockCache, TaylorSeer, MagCache, ...) scored in a study like a
+    schedule, on the same prompts, seeds and metrics: not a schedule, so never a search candidate,
+    in no front or hypervolume, never exported. One row per (study, setting label, prompt set).
+    `macs` is measured (FlopCounterMode on every denoiser call: dynamic methods decide per prompt);
+    `hooked` lists the modules it attached to (a method that hooks nothing is a failure).
+    Added after version 1, like StudyRun: an additive table a writer creates in an older store."""
+
+    __tablename__ = "baseline_runs"
+    __table_args__ = (UniqueConstraint("study_id", "label", "prompt_set_hash", name="uq_baseline_run"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    label: Mapped[str] = mapped_column(String(300))
+    method: Mapped[str] = mapped_column(String(100))
+    settings: Mapped[dict[str, Any]]
+    prompt_set_hash: Mapped[str] = mapped_column(String(128), default="")
+    status: Mapped[str] = mapped_column(String(10))
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    per_prompt: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    macs: Mapped[Optional[int]] = mapped_column(BigInteger)
+    mac_speedup: Mapped[Optional[float]] = mapped_column(Float)
+    latency_s: Mapped[Optional[float]] = mapped_column(Float)
+    latency_speedup: Mapped[Optional[float]] = mapped_column(Float)
+    hooked: Mapped[list[Any]] = mapped_column(default=list)
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    worker: Mapped[Optional[str]] = mapped_column(String(200))
+    finished_at: Mapped[Optional[float]] = mapped_column(Float)
+    recorded_at: Mapped[float] = mapped_column(Float)
+
+
 TABLES = [t.name for t in Base.metadata.sorted_tables]
-OPTIONAL_TABLES = ("study_runs",)   # may be absent from a version-1 store (see StudyRun)
+OPTIONAL_TABLES = ("study_runs", "baseline_runs")   # may be absent from a version-1 store (StudyRun, BaselineRun)
 
 #: Columns added after version 1 without a version bump, as the heartbeat table was: additive, with
 #: the value rows of an older store have (None: not measured). A writer opening a version-1 store adds

@@ -80,8 +80,11 @@ def render(ctx: Context) -> None:
     st.subheader("Selected schedule")
     record = pick_evaluation(ctx, "frontier")
     with chart:
+        peers = [(p.label, p.objective(ctx.cost), p.objective(ctx.quality))
+                 for p in data.baselines(ctx.url, ctx.study, ctx.version(ctx.study)) if p.ok]
+        peers = [p for p in peers if p[1] is not None and p[2] is not None]
         fig = frontier_figure(series, ctx.quality, ctx.cost, selected=state.selected_id(), knee=knee, bar=bar,
-                              color_by=ss.get("color_by", "study"),
+                              color_by=ss.get("color_by", "study"), peers=peers,
                               titles=(axis_label(ctx.info, ctx.cost), axis_label(ctx.info, ctx.quality)))
         event = st.plotly_chart(fig, key="frontier_chart", on_select="rerun", selection_mode="points",
                                 config={"displaylogo": False, "scrollZoom": True})

@@ -1,0 +1,155 @@
+"""Peer methods (evaluators.baselines) as part of a study: every registered peer hooks something and
+really skips work on the embedded model and a tiny PixArt pipeline, detaches to a bit-identical
+plain pipeline, is scored with measured MACs on the cost table's scale, stored beside the study's
+evaluations (never in its front), and compared with our front by `cachesearch compare`.
+
+Contract tests run for every entry of `BASELINES` (no list here): a new peer inherits them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tiny_pipelines import TINY_PIPELINES
+from typer.testing import CliRunner
+
+from evaluators.baselines import BASELINES, apply_baseline, expand_settings
+from schedules import counting_mode
+from search.cli import app as cli
+from store import Store
+
+STEPS = 8
+runner = CliRunner()
+
+
+def _settings(method: str, steps: int) -> dict:
+    settings = dict(BASELINES[method].probe)
+    if "num_inference_steps" in BASELINES[method].defaults:
+        settings["num_inference_steps"] = steps
+    return settings
+
+
+@pytest.fixture(scope="module", params=["embedded", "pixart"])
+def pipeline(request):
+    entry = TINY_PIPELINES[request.param]
+    if request.param == "embedded":
+        from evaluators.embedded.model import DENOISER_WEIGHTS
+        if not DENOISER_WEIGHTS.exists():
+            pytest.skip("embedded weights not shipped")
+    pipe = entry.build()
+    run = lambda: entry.run(pipe, num_inference_steps=STEPS)   # noqa: E731
+    return pipe, run
+
+
+@pytest.mark.parametrize("method", sorted(BASELINES))
+def test_every_peer_hooks_skips_work_and_detaches(pipeline, method) -> None:
+    pipe, run = pipeline
+    plain = run()
+    with counting_mode() as full:
+        run()
+    handle = apply_baseline(pipe, method, calibrate=run, **_settings(method, STEPS))
+    try:
+        assert handle.hooked, f"{method} hooked nothing"
+        handle.reset()
+        with counting_mode() as cached:
+            run()
+    finally:
+        handle.remove()
+    assert cached.get_total_flops() < full.get_total_flops(), f"{method} at {handle.label} skipped no work"
+    assert torch.equal(run(), plain), "the plain pipeline is not bit-identical after the peer was removed"
+
+
+def test_sweeps_expand_to_every_combination() -> None:
+    assert expand_settings({"a": [1, 2], "b": 3, "c": [True, False]}) == [
+        {"a": 1, "b": 3, "c": True}, {"a": 1, "b": 3, "c": False},
+        {"a": 2, "b": 3, "c": True}, {"a": 2, "b": 3, "c": False}]
+
+
+# ------------------------------------------------------------------------------ in a study, embedded model
+STUDY = {
+    "study": "peers", "evaluation": {"num_prompts": 2, "seeds": [0], "num_inference_steps": 6, "metrics": ["psnr"],
+                                     "n_thumbnails": 0, "latency": {"warmup": 0, "repeats": 1}},
+    "searcher": {"name": "heuristics", "settings": {"include": ["fora"]}}, "budget": {"evaluations": 3},
+    "baselines": [{"method": m, "settings": _settings(m, 6)} for m in sorted(BASELINES)]
+                 + [{"method": "first_block_cache", "settings": {"threshold": [0.0]}}]}
+
+
+@pytest.fixture(scope="module")
+def peers_study(tmp_path_factory) -> tuple[str, Path]:
+    from evaluators.embedded.model import DENOISER_WEIGHTS
+    if not DENOISER_WEIGHTS.exists():
+        pytest.skip("embedded weights not shipped")
+    folder = tmp_path_factory.mktemp("peers")
+    cfg = folder / "peers.yaml"
+    cfg.write_text(yaml.safe_dump(STUDY))
+    db = f"sqlite:///{folder / 'peers.db'}"
+    result = runner.invoke(cli, ["search", str(cfg), "--db", db, "-q"])
+    assert result.exit_code == 0, result.output
+    return db, cfg
+
+
+def test_a_study_scores_its_peers_and_keeps_them_out_of_the_front(peers_study) -> None:
+    db, _ = peers_study
+    with Store(db) as store:
+        peers = {p.label: p for p in store.baselines("peers")}
+        front = store.front("peers")
+        results = store.results("peers")
+    assert len(peers) == len(BASELINES) + 1
+    for p in peers.values():
+        assert p.ok, (p.label, p.error)
+        assert p.hooked and p.macs and p.prompt_set_hash == results[0].prompt_set_hash
+    never = peers["first_block_cache(threshold=0.0)"]     # a threshold that never skips: full compute,
+    assert never.mac_speedup == pytest.approx(1.0)         # measured on the cost table's own scale
+    assert all(p.mac_speedup > 1.0 for label, p in peers.items() if label != never.label)
+    assert len(results) == 3 and all(r.schedule_hash for r in front)   # peers are not evaluations
+
+
+def test_cachesearch_compare_and_front_show_the_peers(peers_study) -> None:
+    db, _ = peers_study
+    result = runner.invoke(cli, ["compare", "peers", "--db", db])
+    assert result.exit_code == 0, result.output
+    assert "our front vs peers" in result.output and "first_block_cache(threshold=100.0)" in result.output
+    assert "peer setting(s) at equal or higher speed" in result.output
+    doc = json.loads(runner.invoke(cli, ["compare", "peers", "--db", db, "--json"]).stdout)
+    assert len(doc["peers"]) == len(BASELINES) + 1
+    for p in doc["peers"]:
+        m = p["mac_speedup"]
+        assert m["peer"] is not None
+        if m["ours_id"] is not None:      # ours at >= the peer's MAC speedup, margin = ours - peer
+            assert m["ours_speed"] >= m["peer"] - 1e-9
+            assert m["margin"] == pytest.approx(m["ours_quality"] - p["peer_quality"])
+    front = runner.invoke(cli, ["front", "peers", "--db", db])
+    assert front.exit_code == 0 and "peer methods scored in peers" in front.output
+
+
+def test_a_resumed_study_does_not_score_its_peers_again(peers_study) -> None:
+    db, cfg = peers_study
+    with Store(db) as store:
+        before = {p.label: p.recorded_at for p in store.baselines("peers")}
+    result = runner.invoke(cli, ["search", str(cfg), "--db", db, "--resume", "peers", "-q"])
+    assert result.exit_code == 0, result.output
+    with Store(db) as store:
+        assert {p.label: p.recorded_at for p in store.baselines("peers")} == before
+
+
+def test_an_unknown_peer_or_setting_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    for peer, needle in (({"method": "nocache"}, "baselines[0]: unknown baseline 'nocache'"),
+                         ({"method": "mag_cache", "settings": {"treshold": 0.1}}, "unknown setting(s) ['treshold']")):
+        cfg = tmp_path / "bad.yaml"
+        cfg.write_text(yaml.safe_dump({**STUDY, "study": "bad", "baselines": [peer]}))
+        db = tmp_path / "bad.db"
+        result = runner.invoke(cli, ["search", str(cfg), "--db", f"sqlite:///{db}", "-q"])
+        assert result.exit_code == 2 and needle in result.output, result.output
+        assert not db.exists() or "bad" not in runner.invoke(cli, ["studies", "--db", f"sqlite:///{db}"]).output
+
+
+def test_the_frontier_page_draws_the_peers(peers_study, monkeypatch) -> None:
+    from test_dashboard_app import app, plotly_specs
+    db, _ = peers_study
+    at = app(db, "frontier", monkeypatch, study="peers")
+    traces = plotly_specs(at)[0]["data"]
+    peers = [t for t in traces if t.get("name", "").startswith("peer methods")]
+    assert peers and len(peers[0]["x"]) == len(BASELINES) + 1
