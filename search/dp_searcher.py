@@ -21,7 +21,8 @@ the evaluator-seconds budget like evaluations do):
    step's output) beats the sum-of-parts model that finer units assume, while finer units win at
    small speedups (e.g. cross-attention, which barely drifts). Where the space allows forecasts,
    every granularity is also solved by the two-history DP (`+forecast`: each served cell reuses or
-   forecasts, whichever the profile says errs less) and the candidates are shared the same way:
+   forecasts, whichever the profile says errs less), with as many candidates again as the reuse-only
+   granularities get (which keep theirs, so the space proposes what the reuse-only DP would), shared the same way:
    the profiled forecast error is a one-step proxy that can misjudge how an overshoot propagates
    (on the embedded model a late forecast profiled below an early reuse did far more damage), so
    the reuse plans stay in the running and the measured front decides;
@@ -292,12 +293,15 @@ class DPSearcher(Searcher):
         base = base or self.space.baseline()
         weighted = self.calibrated(profile, base)
         grans = ["step", "component", "block"] if self.settings.granularity == "auto" else [self.settings.granularity]
+        total = total or self.settings.candidates
+        allocation = self._allocation(grans, total)
         if any(m in forecast_modes() for m in self.space.modes):
-            # forecasts are a superset of reuse, but the drift model can misjudge them: solve both and
-            # let front success share the candidates (see `_allocation`)
-            grans += [f"{g}+forecast" for g in grans]
+            # forecasts are a superset of reuse, but the drift model can misjudge them: the reuse-only
+            # candidates keep their own full share (so this space proposes at least what the reuse-only
+            # DP would, first) and the forecast variants get as many again, shared by front success
+            allocation.update(self._allocation([f"{g}+forecast" for g in grans], total))
         out: list[Schedule] = []
-        for gran, count in self._allocation(grans, total or self.settings.candidates).items():
+        for gran, count in allocation.items():
             scored = [c for c in self.candidates(weighted, gran, base) if self.fresh(c[2], out)]
             if not scored:
                 continue
