@@ -345,17 +345,7 @@ class Evaluator:
                 prompts, seeds = self._batch_lists(batch)
                 out, seconds = self._run_batch(handle, schedule, b, prompts, seeds)
                 times.append(seconds / len(batch))
-                out.images = out.images.to(self.device)
-                bad = _first_non_finite(out, batch)
-                if bad:
-                    raise NonFiniteOutput(f"non-finite output under the schedule: {bad}")
-                ref_images, ref_latents = self._ref_batches[b]
-                scored = Batch(prompts, seeds, out.images, out.latents, ref_images.to(self.device),
-                               ref_latents.to(self.device) if ref_latents is not None else None, offset)
-                for m in self.metrics:
-                    values = m.update(scored)
-                    if m.per_sample:
-                        per_prompt[m.name].extend(float(v) for v in values or [])
+                self._update_metrics(out, batch, b, offset, per_prompt)
                 for i in range(len(batch)):
                     if offset + i in wanted:
                         thumbs[offset + i] = self._png(out.images[i])
@@ -421,17 +411,7 @@ class Evaluator:
                 out = self.runner(prompts, seeds)
             flops += counted.flops
             images += len(batch)
-            out.images = out.images.to(self.device)
-            bad = _first_non_finite(out, batch)
-            if bad:
-                raise NonFiniteOutput(f"non-finite output: {bad}")
-            ref_images, ref_latents = self._ref_batches[b]
-            scored = Batch(prompts, seeds, out.images, out.latents, ref_images.to(self.device),
-                           ref_latents.to(self.device) if ref_latents is not None else None, offset)
-            for m in self.metrics:
-                values = m.update(scored)
-                if m.per_sample:
-                    per_prompt[m.name].extend(float(v) for v in values or [])
+            self._update_metrics(out, batch, b, offset, per_prompt)
             offset += len(batch)
         times = []
         prompts, seeds = self._batch_lists(self.batches[0])
@@ -449,6 +429,23 @@ class Evaluator:
                               mac_speedup=full / max(macs, 1), latency_s=latency,
                               latency_speedup=self.reference_latency_s / latency if latency > 0 else None,
                               hooked=list(handle.hooked), finished_at=time.time(), **common)
+
+    def _update_metrics(self, out: Outputs, batch: list[tuple[str, int]], b: int, offset: int,
+                        per_prompt: dict[str, list[float]]) -> None:
+        """Score one batch's outputs against its references (schedules and peers alike); a NaN or inf
+        image is an error naming the pair."""
+        out.images = out.images.to(self.device)
+        bad = _first_non_finite(out, batch)
+        if bad:
+            raise NonFiniteOutput(f"non-finite output: {bad}")
+        prompts, seeds = self._batch_lists(batch)
+        ref_images, ref_latents = self._ref_batches[b]
+        scored = Batch(prompts, seeds, out.images, out.latents, ref_images.to(self.device),
+                       ref_latents.to(self.device) if ref_latents is not None else None, offset)
+        for m in self.metrics:
+            values = m.update(scored)
+            if m.per_sample:
+                per_prompt[m.name].extend(float(v) for v in values or [])
 
     # ------------------------------------------------------------------ profiling
     def profile(self, schedule: Schedule | None = None) -> DriftProfile:
