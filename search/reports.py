@@ -213,12 +213,13 @@ def compare_summary(comparisons: Sequence[Any], costs: Sequence[str]) -> list[st
     """One line per cost: the worst and median margin over the peers that ours can match in speed."""
     out = []
     for c in costs:
-        margins = sorted(m.margin for cmp in comparisons if (m := cmp.by_cost.get(c)) and m.margin is not None)
+        margins = sorted(m.margin for cmp in comparisons if (m := cmp.by_cost.get(c)) and m.margin is not None
+                         and (m.peer_speed or 0.0) > 1.0)       # a peer slower than all-compute saves nothing
         if margins:
-            out.append(f"{label(c)}: our front vs {len(margins)} peer setting(s) at equal or higher speed: "
-                       f"worst {margins[0]:+.2f}, median {margins[len(margins) // 2]:+.2f}")
+            out.append(f"{label(c)}: our front vs {len(margins)} peer setting(s) faster than all-compute, at "
+                       f"equal or higher speed: worst {margins[0]:+.2f}, median {margins[len(margins) // 2]:+.2f}")
         else:
-            out.append(f"{label(c)}: no peer setting our front can match in speed")
+            out.append(f"{label(c)}: no peer setting faster than all-compute that our front can match in speed")
     return out
 
 

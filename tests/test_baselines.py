@@ -112,7 +112,7 @@ def test_cachesearch_compare_and_front_show_the_peers(peers_study) -> None:
     result = runner.invoke(cli, ["compare", "peers", "--db", db])
     assert result.exit_code == 0, result.output
     assert "our front vs peers" in result.output and "first_block_cache(threshold=100.0)" in result.output
-    assert "peer setting(s) at equal or higher speed" in result.output
+    assert "faster than all-compute" in result.output
     doc = json.loads(runner.invoke(cli, ["compare", "peers", "--db", db, "--json"]).stdout)
     assert len(doc["peers"]) == len(BASELINES) + 1
     for p in doc["peers"]:
