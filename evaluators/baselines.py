@@ -193,6 +193,46 @@ def _taylorseer(pipe: Any, denoiser: torch.nn.Module, s: dict[str, Any], calibra
     return BaselineHandle("taylorseer", s, denoiser, _hooked(denoiser, names), names)
 
 
+class _TimestepProbe:
+    """The denoiser's current timestep, read by a forward pre-hook (what PAB's callback needs; the
+    pipelines' `current_timestep` exists only on some of them). On the 0-1000 scale PAB's ranges use:
+    FLUX feeds sigma (0-1), so its value is scaled back."""
+
+    def __init__(self, denoiser: torch.nn.Module) -> None:
+        self.value = 1000.0
+        self.scale = 1000.0 if adapter_for(denoiser).family == "flux" else 1.0
+        self.handle = denoiser.register_forward_pre_hook(self._grab, with_kwargs=True)
+
+    def _grab(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+        if t is not None:
+            self.value = float(torch.as_tensor(t).flatten()[0]) * self.scale
+
+    def __call__(self) -> float:
+        return self.value
+
+
+@register("pab", "diffusers Pyramid Attention Broadcast: inside `timestep_range`, self-attention computes every "
+          "`spatial_skip` calls and cross-attention every `cross_skip` calls, reusing its output in between",
+          probe={"spatial_skip": 3, "cross_skip": 3, "timestep_range": [0, 1000]},
+          spatial_skip=2, cross_skip=None, timestep_range=[100, 800])
+def _pab(pipe: Any, denoiser: torch.nn.Module, s: dict[str, Any], calibrate: Any) -> BaselineHandle:
+    from diffusers.hooks import PyramidAttentionBroadcastConfig, apply_pyramid_attention_broadcast
+    from diffusers.hooks.pyramid_attention_broadcast import _PYRAMID_ATTENTION_BROADCAST_HOOK
+
+    probe = _TimestepProbe(denoiser)
+    low, high = (int(v) for v in s["timestep_range"])
+    config = PyramidAttentionBroadcastConfig(
+        spatial_attention_block_skip_range=s["spatial_skip"], cross_attention_block_skip_range=s["cross_skip"],
+        spatial_attention_timestep_skip_range=(low, high), cross_attention_timestep_skip_range=(low, high),
+        current_timestep_callback=probe)
+    apply_pyramid_attention_broadcast(denoiser, config)
+    names = (_PYRAMID_ATTENTION_BROADCAST_HOOK,)
+    handle = BaselineHandle("pab", s, denoiser, _hooked(denoiser, names), names)
+    handle._extra.append(probe.handle)
+    return handle
+
+
 @register("mag_cache", "diffusers MagCache: skip the stack while the accumulated residual-magnitude error "
           "stays under `threshold` (ratios calibrated on the study's prompts)",
           probe={"threshold": 100.0, "max_skip_steps": 100}, threshold=0.06, max_skip_steps=3, retention_ratio=0.2,
