@@ -108,11 +108,21 @@ def check_baseline(method: str, settings: Mapping[str, Any]) -> None:
         raise BaselineError(f"{method}: unknown setting(s) {unknown} (it takes {sorted(BASELINES[method].defaults)})")
 
 
-def expand_settings(settings: Mapping[str, Any]) -> list[dict[str, Any]]:
+def expand_settings(settings: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """A sweep: every list value is a set of alternatives, so `{threshold: [0.1, 0.2], x: 1}` is two
-    settings (the cartesian product over the listed keys, in order)."""
+    settings (the cartesian product over the listed keys, in order). A setting whose value is itself a
+    list (`defaults` says so: PAB's `timestep_range`) sweeps only as a list of lists."""
+    defaults = defaults or {}
+
+    def alternatives(key: str, value: Any) -> list[Any]:
+        if not isinstance(value, (list, tuple)):
+            return [value]
+        if isinstance(defaults.get(key), (list, tuple)):
+            return list(value) if value and all(isinstance(v, (list, tuple)) for v in value) else [value]
+        return list(value)
+
     keys = list(settings)
-    choices = [v if isinstance(v, (list, tuple)) else [v] for v in settings.values()]
+    choices = [alternatives(k, v) for k, v in settings.items()]
     return [dict(zip(keys, combo)) for combo in itertools.product(*choices)]
 
 

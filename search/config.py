@@ -150,8 +150,9 @@ class BaselineConfig(_Strict):
     settings: dict[str, Any] = Field(default_factory=dict, description="the method's settings; lists sweep")
 
     def expanded(self) -> list[tuple[str, dict[str, Any]]]:
-        from evaluators.baselines import expand_settings
-        return [(self.method, s) for s in expand_settings(self.settings)]
+        from evaluators.baselines import BASELINES, expand_settings
+        entry = BASELINES.get(self.method)
+        return [(self.method, s) for s in expand_settings(self.settings, entry.defaults if entry else None)]
 
 
 class StudyConfig(_Strict):

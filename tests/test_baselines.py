@@ -66,6 +66,9 @@ def test_sweeps_expand_to_every_combination() -> None:
     assert expand_settings({"a": [1, 2], "b": 3, "c": [True, False]}) == [
         {"a": 1, "b": 3, "c": True}, {"a": 1, "b": 3, "c": False},
         {"a": 2, "b": 3, "c": True}, {"a": 2, "b": 3, "c": False}]
+    ranged = {"r": [0, 1000]}                             # a list-valued setting is one value ...
+    assert expand_settings({"r": [0, 1000]}, ranged) == [{"r": [0, 1000]}]
+    assert expand_settings({"r": [[0, 500], [100, 800]]}, ranged) == [{"r": [0, 500]}, {"r": [100, 800]}]   # ... or a sweep of them
 
 
 # ------------------------------------------------------------------------------ in a study, embedded model
