@@ -23,7 +23,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -35,12 +34,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from heldout import HeldOut  # noqa: E402
-from search_hypervolume import MemoPool, _url  # noqa: E402
+from search_hypervolume import _url  # noqa: E402
 from search_plot import add_study_arguments, run_meta, write_results  # noqa: E402
-from search_timesteps import SETTINGS, best_at, run_spaces  # noqa: E402
+from search_timesteps import SETTINGS, best_at, memo_pool, run_spaces, study_setup  # noqa: E402
 
-from search.config import validate_config  # noqa: E402
-from search.study import make_pool  # noqa: E402
 
 SPACES = ("cache", "cache+forecast")
 SPEEDUPS = (2.0, 3.0, 4.0, 5.0)
@@ -89,14 +86,9 @@ def main() -> None:
     args = ap.parse_args()
     args.spaces, args.min_steps = list(SPACES), args.steps
 
-    evaluation = {"model": "embedded", "num_prompts": args.prompts, "seeds": args.image_seeds, "n_thumbnails": 0,
-                  "num_inference_steps": args.steps, "metrics": ["psnr", "ssim", "latent_mse", "judge_adherence"],
-                  "latency": {"warmup": 0, "repeats": 1}}
-    objectives = [{"name": "psnr", "reference": args.reference}, {"name": "mac_speedup", "reference": 1.0}]
-    db = args.db or str(Path(tempfile.mkdtemp()) / "bench.db")
+    evaluation, objectives, db = study_setup(args)
     load0, t0 = os.getloadavg(), time.time()
-    pool = MemoPool(make_pool(validate_config({"evaluation": evaluation, "searcher": {"name": "random"},
-                                               "objectives": objectives})))
+    pool = memo_pool(evaluation, objectives)
     runs = run_spaces(args, pool, evaluation, objectives, db)
     meta = run_meta("search_forecast.py", t0, load0, pool, budget=args.budget, evaluation=evaluation,
                     settings=SETTINGS)

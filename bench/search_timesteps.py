@@ -222,6 +222,21 @@ def report(args, runs: dict, boss: list[dict], meta: dict) -> str:
     return "\n".join(md)
 
 
+def study_setup(args: argparse.Namespace) -> tuple[dict, list, str]:
+    """The evaluation, objectives and database every search benchmark on the embedded model shares."""
+    evaluation = {"model": "embedded", "num_prompts": args.prompts, "seeds": args.image_seeds, "n_thumbnails": 0,
+                  "num_inference_steps": args.steps, "metrics": ["psnr", "ssim", "latent_mse", "judge_adherence"],
+                  "latency": {"warmup": 0, "repeats": 1}}
+    objectives = [{"name": "psnr", "reference": args.reference}, {"name": "mac_speedup", "reference": 1.0}]
+    return evaluation, objectives, args.db or str(Path(tempfile.mkdtemp()) / "bench.db")
+
+
+def memo_pool(evaluation: dict, objectives: list) -> MemoPool:
+    """One model load for every study; identical schedules scored once."""
+    return MemoPool(make_pool(validate_config({"evaluation": evaluation, "searcher": {"name": "random"},
+                                               "objectives": objectives})))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--budget", type=int, default=128)
@@ -235,14 +250,9 @@ def main() -> None:
     add_study_arguments(ap, ROOT)
     args = ap.parse_args()
 
-    evaluation = {"model": "embedded", "num_prompts": args.prompts, "seeds": args.image_seeds, "n_thumbnails": 0,
-                  "num_inference_steps": args.steps, "metrics": ["psnr", "ssim", "latent_mse", "judge_adherence"],
-                  "latency": {"warmup": 0, "repeats": 1}}
-    objectives = [{"name": "psnr", "reference": args.reference}, {"name": "mac_speedup", "reference": 1.0}]
-    db = args.db or str(Path(tempfile.mkdtemp()) / "bench.db")
+    evaluation, objectives, db = study_setup(args)
     load0, t0 = os.getloadavg(), time.time()
-    pool = MemoPool(make_pool(validate_config({"evaluation": evaluation, "searcher": {"name": "random"},
-                                               "objectives": objectives})))
+    pool = memo_pool(evaluation, objectives)
     runs = run_spaces(args, pool, evaluation, objectives, db)
     boss = [] if args.no_boss else run_boss_vs_uniform(args, pool)
     meta = run_meta("search_timesteps.py", t0, load0, pool, budget=args.budget, evaluation=evaluation,
