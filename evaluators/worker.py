@@ -34,7 +34,6 @@ from schedules import (
     Schedule,
     ScheduleError,
     apply_schedule,
-    counting_mode,
     describe,
     full_macs,
     mac_speedup,
@@ -42,7 +41,8 @@ from schedules import (
     schedule_macs,
 )
 from schedules.adapters import find_denoiser
-from schedules.latency import LatencyTable, measure_latency_table
+from schedules.cost import DenoiserFlops
+from schedules.latency import LatencyTable, calibration_schedules, measure_latency_table
 from schedules.timesteps import fine_grid
 
 from .config import EvaluationConfig
@@ -202,24 +202,24 @@ class Evaluator:
         """The latency cost model for this worker (device, dtype, batch, resolution, CFG mode): the
         calibration schedules timed on the first batch, interleaved, and fitted (schedules.latency)."""
         prompts, seeds = self._batch_lists(self.batches[0])
-        done = [0]
-        total = [0]
+        todo = calibration_schedules(self.spec, self.sampling, forecast=True)
+        total = len(todo) * self.config.latency.model_repeats
+        done = 0
+        phase = "fitting the latency model (timed runs)"
 
         def time_run(schedule: Schedule) -> float:
-            self._progress("fitting the latency model (timed runs)", done[0], total[0] or None)
-            with apply_schedule(self.pipe, schedule) as _, Timer(self.device, self.clock) as t:
+            nonlocal done
+            self._progress(phase, done, total)
+            with apply_schedule(self.pipe, schedule), Timer(self.device, self.clock) as t:
                 self.runner(prompts, seeds, schedule.num_steps)
-            done[0] += 1
+            done += 1
             return t.seconds / len(prompts)
 
-        from schedules.latency import calibration_schedules
-        todo = calibration_schedules(self.spec, self.sampling, forecast=True)
-        total[0] = len(todo) * self.config.latency.model_repeats
         table = measure_latency_table(time_run, self.spec, self.sampling, self.cost_table,
                                       repeats=self.config.latency.model_repeats, schedules=todo,
                                       device=str(self.device), dtype=str(next(self.denoiser.parameters()).dtype),
                                       batch_size=len(prompts), height=self.sampling.height, width=self.sampling.width)
-        self._progress("fitting the latency model (timed runs)", total[0], total[0])
+        self._progress(phase, total, total)
         return table
 
     @property
@@ -407,7 +407,7 @@ class Evaluator:
         for b, batch in enumerate(self.batches):
             prompts, seeds = self._batch_lists(batch)
             handle.reset()
-            with _DenoiserFlops(self.denoiser) as counted:
+            with DenoiserFlops(self.denoiser) as counted:
                 out = self.runner(prompts, seeds)
             flops += counted.flops
             images += len(batch)
@@ -513,31 +513,3 @@ def _first_non_finite(out: Outputs, batch: list[tuple[str, int]]) -> str | None:
             return f"{label} of pair {i} (prompt {prompt[:60]!r}, seed {seed}) contain NaN/inf"
     return None
 
-
-class _DenoiserFlops:
-    """FlopCounterMode around each denoiser call only (the cost table's scope: no text encoder, no
-    VAE): entered by a forward pre-hook, left by the forward hook."""
-
-    def __init__(self, denoiser: torch.nn.Module) -> None:
-        self.denoiser, self.flops, self._handles = denoiser, 0, []
-        self._mode: Any = None
-
-    def __enter__(self) -> "_DenoiserFlops":
-        def enter(module: torch.nn.Module, args: Any, kwargs: Any) -> None:
-            self._mode = counting_mode()
-            self._mode.__enter__()
-
-        def leave(module: torch.nn.Module, args: Any, kwargs: Any, output: Any) -> None:
-            self._mode.__exit__(None, None, None)
-            self.flops += self._mode.get_total_flops()
-            self._mode = None
-
-        self._handles = [self.denoiser.register_forward_pre_hook(enter, with_kwargs=True, prepend=True),
-                         self.denoiser.register_forward_hook(leave, with_kwargs=True, always_call=True)]
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for h in self._handles:
-            h.remove()
-        if self._mode is not None:
-            self._mode.__exit__(None, None, None)

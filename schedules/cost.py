@@ -43,6 +43,36 @@ def counting_mode() -> FlopCounterMode:
     return FlopCounterMode(display=False, custom_mapping=_custom_flop_mapping())
 
 
+class DenoiserFlops:
+    """FLOPs of the denoiser calls made inside the block (the cost table's scope: no text encoder, no
+    VAE), for methods whose work is only known by running them (the peers): `counting_mode` entered
+    by a forward pre-hook on the denoiser and left by its forward hook."""
+
+    def __init__(self, denoiser: torch.nn.Module) -> None:
+        self.denoiser, self.flops, self._handles = denoiser, 0, []
+        self._mode: Any = None
+
+    def __enter__(self) -> "DenoiserFlops":
+        def enter(module: torch.nn.Module, args: Any, kwargs: Any) -> None:
+            self._mode = counting_mode()
+            self._mode.__enter__()
+
+        def leave(module: torch.nn.Module, args: Any, kwargs: Any, output: Any) -> None:
+            self._mode.__exit__(None, None, None)
+            self.flops += self._mode.get_total_flops()
+            self._mode = None
+
+        self._handles = [self.denoiser.register_forward_pre_hook(enter, with_kwargs=True, prepend=True),
+                         self.denoiser.register_forward_hook(leave, with_kwargs=True, always_call=True)]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self._handles:
+            h.remove()
+        if self._mode is not None:
+            self._mode.__exit__(None, None, None)
+
+
 @dataclass(frozen=True)
 class CostTable:
     """MACs per denoiser call at one input shape (batch and resolution).
