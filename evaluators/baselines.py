@@ -13,6 +13,16 @@ What each peer needs on our families (the knowledge a user would not have):
 - TaylorSeer's default module patterns (`^transformer_blocks.*attn`) fullmatch nothing on PixArt
   (`transformer_blocks.0.attn1`): the patterns are built from the adapter table's components.
 - MagCache needs per-checkpoint magnitude ratios: a calibration run on the study's own prompts.
+- FasterCache splits the batched CFG input in half and rebuilds the unconditional output: it must be
+  told how the pipeline runs guidance (the evaluator has seen it; `none` runs it guidance-distilled);
+  its default attention patterns (`^transformer_blocks.*attn`) are replaced by the adapter table's
+  self-attention components.
+- SeaCache runs full compute (it only logs a warning) without a `cache_context` carrying the step
+  index, sigma and step count, and without latents of shape C x T x H x W: `_SchedulerPosition` reads
+  them from the pipeline's scheduler at every denoiser call (on a VP scheduler sigma is mapped to its
+  flow-matching equivalent sqrt(1-a)/(sqrt(a)+sqrt(1-a))), and the latents come from the denoiser input.
+- cache-dit (optional extra `cache-dit`) refuses pipelines it has no adapter for: an explicit
+  `BlockAdapter` is built from the adapter table (`evaluators/cache_dit_peer.py`).
 
 Stateful peers are reset before each pipeline call (`BaselineHandle.reset`).
 """
@@ -47,10 +57,14 @@ class BaselineHandle:
     denoiser: torch.nn.Module
     hooked: list[str]
     hook_names: tuple[str, ...]
-    _extra: list[Any] = field(default_factory=list)
+    _extra: list[Any] = field(default_factory=list)              # objects with .remove()
+    _resets: list[Callable[[], None]] = field(default_factory=list)   # per-run state outside the hooks
+    failures: list[str] = field(default_factory=list)   # what the peer reported when it fell back to full compute
 
     def reset(self) -> None:
         HookRegistry.check_if_exists_or_initialize(self.denoiser).reset_stateful_hooks(recurse=True)
+        for fn in self._resets:
+            fn()
 
     def remove(self) -> None:
         for h in self._extra:
@@ -71,23 +85,35 @@ class BaselineHandle:
 
 
 @dataclass(frozen=True)
+class PeerContext:
+    """What an apply function may need besides its settings: `calibrate()` runs the pipeline once on
+    calibration prompts (MagCache); `cfg` is how the pipeline runs guidance (`batched`, `sequential`,
+    `none`; None: not known, and a peer that needs it refuses)."""
+
+    calibrate: Callable[[], Any] | None = None
+    cfg: str | None = None
+
+
+@dataclass(frozen=True)
 class Baseline:
     name: str
     description: str
     apply: Callable[..., BaselineHandle]
     defaults: Mapping[str, Any]
     probe: Mapping[str, Any] = field(default_factory=dict)   # settings under which it surely caches (tests)
+    own_context: bool = False    # it sets the denoiser's cache context itself (no generic "cond" context)
 
 
 BASELINES: dict[str, Baseline] = {}
 
 
-def register(name: str, description: str, *, probe: Mapping[str, Any] | None = None,
+def register(name: str, description: str, *, probe: Mapping[str, Any] | None = None, own_context: bool = False,
              **defaults: Any) -> Callable[[Callable[..., BaselineHandle]], Callable]:
-    """One registry entry per peer: its apply function, default settings, and `probe` settings under
-    which it is sure to skip work on any model (the contract test checks it really does)."""
+    """One registry entry per peer: its apply function `(pipe, denoiser, settings, PeerContext)`,
+    default settings, and `probe` settings under which it is sure to skip work on any model (the
+    contract test checks it really does)."""
     def deco(fn: Callable[..., BaselineHandle]) -> Callable[..., BaselineHandle]:
-        BASELINES[name] = Baseline(name, description, fn, dict(defaults), dict(probe or {}))
+        BASELINES[name] = Baseline(name, description, fn, dict(defaults), dict(probe or {}), own_context)
         return fn
     return deco
 
@@ -126,22 +152,58 @@ def expand_settings(settings: Mapping[str, Any], defaults: Mapping[str, Any] | N
     return [dict(zip(keys, combo)) for combo in itertools.product(*choices)]
 
 
-def apply_baseline(pipe: Any, name: str, calibrate: Callable[[], Any] | None = None,
+def apply_baseline(pipe: Any, name: str, calibrate: Callable[[], Any] | None = None, cfg: str | None = None,
                    **settings: Any) -> BaselineHandle:
     """Attach baseline `name` with `settings` (defaults filled in) to `pipe`'s denoiser.
-    `calibrate()` runs the pipeline once on calibration prompts (MagCache needs it)."""
+    `calibrate()` runs the pipeline once on calibration prompts (MagCache needs it); `cfg` is how the
+    pipeline runs guidance (`evaluators.runner.CfgWatch`; FasterCache needs it)."""
     check_baseline(name, settings)
     entry = BASELINES[name]
     merged = {**entry.defaults, **settings}
     denoiser = find_denoiser(pipe)
-    handle = entry.apply(pipe, denoiser, merged, calibrate)
+    before = _HookSnapshot(denoiser)
+    try:
+        handle = entry.apply(pipe, denoiser, merged, PeerContext(calibrate, cfg))
+    except (BaselineError, NothingHooked):
+        before.restore()
+        raise
+    except Exception as exc:          # the peer's own code broke on this model: say so, leave nothing behind
+        before.restore()
+        raise BaselineError(f"{baseline_label(name, merged)} cannot be applied to {type(denoiser).__name__}: "
+                            f"{type(exc).__name__}: {exc}") from exc
+    # the diffusers caches set their context through the root registry's cached list of child
+    # registries, built before these hooks existed (a pipeline that opens contexts itself, FLUX)
+    HookRegistry.check_if_exists_or_initialize(denoiser).invalidate_child_registries_cache()
     if not handle.hooked:
         handle.remove()
         raise NothingHooked(f"{handle.label} hooked no module of {type(denoiser).__name__}")
-    if not _pipeline_opens_cache_context(pipe):
+    if not entry.own_context and not _pipeline_opens_cache_context(pipe):
         handle._extra.append(denoiser.register_forward_pre_hook(_open_context))
         handle._extra.append(denoiser.register_forward_hook(_close_context))
     return handle
+
+
+class _HookSnapshot:
+    """The diffusers hooks and torch forward hooks under a denoiser, to undo a half-applied peer."""
+
+    def __init__(self, denoiser: torch.nn.Module) -> None:
+        self.denoiser = denoiser
+        self.diffusers = {id(m): set(getattr(m, "_diffusers_hook", None).hooks) if getattr(m, "_diffusers_hook", None)
+                          else set() for m in denoiser.modules()}
+        self.torch = {id(m): (set(m._forward_pre_hooks), set(m._forward_hooks)) for m in denoiser.modules()}
+
+    def restore(self) -> None:
+        for m in self.denoiser.modules():
+            registry = getattr(m, "_diffusers_hook", None)
+            if registry is not None:
+                for name in [n for n in registry.hooks if n not in self.diffusers.get(id(m), set())]:
+                    registry.remove_hook(name, recurse=False)
+            pre, post = self.torch.get(id(m), (set(), set()))
+            for key in [k for k in m._forward_pre_hooks if k not in pre]:
+                del m._forward_pre_hooks[key]
+            for key in [k for k in m._forward_hooks if k not in post]:
+                del m._forward_hooks[key]
+        HookRegistry.check_if_exists_or_initialize(self.denoiser).invalidate_child_registries_cache()
 
 
 def _pipeline_opens_cache_context(pipe: Any) -> bool:
@@ -169,7 +231,7 @@ def _hooked(denoiser: torch.nn.Module, names: tuple[str, ...]) -> list[str]:
 # ------------------------------------------------------------------------------------ entries
 @register("first_block_cache", "diffusers FirstBlockCache: skip the rest of the stack when the first "
           "block's residual changed less than `threshold`", probe={"threshold": 100.0}, threshold=0.05)
-def _first_block_cache(pipe: Any, denoiser: torch.nn.Module, s: dict[str, Any], calibrate: Any) -> BaselineHandle:
+def _first_block_cache(pipe: Any, denoiser: torch.nn.Module, s: dict[str, Any], ctx: PeerContext) -> BaselineHandle:
     from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
     from diffusers.hooks.first_block_cache import _FBC_BLOCK_HOOK, _FBC_LEADER_BLOCK_HOOK
 
@@ -190,7 +252,7 @@ def _component_patterns(denoiser: torch.nn.Module) -> list[str]:
 @register("taylorseer", "diffusers TaylorSeer: compute every `cache_interval` steps, Taylor-forecast the "
           "components in between (`lite`: forecast only the output projection, blocks skipped)",
           probe={"cache_interval": 3}, cache_interval=2, max_order=1, disable_cache_before_step=2, lite=False)
-def _taylorseer(pipe: Any, denoiser: torch.nn.Module, s: dict[str, Any], calibrate: Any) -> BaselineHandle:
+def _taylorseer(pipe: Any, denoiser: torch.nn.Module, s: dict[str, Any], ctx: PeerContext) -> BaselineHandle:
     from diffusers.hooks import TaylorSeerCacheConfig, apply_taylorseer_cache
     from diffusers.hooks.taylorseer_cache import _TAYLORSEER_CACHE_HOOK
 
@@ -206,27 +268,34 @@ def _taylorseer(pipe: Any, denoiser: torch.nn.Module, s: dict[str, Any], calibra
 class _TimestepProbe:
     """The denoiser's current timestep, read by a forward pre-hook (what PAB's callback needs; the
     pipelines' `current_timestep` exists only on some of them). On the 0-1000 scale PAB's ranges use:
-    FLUX feeds sigma (0-1), so its value is scaled back."""
+    FLUX feeds sigma (0-1), so its value is scaled back. `outside_first`: during a run's first
+    denoiser call (since `reset`) report a timestep outside every range (FasterCache, see there)."""
 
-    def __init__(self, denoiser: torch.nn.Module) -> None:
+    def __init__(self, denoiser: torch.nn.Module, outside_first: bool = False) -> None:
         self.value = 1000.0
+        self.calls = 0
+        self.outside_first = outside_first
         self.scale = 1000.0 if adapter_for(denoiser).family == "flux" else 1.0
         self.handle = denoiser.register_forward_pre_hook(self._grab, with_kwargs=True)
 
     def _grab(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        self.calls += 1
         t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
         if t is not None:
             self.value = float(torch.as_tensor(t).flatten()[0]) * self.scale
 
+    def reset(self) -> None:
+        self.calls = 0
+
     def __call__(self) -> float:
-        return self.value
+        return float("inf") if self.outside_first and self.calls <= 1 else self.value
 
 
 @register("pab", "diffusers Pyramid Attention Broadcast: inside `timestep_range`, self-attention computes every "
           "`spatial_skip` calls and cross-attention every `cross_skip` calls, reusing its output in between",
           probe={"spatial_skip": 3, "cross_skip": 3, "timestep_range": [0, 1000]},
           spatial_skip=2, cross_skip=None, timestep_range=[100, 800])
-def _pab(pipe: Any, denoiser: torch.nn.Module, s: dict[str, Any], calibrate: Any) -> BaselineHandle:
+def _pab(pipe: Any, denoiser: torch.nn.Module, s: dict[str, Any], ctx: PeerContext) -> BaselineHandle:
     from diffusers.hooks import PyramidAttentionBroadcastConfig, apply_pyramid_attention_broadcast
     from diffusers.hooks.pyramid_attention_broadcast import _PYRAMID_ATTENTION_BROADCAST_HOOK
 
@@ -247,16 +316,16 @@ def _pab(pipe: Any, denoiser: torch.nn.Module, s: dict[str, Any], calibrate: Any
           "stays under `threshold` (ratios calibrated on the study's prompts)",
           probe={"threshold": 100.0, "max_skip_steps": 100}, threshold=0.06, max_skip_steps=3, retention_ratio=0.2,
           num_inference_steps=20, mag_ratios=None)
-def _mag_cache(pipe: Any, denoiser: torch.nn.Module, s: dict[str, Any], calibrate: Any) -> BaselineHandle:
+def _mag_cache(pipe: Any, denoiser: torch.nn.Module, s: dict[str, Any], ctx: PeerContext) -> BaselineHandle:
     from diffusers.hooks import MagCacheConfig, apply_mag_cache
     from diffusers.hooks.mag_cache import _MAG_CACHE_BLOCK_HOOK, _MAG_CACHE_LEADER_BLOCK_HOOK
 
     names = (_MAG_CACHE_LEADER_BLOCK_HOOK, _MAG_CACHE_BLOCK_HOOK)
     ratios = s["mag_ratios"]
     if ratios is None:
-        if calibrate is None:
+        if ctx.calibrate is None:
             raise BaselineError("mag_cache needs mag_ratios or a calibration run (its ratios are per checkpoint)")
-        ratios = _mag_ratios(pipe, denoiser, int(s["num_inference_steps"]), calibrate, names)
+        ratios = _mag_ratios(pipe, denoiser, int(s["num_inference_steps"]), ctx.calibrate, names)
     apply_mag_cache(denoiser, MagCacheConfig(threshold=float(s["threshold"]), max_skip_steps=int(s["max_skip_steps"]),
                                              retention_ratio=float(s["retention_ratio"]),
                                              num_inference_steps=int(s["num_inference_steps"]), mag_ratios=ratios))
@@ -297,3 +366,158 @@ def _mag_ratios(pipe: Any, denoiser: torch.nn.Module, steps: int, calibrate: Cal
     if not runs:
         raise BaselineError(f"MagCache calibration saw no complete {steps}-step run")
     return [sum(r[i] for r in runs) / len(runs) for i in range(steps)]
+
+
+# FasterCache's CFG cache splits every batch-concatenated input of the denoiser in half; diffusers'
+# default list misses SD3's pooled projections and DiT's class labels.
+_CFG_BATCHED_INPUTS = ("hidden_states", "encoder_hidden_states", "timestep", "attention_mask",
+                       "encoder_attention_mask", "pooled_projections", "class_labels")
+
+
+def _self_attention_patterns(denoiser: torch.nn.Module) -> list[str]:
+    """Regexes for the adapter table's self-attention components (FasterCache skips only those)."""
+    from diffusers.hooks._common import _ATTENTION_CLASSES
+
+    out = []
+    for layout in adapter_for(denoiser).groups:
+        blocks = getattr(denoiser, layout.attribute, None)
+        if not isinstance(blocks, torch.nn.ModuleList) or not len(blocks):
+            continue
+        for c in layout.components:
+            module = getattr(blocks[0], c, None)
+            if isinstance(module, _ATTENTION_CLASSES) and not getattr(module, "is_cross_attention", False):
+                out.append(rf"^{re.escape(layout.attribute)}\.\d+\.{re.escape(c)}$")
+    return out
+
+
+@register("faster_cache", "diffusers FasterCache: inside `timestep_range` self-attention computes every "
+          "`spatial_skip` steps and is extrapolated in between; the unconditional CFG half computes every "
+          "`uncond_skip` steps (inside `uncond_timestep_range`) and is rebuilt from the conditional half's "
+          "frequency bands", probe={"spatial_skip": 3, "timestep_range": [-1, 1001], "uncond_skip": 3,
+                                    "uncond_timestep_range": [-1, 1001]},
+          spatial_skip=2, timestep_range=[-1, 681], uncond_skip=5, uncond_timestep_range=[-1, 641],
+          attention_weight=0.5)
+def _faster_cache(pipe: Any, denoiser: torch.nn.Module, s: dict[str, Any], ctx: PeerContext) -> BaselineHandle:
+    from diffusers.hooks import FasterCacheConfig, apply_faster_cache
+    from diffusers.hooks.faster_cache import _FASTER_CACHE_BLOCK_HOOK, _FASTER_CACHE_DENOISER_HOOK
+
+    if ctx.cfg is None:
+        raise BaselineError("faster_cache needs to know how the pipeline runs classifier-free guidance "
+                            "(cfg='batched', 'sequential' or 'none')")
+    if ctx.cfg == "sequential":
+        raise BaselineError("faster_cache needs the unconditional and conditional halves in one batch; this "
+                            "pipeline calls the denoiser once per half")
+    patterns = _self_attention_patterns(denoiser)
+    if not patterns:
+        raise BaselineError(f"faster_cache: {type(denoiser).__name__} has no self-attention component in the "
+                            "adapter table")
+    # guidance-distilled, diffusers' block hook reuses its still empty cache when a run's first call
+    # falls inside `timestep_range` (a crash): that call is reported outside every range
+    probe = _TimestepProbe(denoiser, outside_first=ctx.cfg == "none")
+    weight = float(s["attention_weight"])
+    config = FasterCacheConfig(
+        spatial_attention_block_skip_range=int(s["spatial_skip"]),
+        spatial_attention_timestep_skip_range=tuple(s["timestep_range"]),
+        unconditional_batch_skip_range=int(s["uncond_skip"]),
+        unconditional_batch_timestep_skip_range=tuple(s["uncond_timestep_range"]),
+        spatial_attention_block_identifiers=tuple(patterns), attention_weight_callback=lambda _: weight,
+        current_timestep_callback=probe, tensor_format="BCHW", is_guidance_distilled=ctx.cfg == "none",
+        _unconditional_conditional_input_kwargs_identifiers=list(_CFG_BATCHED_INPUTS))
+    apply_faster_cache(denoiser, config)
+    names = (_FASTER_CACHE_DENOISER_HOOK, _FASTER_CACHE_BLOCK_HOOK)
+    handle = BaselineHandle("faster_cache", s, denoiser, _hooked(denoiser, names), names)
+    handle._extra.append(probe.handle)
+    handle._resets.append(probe.reset)
+    if handle.hooked == ["<root>"] and ctx.cfg == "none":   # guidance-distilled: only the attentions skip
+        handle.hooked = []
+    return handle
+
+
+class _SchedulerPosition:
+    """Where the denoising loop is, for SeaCache: a forward pre-hook on the denoiser sets a cache
+    context with the step index (the current timestep's place in `scheduler.timesteps`), the step
+    count and sigma on the flow-matching scale SeaCache's filter assumes; the forward hook restores
+    the context the pipeline had set (or none)."""
+
+    def __init__(self, pipe: Any, denoiser: torch.nn.Module, state_holder: Any) -> None:
+        scheduler = getattr(pipe, "scheduler", None)
+        if scheduler is None or not hasattr(scheduler, "timesteps"):
+            raise BaselineError("sea_cache needs the pipeline's scheduler (the step index and sigma come from it)")
+        self.scheduler = scheduler
+        self.timestep = _TimestepProbe(denoiser)
+        self.holder = state_holder
+        self.saved: list[Any] = []
+        self.handles = [self.timestep.handle, denoiser.register_forward_pre_hook(self._enter),
+                        denoiser.register_forward_hook(self._leave)]
+
+    def _sigma(self, t: float, index: int) -> float:
+        alphas = getattr(self.scheduler, "alphas_cumprod", None)
+        if alphas is not None:        # VP: x_t/(sqrt(a)+sqrt(1-a)) is a flow-matching point at this sigma
+            a = float(alphas[min(max(int(round(t)), 0), len(alphas) - 1)])
+            return (1 - a) ** 0.5 / (a ** 0.5 + (1 - a) ** 0.5)
+        sigmas = getattr(self.scheduler, "sigmas", None)
+        return float(sigmas[index]) if sigmas is not None else t / 1000.0
+
+    def _enter(self, module: torch.nn.Module, args: tuple) -> None:
+        timesteps = torch.as_tensor(self.scheduler.timesteps, dtype=torch.float64).flatten()
+        t = self.timestep()
+        index = int(torch.argmin((timesteps - t).abs()))
+        previous = self.holder()
+        self.saved.append(previous)
+        _set_cache_context(module, CacheContext(previous.name if previous is not None else "cond", step_index=index,
+                                                num_inference_steps=len(timesteps), timestep=t,
+                                                sigma=min(max(self._sigma(t, index), 0.0), 1.0)))
+
+    def _leave(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
+        _set_cache_context(module, self.saved.pop() if self.saved else None)
+
+
+def _latents_for_sea_cache(module: torch.nn.Module, args: tuple, kwargs: dict) -> list[torch.Tensor] | None:
+    """The denoiser's latent input as SeaCache's C x T x H x W list (T = 1 for images): image latents
+    B x C x H x W directly, FLUX's packed tokens B x L x C unpacked on the grid its `img_ids` give."""
+    x = kwargs.get("hidden_states", args[0] if args else None)
+    if not isinstance(x, torch.Tensor):
+        return None
+    if x.ndim == 4:
+        return [sample.unsqueeze(1) for sample in x.unbind(0)]
+    ids = kwargs.get("img_ids")
+    if x.ndim == 3 and isinstance(ids, torch.Tensor) and ids.ndim == 2 and ids.shape[0] == x.shape[1]:
+        rows, cols = int(ids[:, 1].max()) + 1, int(ids[:, 2].max()) + 1
+        if rows * cols == x.shape[1]:
+            grid = x.reshape(x.shape[0], rows, cols, x.shape[2]).permute(0, 3, 1, 2)
+            return [sample.unsqueeze(1) for sample in grid.unbind(0)]
+    return None
+
+
+@register("sea_cache", "diffusers SeaCache: skip the block stack while the accumulated change of a "
+          "spectrally filtered latent stays under `threshold` (at most `max_consecutive_cached` steps in a row)",
+          probe={"threshold": 100.0, "max_consecutive_cached": 0}, own_context=True,
+          threshold=0.25, residual_order=1, retention_steps=1, cache_end_steps=1, max_consecutive_cached=2,
+          power_exp=3.0)
+def _sea_cache(pipe: Any, denoiser: torch.nn.Module, s: dict[str, Any], ctx: PeerContext) -> BaselineHandle:
+    from diffusers.hooks.sea_cache import (_SEA_CACHE_BLOCK_HOOK, _SEA_CACHE_LEADER_BLOCK_HOOK,
+                                           _SEA_CACHE_ROOT_HOOK, SeaCacheConfig, apply_sea_cache)
+
+    config = SeaCacheConfig(threshold=float(s["threshold"]), residual_order=int(s["residual_order"]),
+                            retention_steps=int(s["retention_steps"]), cache_end_steps=int(s["cache_end_steps"]),
+                            max_consecutive_cached=int(s["max_consecutive_cached"]), power_exp=float(s["power_exp"]),
+                            raw_vision_callback=_latents_for_sea_cache)
+    try:
+        apply_sea_cache(denoiser, config)
+    except ValueError as exc:
+        raise BaselineError(f"sea_cache: {exc}") from None
+    names = (_SEA_CACHE_ROOT_HOOK, _SEA_CACHE_LEADER_BLOCK_HOOK, _SEA_CACHE_BLOCK_HOOK)
+    root = denoiser._diffusers_hook.get_hook(_SEA_CACHE_ROOT_HOOK)
+    handle = BaselineHandle("sea_cache", s, denoiser, [n for n in _hooked(denoiser, names) if n != "<root>"], names)
+    # SeaCache falls back to full compute with only a log line ("fail-open"): kept, so the result says so
+    root.shared_state.mark_fail_open = lambda message: handle.failures.append(message)
+    try:
+        position = _SchedulerPosition(pipe, denoiser, lambda: root.state_manager._context)
+    except BaselineError:
+        handle.remove()
+        raise
+    handle._extra.extend(position.handles)
+    return handle
+
+
+from . import cache_dit_peer  # noqa: E402,F401  (registers `dbcache`; cache-dit itself is imported on use)

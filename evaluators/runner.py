@@ -109,3 +109,34 @@ class PipelineRunner:
             images = images.unsqueeze(0)
         latents = getattr(out, "latents", None) if self.latent_mode == "return" else captured.get("latents")
         return Outputs(images=images.float(), latents=latents)
+
+
+class CfgWatch:
+    """How a pipeline runs classifier-free guidance, seen rather than guessed: a forward pre-hook on
+    the denoiser records each call's batch; `mode(images, steps)` reads them for one run of `images`
+    images over `steps` steps: `sequential` (two calls per step), `batched` (one call on twice the
+    images) or `none`. The evaluator's cost table and the peers that split the CFG batch use it."""
+
+    def __init__(self, denoiser: torch.nn.Module) -> None:
+        self.seen: list[int] = []
+        self._denoiser = denoiser
+        self._handle: Any = None
+
+    def __enter__(self) -> "CfgWatch":
+        self._handle = self._denoiser.register_forward_pre_hook(self._record, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._handle.remove()
+
+    def _record(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        x = args[0] if args else kwargs.get("hidden_states", kwargs.get("sample"))
+        self.seen.append(int(x.shape[0]) if isinstance(x, torch.Tensor) else -1)
+
+    def mode(self, images: int, steps: int) -> str:
+        if len(self.seen) >= 2 * steps:
+            return "sequential"
+        if self.seen and self.seen[0] == 2 * images:
+            return "batched"
+        return "none"
+

@@ -53,7 +53,7 @@ from .profiling import DriftProfile, DriftRecorder
 from .prompts import pairs as study_pairs, thumbnail_positions
 from .racing import Race
 from .references import Reference, ReferenceStore
-from .runner import Outputs, PipelineRunner
+from .runner import CfgWatch, Outputs, PipelineRunner
 from .timing import Clock, Timer, median
 from .trajectory import PrefixCache, TrajectoryControl, branch_points, prefix_key
 
@@ -122,25 +122,11 @@ class Evaluator:
     def _measure_cost(self) -> tuple[Any, str]:
         """Cost table at the study's batch and resolution, and how the pipeline runs CFG (seen, not guessed)."""
         batch = self.batches[0]
-        seen: list[int] = []
-
-        def record(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-            x = args[0] if args else kwargs.get("hidden_states", kwargs.get("sample"))
-            seen.append(int(x.shape[0]) if isinstance(x, torch.Tensor) else -1)
-
-        handle = self.denoiser.register_forward_pre_hook(record, with_kwargs=True)
-        try:
+        with CfgWatch(self.denoiser) as watch:
             table = measure_cost_table(
                 self.pipe, lambda: self.runner([p for p, _ in batch], [s for _, s in batch], COST_STEPS),
                 batch_size=len(batch), height=self.config.height, width=self.config.width)
-        finally:
-            handle.remove()
-        if len(seen) >= 2 * COST_STEPS:
-            mode = "sequential"
-        elif seen and seen[0] == 2 * len(batch):
-            mode = "batched"
-        else:
-            mode = "none"
+        mode = watch.mode(len(batch), COST_STEPS)
         return table, mode
 
     def _references_done(self, done: int, total: int) -> None:
@@ -386,7 +372,8 @@ class Evaluator:
             settings = {**settings, "num_inference_steps": self.config.num_inference_steps}   # MagCache's plan length
         prompts0, seeds0 = self._batch_lists(self.batches[0])
         try:
-            handle = apply_baseline(self.pipe, method, calibrate=lambda: self.runner(prompts0, seeds0), **settings)
+            handle = apply_baseline(self.pipe, method, calibrate=lambda: self.runner(prompts0, seeds0),
+                                    cfg=self.sampling.cfg, **settings)
         except (BaselineError, NothingHooked) as exc:
             return BaselineResult(method, dict(settings), label, FAILED, error=str(exc), finished_at=time.time(),
                                   **common)
@@ -420,6 +407,9 @@ class Evaluator:
             with Timer(self.device, self.clock) as t:
                 self.runner(prompts, seeds)
             times.append(t.seconds / len(prompts))
+        if handle.failures:           # it said it ran full compute: not a peer result at its MACs
+            from .baselines import BaselineError
+            raise BaselineError(f"{label} fell back to full compute: {handle.failures[0]}")
         metrics = {m.name: m.result(per_prompt.get(m.name, [])) for m in self.metrics}
         macs = flops // 2 // max(images, 1)
         per_call = self.cost_table.batch_size or len(self.batches[0])

@@ -46,7 +46,12 @@ def counting_mode() -> FlopCounterMode:
 class DenoiserFlops:
     """FLOPs of the denoiser calls made inside the block (the cost table's scope: no text encoder, no
     VAE), for methods whose work is only known by running them (the peers): `counting_mode` entered
-    by a forward pre-hook on the denoiser and left by its forward hook."""
+    by a forward pre-hook on the denoiser and left by its forward hook.
+
+    The counter's module tracker first meets the denoiser inside its call; it is shown the module tree
+    as it stands before the forward runs, so that a peer which rewires the tree during its forward
+    (cache-dit swaps in a block list that holds the transformer as a child: a cycle) does not send the
+    tracker's name walk round that cycle for ever."""
 
     def __init__(self, denoiser: torch.nn.Module) -> None:
         self.denoiser, self.flops, self._handles = denoiser, 0, []
@@ -56,6 +61,9 @@ class DenoiserFlops:
         def enter(module: torch.nn.Module, args: Any, kwargs: Any) -> None:
             self._mode = counting_mode()
             self._mode.__enter__()
+            tracker = getattr(self._mode, "mod_tracker", None)
+            if tracker is not None and hasattr(tracker, "_get_mod_name"):
+                tracker._get_mod_name(module)
 
         def leave(module: torch.nn.Module, args: Any, kwargs: Any, output: Any) -> None:
             self._mode.__exit__(None, None, None)

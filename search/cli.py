@@ -306,6 +306,8 @@ def validate(study: str = typer.Argument(..., help="Study name."),
              seeds: Optional[str] = typer.Option(None, help="Comma-separated seeds (default: the study's)."),
              steps: Optional[int] = typer.Option(None, min=1, help="Step count (only the study's own: a plan does "
                                                                     "not map to another step count)."),
+             resolution: Optional[str] = typer.Option(None, help="HxW, e.g. 512x512: score the same plans at "
+                                                                 "another resolution (pipelines that take height/width)."),
              ids: Optional[str] = typer.Option(None, help="Comma-separated evaluation ids (default: the front)."),
              max_drop: Optional[float] = typer.Option(None, help="Flag members losing more quality than this "
                                                                  "(default 2, in the quality's unit)."),
@@ -316,7 +318,7 @@ def validate(study: str = typer.Argument(..., help="Study name."),
     from store.validation import DEFAULT_MAX_DROP, validation_pairs
 
     from .reports import validation_doc, validation_table
-    from .validate import HeldOutSet, ValidationRefused, validate_study
+    from .validate import HeldOutSet, ValidationRefused, parse_resolution, validate_study
 
     def numbers(text: Optional[str], option: str) -> Optional[tuple[int, ...]]:
         if text is None:
@@ -325,7 +327,11 @@ def validate(study: str = typer.Argument(..., help="Study name."),
             return tuple(int(x) for x in text.split(",") if x.strip())
         except ValueError:
             _fail(f"{option}: expected comma-separated integers, got {text!r}", 2)
-    heldout = HeldOutSet(prompts, num_prompts, numbers(seeds, "--seeds"), steps)
+    try:
+        size = parse_resolution(resolution) if resolution is not None else None
+    except ValidationRefused as exc:
+        _fail(str(exc), 2)
+    heldout = HeldOutSet(prompts, num_prompts, numbers(seeds, "--seeds"), steps, size)
     chosen_ids = numbers(ids, "--ids")
     limit = DEFAULT_MAX_DROP if max_drop is None else max_drop
     log = (lambda line: err.print(line, highlight=False, markup=False)) if as_json else (

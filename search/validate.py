@@ -8,8 +8,12 @@ the one it re-scores (`provenance["validates"]`; read back with `store.validatio
 
 Step count: a plan is a row per denoising step, and there is no faithful map from a 20-step plan to
 28 steps (which step reuses what depends on where the trajectory changes, which the search measured
-at 20), so another step count is refused; search at that step count instead. Resolution is the
-study's: the MACs and references are per resolution.
+at 20), so another step count is refused; search at that step count instead.
+
+Resolution: a plan names steps, blocks and components, never tokens, so at another resolution the
+same plan applies unchanged (the identity map); the references, MACs and latency are measured anew at
+that resolution, and the results are a held-out set of their own. A pipeline that takes no
+height/width (the embedded one, DiT) is refused, as is one the pipeline cannot run at.
 """
 
 from __future__ import annotations
@@ -32,10 +36,26 @@ class HeldOutSet:
     num_prompts: int | None = None
     seeds: tuple[int, ...] | None = None
     steps: int | None = None
+    resolution: tuple[int, int] | None = None     # (height, width); None: the study's
 
     def describe(self) -> dict[str, Any]:
-        return {"prompts": self.prompts, "num_prompts": self.num_prompts,
-                "seeds": list(self.seeds) if self.seeds is not None else None}
+        doc: dict[str, Any] = {"prompts": self.prompts, "num_prompts": self.num_prompts,
+                               "seeds": list(self.seeds) if self.seeds is not None else None}
+        if self.resolution is not None:
+            doc["resolution"] = f"{self.resolution[0]}x{self.resolution[1]}"
+        return doc
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """`512x768` (height x width) -> (512, 768); `ValidationRefused` naming --resolution otherwise."""
+    parts = text.lower().replace(" ", "").split("x")
+    try:
+        h, w = (int(v) for v in parts)
+    except ValueError:
+        raise ValidationRefused(f"--resolution: expected HxW such as 512x512, got {text!r}") from None
+    if h < 8 or w < 8:
+        raise ValidationRefused(f"--resolution: {h}x{w} is below 8x8")
+    return h, w
 
 
 def heldout_evaluation(calibration: EvaluationConfig, heldout: HeldOutSet) -> EvaluationConfig:
@@ -48,6 +68,8 @@ def heldout_evaluation(calibration: EvaluationConfig, heldout: HeldOutSet) -> Ev
     doc.update(prompts=heldout.prompts, num_prompts=heldout.num_prompts)
     if heldout.seeds is not None:
         doc["seeds"] = list(heldout.seeds)
+    if heldout.resolution is not None:
+        doc["height"], doc["width"] = heldout.resolution
     try:
         config = EvaluationConfig(**doc)
         same = config.prompt_set_hash() == calibration.prompt_set_hash()
@@ -55,7 +77,7 @@ def heldout_evaluation(calibration: EvaluationConfig, heldout: HeldOutSet) -> Ev
         raise ValidationRefused(f"--prompts: {exc}") from None
     if same:
         raise ValidationRefused(f"--prompts: '{heldout.prompts}' with these seeds is the study's own calibration "
-                                "set; validation needs prompts or seeds the search did not see")
+                                "set; validation needs prompts, seeds or a resolution the search did not see")
     return config
 
 
@@ -98,8 +120,9 @@ def validate_study(store: Any, study: str, heldout: HeldOutSet, *, ids: Sequence
         return set_hash, chosen
     from evaluators import make_pool
     own = pool is None
-    pool = pool if pool is not None else make_pool(evaluation, progress)
+    pool = pool if pool is not None else _make_pool(make_pool, evaluation, heldout, progress)
     try:
+        _check_resolution(pool, heldout)
         by_hash = {r.schedule_hash: r for r in todo}
         schedules = [store.schedule(h) for h in by_hash]
         for n, result in enumerate(pool.evaluate(schedules), 1):
@@ -112,3 +135,26 @@ def validate_study(store: Any, study: str, heldout: HeldOutSet, *, ids: Sequence
         if own:
             pool.close()
     return set_hash, chosen
+
+
+def _make_pool(make_pool: Callable[..., Any], evaluation: EvaluationConfig, heldout: HeldOutSet,
+               progress: Callable[..., None] | None) -> Any:
+    """The pool for the held-out set; at another resolution, a pipeline that cannot run there is a
+    refusal naming --resolution, not a crash."""
+    if heldout.resolution is None:
+        return make_pool(evaluation, progress)
+    try:
+        return make_pool(evaluation, progress)
+    except (RuntimeError, ValueError) as exc:
+        h, w = heldout.resolution
+        raise ValidationRefused(f"--resolution: the pipeline cannot run at {h}x{w}: {exc}") from None
+
+
+def _check_resolution(pool: Any, heldout: HeldOutSet) -> None:
+    if heldout.resolution is None:
+        return
+    sampling = pool.sampling_spec()
+    if (sampling.height, sampling.width) != heldout.resolution:
+        h, w = heldout.resolution
+        raise ValidationRefused(f"--resolution: asked for {h}x{w} but the pipeline made {sampling.height}x"
+                                f"{sampling.width} images (it takes no height/width)")

@@ -50,13 +50,14 @@ class ValidationPair:
 
 def heldout_sets(store: Any, study: str) -> list[dict[str, Any]]:
     """The held-out sets a study was validated on, newest first: prompt_set_hash, what it was
-    (prompts, num_prompts, seeds as recorded in provenance) and how many results it holds."""
+    (prompts, num_prompts, seeds, resolution as recorded in provenance; resolution None: the
+    study's) and how many results it holds."""
     sets: dict[str, dict[str, Any]] = {}
     for r in store.evaluations(study, DONE, per_prompt=False, kind=VALIDATION):
         entry = sets.setdefault(r.prompt_set_hash or "", {
             "prompt_set_hash": r.prompt_set_hash, "prompts": r.provenance.get("prompts"),
             "num_prompts": r.provenance.get("num_prompts"), "seeds": r.provenance.get("seeds"),
-            "results": 0, "last": 0.0})
+            "resolution": r.provenance.get("resolution"), "results": 0, "last": 0.0})
         entry["results"] += 1
         entry["last"] = max(entry["last"], r.recorded_at or 0.0)
     return sorted(sets.values(), key=lambda e: -e["last"])

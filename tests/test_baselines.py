@@ -17,7 +17,10 @@ from tiny_pipelines import TINY_PIPELINES
 from typer.testing import CliRunner
 
 from evaluators.baselines import BASELINES, apply_baseline, expand_settings
+from evaluators.runner import CfgWatch
+from schedules.adapters import find_denoiser
 from schedules import counting_mode
+from schedules.cost import DenoiserFlops
 from search.cli import app as cli
 from store import Store
 
@@ -41,24 +44,31 @@ def pipeline(request):
             pytest.skip("embedded weights not shipped")
     pipe = entry.build()
     run = lambda: entry.run(pipe, num_inference_steps=STEPS)   # noqa: E731
-    return pipe, run
+    with CfgWatch(find_denoiser(pipe)) as watch:
+        images = run()
+    return pipe, run, watch.mode(len(images), STEPS)
 
 
 @pytest.mark.parametrize("method", sorted(BASELINES))
 def test_every_peer_hooks_skips_work_and_detaches(pipeline, method) -> None:
-    pipe, run = pipeline
+    pipe, run, cfg = pipeline
     plain = run()
     with counting_mode() as full:
         run()
-    handle = apply_baseline(pipe, method, calibrate=run, **_settings(method, STEPS))
+    handle = apply_baseline(pipe, method, calibrate=run, cfg=cfg, **_settings(method, STEPS))
+    denoiser = find_denoiser(pipe)
     try:
         assert handle.hooked, f"{method} hooked nothing"
         handle.reset()
-        with counting_mode() as cached:
+        with counting_mode() as cached, DenoiserFlops(denoiser) as counted:
             run()
     finally:
         handle.remove()
     assert cached.get_total_flops() < full.get_total_flops(), f"{method} at {handle.label} skipped no work"
+    # what a study records (DenoiserFlops, per denoiser call) is FlopCounterMode's count of the whole
+    # run less the work outside the denoiser (text encoder, VAE: the plain run's, the same work)
+    outside = full.get_total_flops() - sum(full.get_flop_counts()[type(denoiser).__name__].values())
+    assert counted.flops == cached.get_total_flops() - outside > 0
     assert torch.equal(run(), plain), "the plain pipeline is not bit-identical after the peer was removed"
 
 
@@ -156,3 +166,76 @@ def test_the_frontier_page_draws_the_peers(peers_study, monkeypatch) -> None:
     traces = plotly_specs(at)[0]["data"]
     peers = [t for t in traces if t.get("name", "").startswith("peer methods")]
     assert peers and len(peers[0]["x"]) == len(BASELINES) + 1
+
+
+# ------------------------------------------------------------------------------ refusals that say why
+def test_dbcache_without_cache_dit_is_refused_with_the_install_line(pipeline, monkeypatch) -> None:
+    import sys
+    from evaluators.baselines import BaselineError
+    pipe, run, cfg = pipeline
+    plain = run()
+    monkeypatch.setitem(sys.modules, "cache_dit", None)        # as if the extra were not installed
+    with pytest.raises(BaselineError, match=r"cache-dit, which is not installed .*pip install 'cachesearch\[cache-dit\]'"):
+        apply_baseline(pipe, "dbcache", cfg=cfg)
+    assert torch.equal(run(), plain)
+
+
+def test_faster_cache_refuses_without_knowing_how_guidance_runs(pipeline) -> None:
+    from evaluators.baselines import BaselineError
+    pipe, run, _ = pipeline
+    plain = run()
+    for cfg, needle in ((None, "needs to know how the pipeline runs classifier-free guidance"),
+                        ("sequential", "calls the denoiser once per half")):
+        with pytest.raises(BaselineError, match=needle):
+            apply_baseline(pipe, "faster_cache", cfg=cfg)
+    assert torch.equal(run(), plain), "a refused peer left a hook behind"
+
+
+def test_a_peer_that_breaks_while_attaching_is_refused_and_leaves_nothing(pipeline, monkeypatch) -> None:
+    import diffusers.hooks
+    from evaluators.baselines import BaselineError
+    pipe, run, cfg = pipeline
+    plain = run()
+    real = diffusers.hooks.apply_first_block_cache
+
+    def half_then_fail(module, config):
+        real(module, config)
+        raise IndexError("pop from empty list")
+    monkeypatch.setattr(diffusers.hooks, "apply_first_block_cache", half_then_fail)
+    with pytest.raises(BaselineError, match=r"first_block_cache\(threshold=0.05\) cannot be applied to .*IndexError"):
+        apply_baseline(pipe, "first_block_cache", cfg=cfg)
+    assert torch.equal(run(), plain), "the half-applied peer was not undone"
+
+
+def test_sea_cache_falling_back_to_full_compute_is_reported(pipeline) -> None:
+    pipe, run, cfg = pipeline
+    handle = apply_baseline(pipe, "sea_cache", cfg=cfg, **BASELINES["sea_cache"].probe)
+    root = handle.denoiser._diffusers_hook.get_hook("sea_cache_root")
+    root.raw_vision_callback = lambda *args: None            # as on a model whose latents it cannot read
+    try:
+        handle.reset()
+        with counting_mode() as cached:
+            run()
+    finally:
+        handle.remove()
+    assert handle.failures and "raw vision latents" in handle.failures[0]
+    with counting_mode() as full:
+        run()
+    assert cached.get_total_flops() == full.get_total_flops()   # what the failure says: full compute
+
+
+def test_a_peer_that_fell_back_to_full_compute_is_a_failed_result_naming_why(tmp_path, monkeypatch) -> None:
+    from evaluators import EvaluationConfig, LocalPool
+    from evaluators import baselines
+    from evaluators.embedded.model import DENOISER_WEIGHTS
+    if not DENOISER_WEIGHTS.exists():
+        pytest.skip("embedded weights not shipped")
+    monkeypatch.setattr(baselines, "_latents_for_sea_cache", lambda *args: None)
+    cfg = EvaluationConfig(num_prompts=2, seeds=[0], metrics=["psnr"], num_inference_steps=6, n_thumbnails=0,
+                           cache_dir=str(tmp_path), latency={"warmup": 0, "repeats": 1})
+    with LocalPool(cfg) as pool:
+        sea, fbc = pool.evaluate_baselines([("sea_cache", dict(BASELINES["sea_cache"].probe)),
+                                            ("first_block_cache", {"threshold": 100.0})])
+    assert not sea.ok and "fell back to full compute" in sea.error and "raw vision latents" in sea.error
+    assert sea.macs is None                                   # no figure recorded for it
+    assert fbc.ok and fbc.mac_speedup > 1.0                   # the same pool scores the next peer normally

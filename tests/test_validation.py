@@ -141,7 +141,10 @@ def test_cachesearch_validate_on_the_embedded_model(tmp_path: Path) -> None:
     for args, needle in ((["--steps", "8"], "--steps: the study's plans are per step at 6 steps"),
                          (["--prompts", "calibration", "--num-prompts", "2"], "is the study's own calibration set"),
                          (["--prompts", str(tmp_path / "none.txt")], "--prompts"),
-                         (["--ids", "999"], "--ids: evaluation 999 is not a done search result")):
+                         (["--ids", "999"], "--ids: evaluation 999 is not a done search result"),
+                         (["--resolution", "big"], "--resolution: expected HxW such as 512x512, got 'big'"),
+                         (["--resolution", "32x32", "--num-prompts", "2"],     # the embedded pipeline has no
+                          "--resolution: asked for 32x32 but the pipeline made")):  # height/width
         result = runner.invoke(cli, ["validate", "val", "--db", db, *args])
         assert result.exit_code == 2 and needle in result.output, (args, result.output)
         assert db_file.read_bytes() == before
@@ -159,3 +162,34 @@ def test_cachesearch_validate_on_the_embedded_model(tmp_path: Path) -> None:
     again = runner.invoke(cli, ["validate", "val", "--db", db, "--num-prompts", "2"])
     assert again.exit_code == 0 and f"validating 0 of {len(front)}" in again.output
     assert "calibration vs held-out" in again.output
+
+
+def test_validate_at_another_resolution_applies_the_same_plans_there(tmp_path: Path) -> None:
+    """A tiny PixArt study searched at 16x16, its front re-scored at 32x32: same plans, references and
+    MACs measured at 32x32, stored as a held-out set of its own that records the resolution."""
+    import yaml
+    from tiny_pipelines import TINY_PIXART_KWARGS, save_tiny_pixart
+    model = save_tiny_pixart(tmp_path / "tiny-pixart")
+    study = {"study": "res", "evaluation": {
+        "model": str(model), "prompts": "calibration", "num_prompts": 2, "seeds": [0], "num_inference_steps": 6,
+        "guidance_scale": 4.0, "height": 16, "width": 16, "pipeline_kwargs": TINY_PIXART_KWARGS,
+        "metrics": ["psnr"], "n_thumbnails": 0, "cache_dir": str(tmp_path / "cache"),
+        "latency": {"warmup": 0, "repeats": 1}},
+        "searcher": {"name": "heuristics", "settings": {"include": ["fora"]}}, "budget": {"evaluations": 3}}
+    cfg = tmp_path / "res.yaml"
+    cfg.write_text(yaml.safe_dump(study))
+    db = f"sqlite:///{tmp_path / 'res.db'}"
+    assert runner.invoke(cli, ["search", str(cfg), "--db", db, "-q"]).exit_code == 0
+    result = runner.invoke(cli, ["validate", "res", "--db", db, "--prompts", "calibration", "--num-prompts", "2",
+                                 "--resolution", "32x32", "--json"])
+    assert result.exit_code == 0, result.output
+    with Store(db) as store:
+        front = {r.id: r for r in store.front("res")}
+        held = store.evaluations("res", DONE, kind=VALIDATION)
+        sets = heldout_sets(store, "res")
+        assert sorted(r.provenance["validates"] for r in held) == sorted(front)
+        for r in held:
+            original = front[r.provenance["validates"]]
+            assert r.schedule_hash == original.schedule_hash          # the identity map: the same plan
+            assert r.macs > 3 * original.macs                          # 4x the tokens, measured anew
+    assert sets[0]["resolution"] == "32x32" and sets[0]["prompts"] == "calibration"

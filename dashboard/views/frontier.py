@@ -115,7 +115,8 @@ def _validation(ctx: Context) -> None:
                    "prompts the search did not see.")
         return
     held = sets[0]
-    with st.expander(f"Held-out validation ({held['prompts']}, {held['results']} results)", expanded=True):
+    where = f" at {held['resolution']}" if held.get("resolution") else ""
+    with st.expander(f"Held-out validation ({held['prompts']}{where}, {held['results']} results)", expanded=True):
         max_drop = st.number_input("Flag a drop of more than", min_value=0.0, value=DEFAULT_MAX_DROP, step=0.5,
                                    key="max_drop", help="quality lost on held-out prompts, in the quality's unit")
         flagged = [p.original.id for p in pairs if p.flagged(max_drop)]
