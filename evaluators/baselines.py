@@ -102,20 +102,38 @@ class Baseline:
     defaults: Mapping[str, Any]
     probe: Mapping[str, Any] = field(default_factory=dict)   # settings under which it surely caches (tests)
     own_context: bool = False    # it sets the denoiser's cache context itself (no generic "cond" context)
+    requires: str | None = None  # an optional package it needs (importable name), e.g. cache_dit
+    extra: str | None = None     # the cachesearch extra that installs it
+
+    @property
+    def install_hint(self) -> str:
+        return install_line(self.extra) if self.extra else ""
+
+    @property
+    def available(self) -> bool:
+        """Whether its optional package is installed (looked up, not imported: cache-dit takes ~10 s)."""
+        import importlib.util
+        return self.requires is None or importlib.util.find_spec(self.requires) is not None
 
 
 BASELINES: dict[str, Baseline] = {}
 
 
 def register(name: str, description: str, *, probe: Mapping[str, Any] | None = None, own_context: bool = False,
+             requires: str | None = None, extra: str | None = None,
              **defaults: Any) -> Callable[[Callable[..., BaselineHandle]], Callable]:
     """One registry entry per peer: its apply function `(pipe, denoiser, settings, PeerContext)`,
     default settings, and `probe` settings under which it is sure to skip work on any model (the
     contract test checks it really does)."""
     def deco(fn: Callable[..., BaselineHandle]) -> Callable[..., BaselineHandle]:
-        BASELINES[name] = Baseline(name, description, fn, dict(defaults), dict(probe or {}), own_context)
+        BASELINES[name] = Baseline(name, description, fn, dict(defaults), dict(probe or {}), own_context, requires,
+                                   extra)
         return fn
     return deco
+
+
+def install_line(extra: str) -> str:
+    return f"pip install 'cachesearch[{extra}]'"
 
 
 def baseline_label(method: str, settings: Mapping[str, Any]) -> str:

@@ -22,7 +22,7 @@ import torch
 
 from schedules.adapters import adapter_for
 
-from .baselines import BaselineError, BaselineHandle, PeerContext, register
+from .baselines import BaselineError, BaselineHandle, PeerContext, install_line, register
 
 # cache-dit's ForwardPattern per block group, for families whose pipelines it has no adapter for:
 # PixArt/DiT blocks take and return hidden states only; FLUX and SD3 blocks return
@@ -30,7 +30,7 @@ from .baselines import BaselineError, BaselineHandle, PeerContext, register
 FORWARD_PATTERNS: dict[str, tuple[str, ...]] = {
     "pixart": ("Pattern_3",), "dit": ("Pattern_3",), "sd3": ("Pattern_1",), "flux": ("Pattern_1", "Pattern_1"),
 }
-INSTALL_HINT = "pip install 'cachesearch[cache-dit]'"
+EXTRA = "cache-dit"
 
 
 def import_cache_dit() -> Any:
@@ -40,7 +40,7 @@ def import_cache_dit() -> Any:
         import cache_dit
     except ImportError as exc:
         raise BaselineError(f"dbcache needs cache-dit, which is not installed ({exc.name} not found): "
-                            f"{INSTALL_HINT}") from None
+                            f"{install_line(EXTRA)}") from None
     return cache_dit
 
 
@@ -80,7 +80,7 @@ class _Disable:
           "blocks every step, skip the others while the first blocks' residual changed less than `threshold` "
           "(after `max_warmup_steps`); `taylorseer`: forecast the skipped output with cache-dit's TaylorSeer "
           "calibrator of order `taylorseer_order`",
-          probe={"threshold": 100.0, "max_warmup_steps": 1, "taylorseer": True}, own_context=True,
+          probe={"threshold": 100.0, "max_warmup_steps": 1, "taylorseer": True}, own_context=True, requires="cache_dit", extra=EXTRA,
           Fn=1, Bn=0, threshold=0.08, max_warmup_steps=8, max_cached_steps=-1, max_continuous_cached_steps=-1,
           taylorseer=False, taylorseer_order=1)
 def _dbcache(pipe: Any, denoiser: torch.nn.Module, s: dict[str, Any], ctx: PeerContext) -> BaselineHandle:

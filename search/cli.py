@@ -459,6 +459,24 @@ def describe(model: str = typer.Argument("embedded", help="'embedded', a hub id 
     console.print(describe_table(spec, table))
 
 
+@app.command()
+def peers(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """List the peer methods a study's `baselines:` section can score, with their default settings
+    (a list value in a study's settings sweeps)."""
+    from evaluators.baselines import BASELINES
+
+    from .reports import peers_doc, peers_table
+    entries = [BASELINES[name] for name in sorted(BASELINES)]
+    if as_json:
+        _print_json(peers_doc(entries))
+        return
+    console.print(peers_table(entries))
+    for b in entries:
+        if not b.available:
+            console.print(f"{b.name} needs {b.requires}, which is not installed: {b.install_hint}", highlight=False,
+                          markup=False)
+
+
 def main() -> None:   # python -m search.cli
     app()
 

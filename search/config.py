@@ -142,10 +142,10 @@ class RacingConfig(_Strict):
 
 
 class BaselineConfig(_Strict):
-    """A peer method scored beside the search (evaluators.baselines): first_block_cache, taylorseer,
-    mag_cache. A list value in `settings` is a sweep: every combination is scored."""
+    """A peer method scored beside the search (one entry of `evaluators.baselines.BASELINES`). A list
+    value in `settings` is a sweep: every combination is scored."""
 
-    method: str = Field(description="a registered peer (cachesearch describe lists them; unknown ones are "
+    method: str = Field(description="a registered peer (`cachesearch peers` lists them; unknown ones are "
                                     "refused before the study starts)")
     settings: dict[str, Any] = Field(default_factory=dict, description="the method's settings; lists sweep")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
+from rich.markup import escape
 from rich.table import Table
 
 from schedules.objectives import COST_NAMES, FIGURE_NAMES, Objectives, label
@@ -240,3 +241,20 @@ def baselines_doc(peers: Sequence[Any], pair: Objectives) -> list[dict[str, Any]
     return [{"label": p.label, "method": p.method, "settings": p.settings, "status": p.status, "error": p.error,
              pair[1].name: p.objective(pair[1].name), "latency_speedup": p.latency_speedup,
              pair[0].name: p.objective(pair[0].name), "macs": p.macs, "hooked": p.hooked} for p in peers]
+
+
+def peers_table(entries: Sequence[Any]) -> Table:
+    """The registered peer methods (`cachesearch peers`): what each does and its default settings."""
+    table = Table(title="peer methods a study's `baselines:` section can score", show_lines=True)
+    for col in ("method", "default settings", "what it does"):
+        table.add_column(col, overflow="fold")
+    for b in entries:
+        settings = ", ".join(f"{k}={v}" for k, v in b.defaults.items() if k != "mag_ratios")
+        note = "" if b.available else f"\n(not installed: {b.install_hint})"
+        table.add_row(b.name, escape(settings), escape(b.description + note))
+    return table
+
+
+def peers_doc(entries: Sequence[Any]) -> list[dict[str, Any]]:
+    return [{"method": b.name, "description": b.description, "defaults": dict(b.defaults),
+             "requires": b.requires, "available": b.available} for b in entries]

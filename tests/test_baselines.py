@@ -239,3 +239,15 @@ def test_a_peer_that_fell_back_to_full_compute_is_a_failed_result_naming_why(tmp
     assert not sea.ok and "fell back to full compute" in sea.error and "raw vision latents" in sea.error
     assert sea.macs is None                                   # no figure recorded for it
     assert fbc.ok and fbc.mac_speedup > 1.0                   # the same pool scores the next peer normally
+
+
+def test_cachesearch_peers_lists_every_registered_peer_and_what_is_missing(monkeypatch) -> None:
+    import importlib.util
+    doc = json.loads(runner.invoke(cli, ["peers", "--json"]).stdout)
+    assert [d["method"] for d in doc] == sorted(BASELINES)
+    assert all(d["defaults"] == dict(BASELINES[d["method"]].defaults) for d in doc)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "cache_dit" else real(name, *a))
+    result = runner.invoke(cli, ["peers"])
+    assert result.exit_code == 0
+    assert "dbcache needs cache_dit, which is not installed: pip install 'cachesearch[cache-dit]'" in result.output
