@@ -307,6 +307,7 @@ def test_ctrl_c_during_evaluator_start_up_says_how_to_resume(tmp_path, monkeypat
     assert resumed.exit_code == 0 and "4 evaluations (4 in this run)" in resumed.output, resumed.output
 
 
+@pytest.mark.e2e   # two real `python -m search.cli` processes on the embedded model (~30 s): the e2e step
 def test_apply_a_timestep_schedule_against_the_study_steps(tmp_path):
     """`cachesearch apply` on a 10-of-20-steps schedule: compared with the plain 20-step pipeline."""
     from dataclasses import replace

@@ -248,6 +248,7 @@ with Store({url!r}) as store:
 """
 
 
+@pytest.mark.e2e   # a real search writing the database while the app reads it (~20 s): the e2e step
 def test_database_being_written_shows_live_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = fill_store(tmp_path / "live.db")
     writer = subprocess.Popen([sys.executable, "-c", _WRITER.format(

@@ -3,6 +3,8 @@ front; images generated are accounted per evaluation and over a study."""
 
 from __future__ import annotations
 
+import pytest
+
 from schedules import DONE, RACED, EvaluationResult, Schedule
 from search.config import validate_config
 from search.study import make_pool, run_study
@@ -35,6 +37,7 @@ def test_a_raced_result_is_stored_shown_and_kept_out_of_fronts(tmp_path):
         assert [p.images for p in history] == [16 / 20, (16 + 4) / 20]
 
 
+@pytest.mark.e2e   # a whole racing study on the embedded model (~16 s): the e2e step
 def test_a_racing_study_on_the_embedded_model(tmp_path):
     """Candidates dominated on their first pairs stop early (raced), the rest are full; the study's
     image count is what was generated; resume re-tells raced results without re-running them."""
