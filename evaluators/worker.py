@@ -45,6 +45,7 @@ from schedules.cost import DenoiserFlops
 from schedules.latency import LatencyTable, calibration_schedules, measure_latency_table
 from schedules.timesteps import fine_grid
 
+from .baselines import BASELINES, BaselineError, NothingHooked, apply_baseline, baseline_label
 from .config import EvaluationConfig
 from .jumps import jump_costs
 from .metrics import Batch, MetricError, build_metrics
@@ -364,7 +365,6 @@ class Evaluator:
         """Score a peer method (`evaluators.baselines`) like a schedule: same pairs, references and
         metrics; MACs measured by FlopCounterMode on every denoiser call of the scored runs (a dynamic
         method decides per prompt); latency timed on separate, uncounted runs of the first batch."""
-        from .baselines import BASELINES, BaselineError, NothingHooked, apply_baseline, baseline_label
         common = {"worker": self.name, "prompt_set_hash": self.prompt_set_hash}
         label = baseline_label(method, settings)
         entry = BASELINES.get(method)
@@ -408,7 +408,6 @@ class Evaluator:
                 self.runner(prompts, seeds)
             times.append(t.seconds / len(prompts))
         if handle.failures:           # it said it ran full compute: not a peer result at its MACs
-            from .baselines import BaselineError
             raise BaselineError(f"{label} fell back to full compute: {handle.failures[0]}")
         metrics = {m.name: m.result(per_prompt.get(m.name, [])) for m in self.metrics}
         macs = flops // 2 // max(images, 1)

@@ -226,11 +226,11 @@ def test_sea_cache_falling_back_to_full_compute_is_reported(pipeline) -> None:
 
 def test_a_peer_that_fell_back_to_full_compute_is_a_failed_result_naming_why(tmp_path, monkeypatch) -> None:
     from evaluators import EvaluationConfig, LocalPool
-    from evaluators import baselines
+    from evaluators import diffusers_peers
     from evaluators.embedded.model import DENOISER_WEIGHTS
     if not DENOISER_WEIGHTS.exists():
         pytest.skip("embedded weights not shipped")
-    monkeypatch.setattr(baselines, "_latents_for_sea_cache", lambda *args: None)
+    monkeypatch.setattr(diffusers_peers, "_latents_for_sea_cache", lambda *args: None)
     cfg = EvaluationConfig(num_prompts=2, seeds=[0], metrics=["psnr"], num_inference_steps=6, n_thumbnails=0,
                            cache_dir=str(tmp_path), latency={"warmup": 0, "repeats": 1})
     with LocalPool(cfg) as pool:
